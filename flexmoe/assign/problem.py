@@ -1,0 +1,369 @@
+"""The expert-assignment problem as a frozen, validated value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from flexmoe.assign.errors import InvalidProblemError
+
+__all__ = ["AssignmentProblem", "BalanceMetric"]
+
+
+class BalanceMetric(StrEnum):
+    """How the soft balance term measures the spread of expert loads."""
+
+    VARIANCE = "variance"
+    """``Σ_e (L_e − L̄)²`` with ``L̄`` the mean load (convex)."""
+    RANGE = "range"
+    """``max_e L_e − min_e L_e``."""
+
+
+Float = NDArray[np.float64]
+Int = NDArray[np.int64]
+Bool = NDArray[np.bool_]
+
+
+@dataclass(frozen=True, eq=False)
+class AssignmentProblem:
+    r"""Which experts each federated client holds and trains this round.
+
+    Every array is converted once, made read-only and validated on construction;
+    malformed data raises :class:`~flexmoe.assign.InvalidProblemError` naming the
+    field, the rule and what was received. Scalars broadcast to per-client or
+    per-expert vectors.
+
+    Parameters
+    ----------
+    utility : array_like, shape (n_clients, n_experts)
+        Client–expert fitness; higher is better. Any finite real (a cost is a negative
+        utility).
+    max_experts : int or array_like, shape (n_clients,)
+        How many experts a client may hold.
+    min_experts : int or array_like, shape (n_clients,), optional
+        How many experts a client must hold (a gate's top-k needs at least k).
+        Default: equal to `max_experts`, i.e. every client holds exactly that many.
+    load_min, load_max : float or array_like, shape (n_experts,), optional
+        Hard band on each expert's load. Defaults 0 and ``inf``. ``load_min >= 1``
+        means every expert is trained.
+    expert_size, storage : array_like, shapes (n_experts,), (n_clients,), optional
+        Storage: ``Σ_e expert_size[e]·x[n, e] <= storage[n]``. Given together.
+    compute_cost, compute_budget : array_like, shapes (n_clients, n_experts), (n_clients,)
+        Compute: ``Σ_e compute_cost[n, e]·x[n, e] <= compute_budget[n]``. Given together.
+    load_weight : array_like, shape (n_clients, n_experts), optional
+        Load of expert e is ``Σ_n load_weight[n, e]·x[n, e]``; None counts holders.
+    allowed : array_like of bool, shape (n_clients, n_experts), optional
+        ``False`` forbids a pair (a client that cannot host an expert).
+    balance_penalty : float
+        λ ≥ 0, weight of the soft balance term.
+    balance_metric : {"variance", "range"}
+        ``variance``: ``Σ_e (L_e − L̄)²``; ``range``: ``max L − min L``.
+    previous : array_like of bool, shape (n_clients, n_experts), optional
+        Last round's assignment, for the churn term.
+    switch_cost : float
+        μ ≥ 0 paid per expert a client holds now but did not hold in `previous`.
+    name : str
+        A label carried into results and benchmark tables.
+
+    Notes
+    -----
+    With ``x[n, e] ∈ {0, 1}`` and loads ``L_e = Σ_n w[n, e]·x[n, e]`` the problem is
+
+    .. math::
+
+        \max_x \; \sum_{n,e} u_{ne} x_{ne} - λ\,\mathrm{imbalance}(L)
+              - μ \sum_{n,e} (1 - p_{ne}) x_{ne}
+
+    subject to ``min_experts[n] <= Σ_e x[n, e] <= max_experts[n]``,
+    ``load_min[e] <= L_e <= load_max[e]``, the optional storage and compute rows, and
+    ``x[n, e] = 0`` where not allowed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flexmoe.assign import AssignmentProblem
+    >>> p = AssignmentProblem(np.eye(3), max_experts=1, load_min=1)
+    >>> p.shape
+    (3, 3)
+    >>> AssignmentProblem(np.eye(3), max_experts=[1, 1])
+    Traceback (most recent call last):
+    ...
+    flexmoe.assign.errors.InvalidProblemError: `max_experts` must have shape (n_clients,) = (3,); got (2,)
+    """
+
+    utility: Float
+    max_experts: Int
+    min_experts: Int = None  # type: ignore[assignment]
+    load_min: Float = None  # type: ignore[assignment]
+    load_max: Float = None  # type: ignore[assignment]
+    expert_size: Float | None = None
+    storage: Float | None = None
+    compute_cost: Float | None = None
+    compute_budget: Float | None = None
+    load_weight: Float | None = None
+    allowed: Bool | None = None
+    balance_penalty: float = 0.0
+    balance_metric: BalanceMetric = BalanceMetric.VARIANCE
+    previous: Bool | None = None
+    switch_cost: float = 0.0
+    name: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        utility = _matrix("utility", self.utility, None)
+        n, e = utility.shape
+        _set(self, "utility", utility)
+        _set(self, "max_experts", _counts("max_experts", self.max_experts, n))
+        mins = self.max_experts if self.min_experts is None else self.min_experts
+        _set(self, "min_experts", _counts("min_experts", mins, n))
+        _set(self, "load_min", _vector("load_min", 0.0 if self.load_min is None else self.load_min, e))
+        load_max = np.inf if self.load_max is None else self.load_max
+        _set(self, "load_max", _vector("load_max", load_max, e, allow_inf=True))
+        for name, length in (("expert_size", e), ("storage", n), ("compute_budget", n)):
+            value = getattr(self, name)
+            if value is not None:
+                _set(self, name, _vector(name, value, length))
+        for name in ("compute_cost", "load_weight"):
+            value = getattr(self, name)
+            if value is not None:
+                _set(self, name, _matrix(name, value, (n, e), nonnegative=True))
+        for name in ("allowed", "previous"):
+            value = getattr(self, name)
+            if value is not None:
+                _set(self, name, _mask(name, value, (n, e)))
+        _set(self, "balance_penalty", _scalar("balance_penalty", self.balance_penalty))
+        _set(self, "switch_cost", _scalar("switch_cost", self.switch_cost))
+        _set(self, "balance_metric", _metric(self.balance_metric))
+        _validate_pairs(self)
+
+    # -- shape and structure ---------------------------------------------------------
+
+    @property
+    def n_clients(self) -> int:
+        return int(self.utility.shape[0])
+
+    @property
+    def n_experts(self) -> int:
+        return int(self.utility.shape[1])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n_clients, self.n_experts)
+
+    @property
+    def has_storage(self) -> bool:
+        return self.storage is not None
+
+    @property
+    def has_compute(self) -> bool:
+        return self.compute_budget is not None
+
+    @property
+    def weighted_loads(self) -> bool:
+        return self.load_weight is not None
+
+    def allowed_mask(self) -> Bool:
+        """The allowed mask, all ``True`` when none was given."""
+        if self.allowed is None:
+            return np.ones(self.shape, dtype=bool)
+        return self.allowed
+
+    def weights(self) -> Float:
+        """Per-pair load weights, all ones for count loads."""
+        if self.load_weight is None:
+            return np.ones(self.shape)
+        return self.load_weight
+
+    def effective_utility(self) -> Float:
+        """``utility`` minus the switch cost μ on pairs not held in `previous`.
+
+        The linear part of the objective: ``Σ effective_utility · x``.
+        """
+        if self.previous is None or self.switch_cost == 0.0:
+            return self.utility
+        return self.utility - self.switch_cost * (~self.previous)
+
+    def replace(self, **changes: Any) -> AssignmentProblem:
+        """A copy with some fields replaced (and validated again)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return AssignmentProblem(**values)
+
+    def __repr__(self) -> str:
+        extras = [
+            label
+            for label, present in (
+                ("storage", self.has_storage),
+                ("compute", self.has_compute),
+                ("weighted-loads", self.weighted_loads),
+                ("allowed", self.allowed is not None),
+                ("previous", self.previous is not None),
+            )
+            if present
+        ]
+        name = f"{self.name!r}, " if self.name else ""
+        return (
+            f"AssignmentProblem({name}{self.n_clients} clients × {self.n_experts} experts, "
+            f"experts per client {int(self.min_experts.min())}..{int(self.max_experts.max())}, "
+            f"λ={self.balance_penalty:g} ({self.balance_metric}), μ={self.switch_cost:g}"
+            + (f", {', '.join(extras)}" if extras else "")
+            + ")"
+        )
+
+
+# -- conversion and validation helpers ----------------------------------------------
+
+
+def _set(problem: AssignmentProblem, name: str, value: Any) -> None:
+    object.__setattr__(problem, name, value)
+
+
+def _readonly(array: np.ndarray) -> np.ndarray:
+    array = np.array(array, copy=True)
+    array.setflags(write=False)
+    return array
+
+
+def _as_array(name: str, value: ArrayLike, dtype: type) -> np.ndarray:
+    array = np.asarray(value)
+    if array.dtype == object or not (
+        np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_
+    ):
+        raise InvalidProblemError(f"`{name}` must be numeric; got dtype {array.dtype}")
+    if dtype is not np.bool_ and array.dtype == np.bool_:
+        array = array.astype(np.int64)
+    if np.iscomplexobj(array):
+        raise InvalidProblemError(f"`{name}` must be real; got dtype {array.dtype}")
+    return array
+
+
+def _check_shape(name: str, array: np.ndarray, shape: tuple[int, ...], dims: str) -> None:
+    if array.shape != shape:
+        raise InvalidProblemError(
+            f"`{name}` must have shape {dims} = {shape}; got {array.shape}"
+        )
+
+
+def _first(mask: np.ndarray) -> int | tuple[int, ...]:
+    """Index of the first ``True`` in `mask`: an int for vectors, a tuple otherwise."""
+    where = tuple(int(i) for i in np.argwhere(mask)[0])
+    return where[0] if len(where) == 1 else where
+
+
+def _check_finite(name: str, array: np.ndarray, *, allow_inf: bool = False) -> None:
+    bad = np.isnan(array) if allow_inf else ~np.isfinite(array)
+    if bad.any():
+        at = _first(bad)
+        rule = "must not contain NaN" if allow_inf else "must be finite"
+        raise InvalidProblemError(f"`{name}` {rule}; got {array[at]} at index {at}")
+
+
+def _check_nonnegative(name: str, array: np.ndarray) -> None:
+    if (array < 0).any():
+        at = _first(array < 0)
+        raise InvalidProblemError(f"`{name}` must be >= 0; got {array[at]:g} at index {at}")
+
+
+def _matrix(
+    name: str, value: ArrayLike, shape: tuple[int, int] | None, *, nonnegative: bool = False
+) -> Float:
+    array = _as_array(name, value, np.float64).astype(np.float64)
+    if shape is None:
+        if array.ndim != 2:
+            raise InvalidProblemError(
+                f"`{name}` must be 2-D (n_clients, n_experts); got {array.ndim}-D "
+                f"with shape {array.shape}"
+            )
+        if array.shape[0] == 0 or array.shape[1] == 0:
+            raise InvalidProblemError(
+                f"`{name}` must have at least one client and one expert; got shape {array.shape}"
+            )
+    else:
+        _check_shape(name, array, shape, "(n_clients, n_experts)")
+    _check_finite(name, array)
+    if nonnegative:
+        _check_nonnegative(name, array)
+    return _readonly(array)
+
+
+def _vector(name: str, value: ArrayLike, length: int, *, allow_inf: bool = False) -> Float:
+    array = _as_array(name, value, np.float64).astype(np.float64)
+    if array.ndim == 0:
+        array = np.full(length, float(array))
+    dims = "(n_experts,)" if name in ("load_min", "load_max", "expert_size") else "(n_clients,)"
+    _check_shape(name, array, (length,), dims)
+    _check_finite(name, array, allow_inf=allow_inf)
+    _check_nonnegative(name, array)
+    return _readonly(array)
+
+
+def _counts(name: str, value: ArrayLike, n_clients: int) -> Int:
+    array = _as_array(name, value, np.int64)
+    if array.ndim == 0:
+        array = np.full(n_clients, array)
+    _check_shape(name, array, (n_clients,), "(n_clients,)")
+    _check_finite(name, array.astype(np.float64))
+    if not np.array_equal(array, np.round(array)):
+        at = _first(array != np.round(array))
+        raise InvalidProblemError(f"`{name}` must be whole numbers; got {array[at]} at index {at}")
+    _check_nonnegative(name, array)
+    return _readonly(array.astype(np.int64))
+
+
+def _mask(name: str, value: ArrayLike, shape: tuple[int, int]) -> Bool:
+    array = _as_array(name, value, np.bool_)
+    _check_shape(name, array, shape, "(n_clients, n_experts)")
+    if array.dtype != np.bool_ and not np.isin(array, (0, 1)).all():
+        at = _first(~np.isin(array, (0, 1)))
+        raise InvalidProblemError(f"`{name}` must be boolean (0/1); got {array[at]} at index {at}")
+    return _readonly(array.astype(bool))
+
+
+def _scalar(name: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InvalidProblemError(f"`{name}` must be a real number; got {value!r}") from None
+    if not np.isfinite(number) or number < 0:
+        raise InvalidProblemError(f"`{name}` must be finite and >= 0; got {number!r}")
+    return number
+
+
+def _metric(value: Any) -> BalanceMetric:
+    try:
+        return BalanceMetric(value)
+    except ValueError:
+        valid = ", ".join(repr(m.value) for m in BalanceMetric)
+        raise InvalidProblemError(
+            f"`balance_metric` must be one of {valid}; got {value!r}"
+        ) from None
+
+
+def _validate_pairs(p: AssignmentProblem) -> None:
+    """Rules that involve two fields."""
+    _check_band("min_experts", p.min_experts, "max_experts", p.max_experts, "client")
+    _check_band("load_min", p.load_min, "load_max", p.load_max, "expert")
+    if np.isinf(p.load_min).any():
+        raise InvalidProblemError("`load_min` must be finite; got inf")
+    for a, b in (("expert_size", "storage"), ("compute_cost", "compute_budget")):
+        if (getattr(p, a) is None) != (getattr(p, b) is None):
+            given, missing = (a, b) if getattr(p, a) is not None else (b, a)
+            raise InvalidProblemError(f"`{given}` requires `{missing}`; got only `{given}`")
+    if p.switch_cost > 0 and p.previous is None:
+        raise InvalidProblemError(
+            f"`switch_cost` requires `previous`; got switch_cost={p.switch_cost:g} "
+            "and previous=None"
+        )
+
+
+def _check_band(lo_name: str, lo: np.ndarray, hi_name: str, hi: np.ndarray, what: str) -> None:
+    bad = lo > hi
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise InvalidProblemError(
+            f"`{lo_name}` must be <= `{hi_name}` for every {what}; "
+            f"got {lo[i]:g} > {hi[i]:g} at {what} {i}"
+        )

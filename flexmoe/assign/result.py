@@ -1,0 +1,263 @@
+"""Solver results: a frozen :class:`Assignment` that never mutates the problem."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flexmoe.assign.problem import AssignmentProblem, Bool, Float
+from flexmoe.assign.verify import expert_loads, objective_value
+
+__all__ = ["Assignment", "LoadStats", "Status", "load_stats", "relative_gap"]
+
+
+class Status(StrEnum):
+    """Outcome of a solve. A time limit never maps to ``OPTIMAL``."""
+
+    OPTIMAL = "optimal"
+    """Proven optimal (up to the backend's stated tolerance, reported as `gap`)."""
+    FEASIBLE = "feasible"
+    """A verified feasible assignment without an optimality proof (heuristic or limit hit)."""
+    INFEASIBLE = "infeasible"
+    """No assignment satisfies the constraints; `message` says why."""
+    LIMIT_NO_SOLUTION = "limit_no_solution"
+    """A time or iteration limit was reached before any feasible assignment was found."""
+    ERROR = "error"
+    """The backend failed or its answer was rejected by the verifier; `message` says why."""
+
+    @property
+    def has_solution(self) -> bool:
+        return self in (Status.OPTIMAL, Status.FEASIBLE)
+
+
+def relative_gap(objective: float, bound: float) -> float:
+    """``(bound − objective) / max(|objective|, |bound|)``; 0 when equal, NaN if unknown."""
+    if math.isnan(objective) or math.isnan(bound):
+        return math.nan
+    if bound == objective:
+        return 0.0
+    if math.isinf(bound):
+        return math.inf
+    return (bound - objective) / max(abs(objective), abs(bound), 1e-12)
+
+
+@dataclass(frozen=True)
+class LoadStats:
+    """Spread of expert loads (one vector of loads)."""
+
+    cv: float
+    """Coefficient of variation: std / mean (0 when every load is equal; NaN if all zero)."""
+    max_over_mean: float
+    min: float
+    max: float
+    entropy: float
+    """Normalised entropy of the load shares, in [0, 1]; 1 is perfectly even."""
+    zero: int
+    """Experts with zero load (never trained)."""
+
+    @classmethod
+    def of(cls, loads: Float) -> LoadStats:
+        loads = np.asarray(loads, dtype=np.float64)
+        total = float(loads.sum())
+        mean = total / loads.size
+        if total <= 0:
+            return cls(math.nan, math.nan, 0.0, 0.0, 0.0, int(loads.size))
+        share = loads[loads > 0] / total
+        entropy = float(-(share * np.log(share)).sum() / math.log(loads.size)) if loads.size > 1 else 1.0
+        return cls(
+            cv=float(loads.std() / mean),
+            max_over_mean=float(loads.max() / mean),
+            min=float(loads.min()),
+            max=float(loads.max()),
+            entropy=entropy,
+            zero=int((loads == 0).sum()),
+        )
+
+
+def load_stats(x: Bool, problem: AssignmentProblem) -> dict[str, LoadStats]:
+    """Load statistics of an assignment ``x`` by holders and by (weighted) load.
+
+    Returns ``{"holders": ..., "weighted": ...}``; the two agree for count loads.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flexmoe.assign import AssignmentProblem, load_stats
+    >>> p = AssignmentProblem(np.zeros((4, 2)), max_experts=1)
+    >>> load_stats(np.array([[1, 0], [1, 0], [1, 0], [0, 1]], bool), p)["holders"].zero
+    0
+    """
+    x = np.asarray(x, dtype=bool)
+    return {
+        "holders": LoadStats.of(x.sum(axis=0)),
+        "weighted": LoadStats.of(expert_loads(problem, x)),
+    }
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """The answer of a backend, re-verified by :func:`flexmoe.assign.solve`.
+
+    Attributes
+    ----------
+    status : Status
+    x : ndarray of bool, shape (n_clients, n_experts), or None
+        ``x[n, e]``: client n holds expert e. None when there is no solution.
+    objective : float
+        Objective value of `x`, recomputed in float64 (NaN without a solution).
+    bound : float
+        Upper bound on the optimum: equal to `objective` (up to `gap`) when optimal,
+        ``inf`` for heuristics that prove nothing, NaN when unknown.
+    loads : ndarray, shape (n_experts,), or None
+        Load of each expert under `x` (counts or weighted sums).
+    backend : str
+    message : str
+        Why (infeasible, error), or what was approximated.
+    build_time, solve_time, wall_time : float
+        Seconds spent building the model, inside the solver, and in total.
+    info : dict
+        Backend-specific details (engine, iterations, scaling, ...), JSON-serialisable.
+    """
+
+    status: Status
+    x: Bool | None
+    objective: float
+    bound: float
+    backend: str
+    loads: Float | None = None
+    message: str = ""
+    build_time: float = 0.0
+    solve_time: float = 0.0
+    wall_time: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_x(
+        cls,
+        problem: AssignmentProblem,
+        x: Bool,
+        *,
+        status: Status,
+        bound: float,
+        backend: str,
+        **kwargs: Any,
+    ) -> Assignment:
+        """A result for solution `x`, with objective and loads recomputed from `problem`."""
+        x = np.asarray(x, dtype=bool)
+        x.setflags(write=False)
+        return cls(
+            status=Status(status),
+            x=x,
+            objective=objective_value(problem, x),
+            bound=float(bound),
+            backend=backend,
+            loads=expert_loads(problem, x),
+            **kwargs,
+        )
+
+    @classmethod
+    def no_solution(
+        cls, status: Status, backend: str, message: str, *, bound: float = math.nan, **kwargs: Any
+    ) -> Assignment:
+        """A result without an assignment (infeasible, limit, error)."""
+        return cls(status=Status(status), x=None, objective=math.nan, bound=bound,
+                   backend=backend, message=message, **kwargs)
+
+    @property
+    def gap(self) -> float:
+        """Relative gap between `bound` and `objective` (0 when proven optimal)."""
+        return relative_gap(self.objective, self.bound)
+
+    @property
+    def has_solution(self) -> bool:
+        return self.x is not None and self.status.has_solution
+
+    def experts_of(self, client: int) -> list[int]:
+        """The experts client `client` holds."""
+        if self.x is None:
+            raise ValueError(f"no assignment (status {self.status}): {self.message}")
+        return [int(e) for e in np.flatnonzero(self.x[client])]
+
+    def load_stats(self, problem: AssignmentProblem) -> dict[str, LoadStats]:
+        """:func:`load_stats` of this assignment."""
+        if self.x is None:
+            raise ValueError(f"no assignment (status {self.status}): {self.message}")
+        return load_stats(self.x, problem)
+
+    def replace(self, **changes: Any) -> Assignment:
+        return dataclasses.replace(self, **changes)
+
+    # -- JSON ------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict; `x` is stored as each client's list of experts."""
+        return {
+            "status": str(self.status),
+            "backend": self.backend,
+            "objective": _json_float(self.objective),
+            "bound": _json_float(self.bound),
+            "gap": _json_float(self.gap),
+            "message": self.message,
+            "build_time": self.build_time,
+            "solve_time": self.solve_time,
+            "wall_time": self.wall_time,
+            "info": self.info,
+            "shape": None if self.x is None else list(self.x.shape),
+            "experts": None if self.x is None else [np.flatnonzero(r).tolist() for r in self.x],
+            "loads": None if self.loads is None else self.loads.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Assignment:
+        x = None
+        if data.get("experts") is not None:
+            x = np.zeros(tuple(data["shape"]), dtype=bool)
+            for n, experts in enumerate(data["experts"]):
+                x[n, experts] = True
+            x.setflags(write=False)
+        loads = None if data.get("loads") is None else np.asarray(data["loads"], dtype=np.float64)
+        return cls(
+            status=Status(data["status"]),
+            x=x,
+            objective=_from_json_float(data["objective"]),
+            bound=_from_json_float(data["bound"]),
+            backend=data["backend"],
+            loads=loads,
+            message=data.get("message", ""),
+            build_time=float(data.get("build_time", 0.0)),
+            solve_time=float(data.get("solve_time", 0.0)),
+            wall_time=float(data.get("wall_time", 0.0)),
+            info=dict(data.get("info", {})),
+        )
+
+    def save(self, path: str | Path) -> None:
+        """Write this result as JSON."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Assignment:
+        """Read a result written by :meth:`save`."""
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def __repr__(self) -> str:
+        return (
+            f"Assignment({self.status}, backend={self.backend!r}, objective={self.objective:.6g}, "
+            f"bound={self.bound:.6g}, gap={self.gap:.2e}, wall={self.wall_time:.3g}s"
+            + (f", message={self.message!r}" if self.message else "")
+            + ")"
+        )
+
+
+def _json_float(value: float) -> float | str:
+    return value if math.isfinite(value) else str(value)
+
+
+def _from_json_float(value: float | str) -> float:
+    return float(value)

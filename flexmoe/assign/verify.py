@@ -1,0 +1,174 @@
+"""Independent checker: every constraint and the objective, recomputed from the raw data.
+
+Nothing here is shared with a backend's model; :func:`flexmoe.assign.solve` runs
+:func:`verify` on every result before returning it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from flexmoe.assign.problem import AssignmentProblem, BalanceMetric, Bool, Float
+
+__all__ = ["Verification", "expert_loads", "imbalance", "objective_value", "verify"]
+
+#: Absolute slack (scaled by the magnitude of the right-hand side) for float constraints.
+TOLERANCE = 1e-6
+
+
+def expert_loads(problem: AssignmentProblem, x: ArrayLike) -> Float:
+    """Load of every expert: ``Σ_n w[n, e]·x[n, e]`` (holder counts when unweighted)."""
+    x = np.asarray(x, dtype=bool)
+    if problem.load_weight is None:
+        return x.sum(axis=0).astype(np.float64)
+    return np.where(x, problem.load_weight, 0.0).sum(axis=0)
+
+
+def imbalance(loads: ArrayLike, metric: BalanceMetric | str) -> float:
+    """``Σ (L − L̄)²`` for ``variance``, ``max L − min L`` for ``range``."""
+    loads = np.asarray(loads, dtype=np.float64)
+    if BalanceMetric(metric) is BalanceMetric.VARIANCE:
+        return float(((loads - loads.mean()) ** 2).sum())
+    return float(loads.max() - loads.min())
+
+
+def objective_value(problem: AssignmentProblem, x: ArrayLike) -> float:
+    """``Σ u·x − λ·imbalance(L) − μ·Σ (1 − previous)·x`` in float64."""
+    x = np.asarray(x, dtype=bool)
+    value = float(problem.utility[x].sum())
+    if problem.balance_penalty:
+        loads = expert_loads(problem, x)
+        value -= problem.balance_penalty * imbalance(loads, problem.balance_metric)
+    if problem.switch_cost and problem.previous is not None:
+        value -= problem.switch_cost * float((x & ~problem.previous).sum())
+    return value
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What :func:`verify` found. ``bool(v)`` is ``v.ok``."""
+
+    ok: bool
+    violations: tuple[str, ...]
+    objective: float
+    loads: Float
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.violations)
+
+
+def verify(
+    problem: AssignmentProblem,
+    x: ArrayLike,
+    *,
+    objective: float | None = None,
+    bound: float | None = None,
+    tol: float = TOLERANCE,
+) -> Verification:
+    """Check an assignment against every constraint of `problem`.
+
+    Parameters
+    ----------
+    problem : AssignmentProblem
+    x : array_like of bool, shape (n_clients, n_experts)
+    objective : float, optional
+        A claimed objective value; flagged when it differs from the recomputed one.
+    bound : float, optional
+        A claimed upper bound; flagged when the recomputed objective exceeds it.
+    tol : float
+        Relative slack on float constraints and on the objective/bound comparisons.
+
+    Returns
+    -------
+    Verification
+        ``ok``, the list of violations (each naming the constraint, the worst row and
+        the amounts), the recomputed objective and the loads.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flexmoe.assign import AssignmentProblem, verify
+    >>> p = AssignmentProblem(np.eye(2), max_experts=1, load_min=1)
+    >>> verify(p, np.eye(2, dtype=bool)).ok
+    True
+    >>> verify(p, np.array([[1, 0], [1, 0]], bool)).reason
+    'load_min: expert 1 has 0 < 1 (1 expert(s) violate it)'
+    """
+    x = np.asarray(x)
+    if x.shape != problem.shape:
+        return Verification(
+            False, (f"`x` must have shape {problem.shape}; got {x.shape}",), math.nan,
+            np.zeros(problem.n_experts),
+        )
+    if x.dtype != np.bool_ and not np.isin(x, (0, 1)).all():
+        return Verification(
+            False, ("`x` must be 0/1",), math.nan, np.zeros(problem.n_experts)
+        )
+    x = x.astype(bool)
+    loads = expert_loads(problem, x)
+    value = objective_value(problem, x)
+    violations = [
+        *_count_rows(problem, x),
+        *_capacity_rows(problem, x, tol),
+        *_load_rows(problem, loads, tol),
+    ]
+    if problem.allowed is not None and (x & ~problem.allowed).any():
+        n, e = np.argwhere(x & ~problem.allowed)[0]
+        count = int((x & ~problem.allowed).sum())
+        violations.append(f"allowed: client {n} holds forbidden expert {e} ({count} pair(s))")
+    scale = max(1.0, abs(value))
+    if objective is not None and not abs(objective - value) <= tol * scale:
+        violations.append(f"objective: reported {objective!r} but recomputed {value!r}")
+    if bound is not None and not math.isnan(bound) and value > bound + tol * scale:
+        violations.append(f"bound: objective {value!r} exceeds the claimed upper bound {bound!r}")
+    return Verification(not violations, tuple(violations), value, loads)
+
+
+def _report(name: str, side: str, lhs: Float, rhs: Float, bad: Bool, unit: str) -> list[str]:
+    if not bad.any():
+        return []
+    worst = int(np.argmax(np.where(bad, np.abs(lhs - rhs), -np.inf)))
+    return [
+        f"{name}: {unit} {worst} has {lhs[worst]:g} {side} {rhs[worst]:g} "
+        f"({int(bad.sum())} {unit}(s) violate it)"
+    ]
+
+
+def _count_rows(problem: AssignmentProblem, x: Bool) -> list[str]:
+    held = x.sum(axis=1).astype(np.float64)
+    mins, maxs = problem.min_experts.astype(np.float64), problem.max_experts.astype(np.float64)
+    return [
+        *_report("min_experts", "<", held, mins, held < mins, "client"),
+        *_report("max_experts", ">", held, maxs, held > maxs, "client"),
+    ]
+
+
+def _capacity_rows(problem: AssignmentProblem, x: Bool, tol: float) -> list[str]:
+    out: list[str] = []
+    if problem.expert_size is not None and problem.storage is not None:
+        used = (x * problem.expert_size).sum(axis=1)
+        cap = problem.storage
+        out += _report("storage", ">", used, cap, used > cap + tol * np.maximum(1, cap), "client")
+    if problem.compute_cost is not None and problem.compute_budget is not None:
+        used = np.where(x, problem.compute_cost, 0.0).sum(axis=1)
+        cap = problem.compute_budget
+        out += _report("compute", ">", used, cap, used > cap + tol * np.maximum(1, cap), "client")
+    return out
+
+
+def _load_rows(problem: AssignmentProblem, loads: Float, tol: float) -> list[str]:
+    lo, hi = problem.load_min, problem.load_max
+    slack_lo = tol * np.maximum(1, lo)
+    slack_hi = tol * np.maximum(1, np.where(np.isfinite(hi), hi, 0))
+    return [
+        *_report("load_min", "<", loads, lo, loads < lo - slack_lo, "expert"),
+        *_report("load_max", ">", loads, hi, loads > hi + slack_hi, "expert"),
+    ]

@@ -1,0 +1,1 @@
+"""`flexmoe-bench`: compare assignment backends and federated policies."""

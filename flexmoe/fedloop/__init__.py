@@ -1,0 +1,1 @@
+"""The thin federated loop: data and partitions, clients, server rounds, fitness, metrics."""

@@ -1,0 +1,1 @@
+"""PyTorch Mixture-of-Experts: backbone, local gate, experts, masked top-k routing."""
