@@ -63,7 +63,7 @@ __all__ = [
     "verify",
 ]
 
-from flexmoe.assign.registry import _load_builtins  # noqa: E402
+from flexmoe.assign.registry import _load_builtins
 
 _load_builtins()
 del _load_builtins

@@ -87,7 +87,7 @@ def _cheapest_fill(cost: Float, allowed: np.ndarray | None, counts: np.ndarray) 
     if allowed is not None:
         cost = np.where(allowed, cost, np.inf)
     ordered = np.sort(cost, axis=-1)
-    prefix = np.concatenate([np.zeros(ordered.shape[:-1] + (1,)), np.cumsum(ordered, axis=-1)], -1)
+    prefix = np.concatenate([np.zeros((*ordered.shape[:-1], 1)), np.cumsum(ordered, axis=-1)], -1)
     if prefix.ndim == 1:
         return prefix[counts]
     return prefix[np.arange(len(counts)), counts]

@@ -89,10 +89,12 @@ class AssignmentProblem:
     >>> p = AssignmentProblem(np.eye(3), max_experts=1, load_min=1)
     >>> p.shape
     (3, 3)
-    >>> AssignmentProblem(np.eye(3), max_experts=[1, 1])
-    Traceback (most recent call last):
-    ...
-    flexmoe.assign.errors.InvalidProblemError: `max_experts` must have shape (n_clients,) = (3,); got (2,)
+    >>> from flexmoe.assign import InvalidProblemError
+    >>> try:
+    ...     AssignmentProblem(np.eye(3), max_experts=[1, 1])
+    ... except InvalidProblemError as err:
+    ...     print(err)
+    `max_experts` must have shape (n_clients,) = (3,); got (2,)
     """
 
     utility: Float
@@ -119,7 +121,8 @@ class AssignmentProblem:
         _set(self, "max_experts", _counts("max_experts", self.max_experts, n))
         mins = self.max_experts if self.min_experts is None else self.min_experts
         _set(self, "min_experts", _counts("min_experts", mins, n))
-        _set(self, "load_min", _vector("load_min", 0.0 if self.load_min is None else self.load_min, e))
+        load_min = 0.0 if self.load_min is None else self.load_min
+        _set(self, "load_min", _vector("load_min", load_min, e))
         load_max = np.inf if self.load_max is None else self.load_max
         _set(self, "load_max", _vector("load_max", load_max, e, allow_inf=True))
         for name, length in (("expert_size", e), ("storage", n), ("compute_budget", n)):
@@ -242,9 +245,7 @@ def _as_array(name: str, value: ArrayLike, dtype: type) -> np.ndarray:
 
 def _check_shape(name: str, array: np.ndarray, shape: tuple[int, ...], dims: str) -> None:
     if array.shape != shape:
-        raise InvalidProblemError(
-            f"`{name}` must have shape {dims} = {shape}; got {array.shape}"
-        )
+        raise InvalidProblemError(f"`{name}` must have shape {dims} = {shape}; got {array.shape}")
 
 
 def _first(mask: np.ndarray) -> int | tuple[int, ...]:

@@ -121,7 +121,7 @@ def register(
     <Status.FEASIBLE: 'feasible'>
     """
     if not name or ":" in name or name == "auto":
-        raise ValueError(f"backend name must be non-empty, without ':' and not 'auto'; got {name!r}")
+        raise ValueError(f"a backend name must be non-empty, without ':', not 'auto'; got {name!r}")
     if name in _REGISTRY and not replace:
         raise ValueError(f"backend {name!r} is already registered; pass replace=True to replace it")
     backend = Backend(
@@ -280,28 +280,45 @@ def solve(
     reason = infeasibility_reason(problem)
     if reason is not None:
         return Assignment.no_solution(
-            Status.INFEASIBLE, chosen.name, reason, wall_time=time.perf_counter() - start,
+            Status.INFEASIBLE,
+            chosen.name,
+            reason,
+            wall_time=time.perf_counter() - start,
             info={"precheck": True},
         )
     unsupported = chosen.why_unsupported(problem)
     if unsupported is not None:
-        raise UnsupportedProblemError(f"backend {chosen.name!r} cannot solve this problem: {unsupported}")
+        raise UnsupportedProblemError(
+            f"backend {chosen.name!r} cannot solve this problem: {unsupported}"
+        )
     result = chosen.solve(problem, time_limit=time_limit, seed=seed, **options)
     result = result.replace(wall_time=time.perf_counter() - start)
     return _checked(problem, result) if check else result
 
 
 def _checked(problem: AssignmentProblem, result: Assignment) -> Assignment:
-    """Run the independent verifier on a backend's answer."""
-    if result.status.has_solution and result.x is None:
-        return result.replace(
-            status=Status.ERROR, message=f"backend reported {result.status} without an assignment"
-        )
+    """Run the independent verifier on a backend's answer.
+
+    A claimed solution that breaks a constraint, a wrong objective or an objective above
+    the claimed bound turns into ``ERROR``. A ``RELAXED`` answer is expected to break
+    constraints: it becomes ``FEASIBLE`` if it happens to satisfy them all, and otherwise
+    keeps its status with the violations in `message`.
+    """
     if result.x is None:
+        if result.status.has_solution or result.status is Status.RELAXED:
+            return result.replace(
+                status=Status.ERROR,
+                message=f"backend reported {result.status} without an assignment",
+            )
         return result
-    verdict = verify(problem, result.x, objective=result.objective, bound=result.bound)
+    relaxed = result.status is Status.RELAXED
+    verdict = verify(
+        problem, result.x, objective=result.objective, bound=None if relaxed else result.bound
+    )
     if verdict.ok:
-        return result
+        return result.replace(status=Status.FEASIBLE) if relaxed else result
+    if relaxed and not any(v.startswith("objective") for v in verdict.violations):
+        return result.replace(message=f"violates {verdict.reason}")
     message = f"verifier rejected the {result.backend} answer: {verdict.reason}"
     if result.message:
         message += f" (backend said: {result.message})"

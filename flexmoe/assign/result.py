@@ -27,6 +27,10 @@ class Status(StrEnum):
     """A verified feasible assignment without an optimality proof (heuristic or limit hit)."""
     INFEASIBLE = "infeasible"
     """No assignment satisfies the constraints; `message` says why."""
+    RELAXED = "relaxed"
+    """An assignment of a relaxation: the backend ignores some constraints by design
+    (``greedy:topk`` ignores the load band). `x` is set, `message` lists what it violates;
+    it is not a solution of the problem."""
     LIMIT_NO_SOLUTION = "limit_no_solution"
     """A time or iteration limit was reached before any feasible assignment was found."""
     ERROR = "error"
@@ -70,7 +74,9 @@ class LoadStats:
         if total <= 0:
             return cls(math.nan, math.nan, 0.0, 0.0, 0.0, int(loads.size))
         share = loads[loads > 0] / total
-        entropy = float(-(share * np.log(share)).sum() / math.log(loads.size)) if loads.size > 1 else 1.0
+        entropy = 1.0
+        if loads.size > 1:
+            entropy = float(-(share * np.log(share)).sum() / math.log(loads.size))
         return cls(
             cv=float(loads.std() / mean),
             max_over_mean=float(loads.max() / mean),
@@ -167,8 +173,15 @@ class Assignment:
         cls, status: Status, backend: str, message: str, *, bound: float = math.nan, **kwargs: Any
     ) -> Assignment:
         """A result without an assignment (infeasible, limit, error)."""
-        return cls(status=Status(status), x=None, objective=math.nan, bound=bound,
-                   backend=backend, message=message, **kwargs)
+        return cls(
+            status=Status(status),
+            x=None,
+            objective=math.nan,
+            bound=bound,
+            backend=backend,
+            message=message,
+            **kwargs,
+        )
 
     @property
     def gap(self) -> float:
