@@ -62,6 +62,8 @@ class Backend:
         (names the field and a backend that can), or None.
     variant_option : str, optional
         The option that ``"name:variant"`` sets (``"greedy:topk"`` → ``method="topk"``).
+    variants : tuple of str
+        The values `variant_option` takes, the default first.
     description : str
     """
 
@@ -71,6 +73,7 @@ class Backend:
     required_modules: tuple[str, ...] = ()
     unsupported: UnsupportedCheck | None = None
     variant_option: str | None = None
+    variants: tuple[str, ...] = ()
     description: str = ""
 
     @property
@@ -91,6 +94,10 @@ class Backend:
     def why_unsupported(self, problem: AssignmentProblem) -> str | None:
         return None if self.unsupported is None else self.unsupported(problem)
 
+    def specs(self) -> list[str]:
+        """Every way to name this backend: ``name`` and ``name:variant`` past the default."""
+        return [self.name, *(f"{self.name}:{v}" for v in self.variants[1:])]
+
 
 _REGISTRY: dict[str, Backend] = {}
 
@@ -103,6 +110,7 @@ def register(
     required_modules: tuple[str, ...] = (),
     unsupported: UnsupportedCheck | None = None,
     variant_option: str | None = None,
+    variants: tuple[str, ...] = (),
     description: str = "",
     replace: bool = False,
 ) -> Backend:
@@ -125,7 +133,14 @@ def register(
     if name in _REGISTRY and not replace:
         raise ValueError(f"backend {name!r} is already registered; pass replace=True to replace it")
     backend = Backend(
-        name, solve, exact, tuple(required_modules), unsupported, variant_option, description
+        name,
+        solve,
+        exact,
+        tuple(required_modules),
+        unsupported,
+        variant_option,
+        tuple(variants),
+        description,
     )
     _REGISTRY[name] = backend
     return backend
@@ -140,6 +155,7 @@ def _register_module(module: ModuleType) -> None:
         required_modules=tuple(module.REQUIRED_MODULES),
         unsupported=getattr(module, "unsupported", None),
         variant_option=getattr(module, "VARIANT_OPTION", None),
+        variants=tuple(getattr(module, "VARIANTS", ())),
         description=doc[0] if doc else "",
     )
 

@@ -105,13 +105,13 @@ def verify(
     x = np.asarray(x)
     if x.shape != problem.shape:
         return Verification(
-            False, (f"`x` must have shape {problem.shape}; got {x.shape}",), math.nan,
+            False,
+            (f"`x` must have shape {problem.shape}; got {x.shape}",),
+            math.nan,
             np.zeros(problem.n_experts),
         )
     if x.dtype != np.bool_ and not np.isin(x, (0, 1)).all():
-        return Verification(
-            False, ("`x` must be 0/1",), math.nan, np.zeros(problem.n_experts)
-        )
+        return Verification(False, ("`x` must be 0/1",), math.nan, np.zeros(problem.n_experts))
     x = x.astype(bool)
     loads = expert_loads(problem, x)
     value = objective_value(problem, x)
