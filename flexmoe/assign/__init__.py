@@ -67,3 +67,7 @@ from flexmoe.assign.registry import _load_builtins
 
 _load_builtins()
 del _load_builtins
+
+# Importing `flexmoe.assign.backends.<name>` binds the subpackage to the attribute `backends`,
+# which shadows the function of that name: bind the function again.
+from flexmoe.assign.registry import backends  # noqa: E402, F811
