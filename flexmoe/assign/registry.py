@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 #: Built-in backend modules under ``flexmoe.assign.backends``, in preference order.
-BUILTIN: tuple[str, ...] = ()  # filled as the backend modules land
+BUILTIN: tuple[str, ...] = ("flow",)  # filled as the backend modules land
 
 SolveFunction = Callable[..., Assignment]
 UnsupportedCheck = Callable[[AssignmentProblem], "str | None"]
@@ -282,7 +282,7 @@ def solve(
     >>> problem = AssignmentProblem(utility, max_experts=1, load_min=1)
     >>> result = solve(problem)
     >>> result.status, result.objective
-    (<Status.OPTIMAL: 'optimal'>, 4.5)
+    (<Status.OPTIMAL: 'optimal'>, 5.0)
     >>> [result.experts_of(n) for n in range(3)]
     [[0], [2], [1]]
     """
