@@ -21,11 +21,11 @@ from flexmoe.assign.problem import AssignmentProblem, BalanceMetric
 from flexmoe.assign.registry import (
     Backend,
     available_backends,
-    backends,
     choose_backend,
     exact_backends,
     get_backend,
     register,
+    registered_backends,
     solve,
 )
 from flexmoe.assign.result import Assignment, LoadStats, Status, load_stats, relative_gap
@@ -46,7 +46,6 @@ __all__ = [
     "UnsupportedProblemError",
     "Verification",
     "available_backends",
-    "backends",
     "choose_backend",
     "exact_backends",
     "expert_loads",
@@ -57,6 +56,7 @@ __all__ = [
     "load_stats",
     "objective_value",
     "register",
+    "registered_backends",
     "relative_gap",
     "save_problem",
     "solve",
@@ -67,7 +67,3 @@ from flexmoe.assign.registry import _load_builtins
 
 _load_builtins()
 del _load_builtins
-
-# Importing `flexmoe.assign.backends.<name>` binds the subpackage to the attribute `backends`,
-# which shadows the function of that name: bind the function again.
-from flexmoe.assign.registry import backends  # noqa: E402, F811

@@ -30,10 +30,10 @@ from flexmoe.assign.verify import verify
 __all__ = [
     "Backend",
     "available_backends",
-    "backends",
     "exact_backends",
     "get_backend",
     "register",
+    "registered_backends",
     "solve",
 ]
 
@@ -165,7 +165,7 @@ def _load_builtins() -> None:
         _register_module(importlib.import_module(f"flexmoe.assign.backends.{name}"))
 
 
-def backends() -> dict[str, Backend]:
+def registered_backends() -> dict[str, Backend]:
     """Every registered backend, in preference order."""
     return dict(_REGISTRY)
 

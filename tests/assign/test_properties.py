@@ -17,11 +17,11 @@ from flexmoe.assign import (
     Status,
     UnsupportedProblemError,
     available_backends,
-    backends,
+    registered_backends,
     solve,
 )
 
-SPECS = [spec for name in available_backends() for spec in backends()[name].specs()]
+SPECS = [spec for name in available_backends() for spec in registered_backends()[name].specs()]
 TOL = 1e-6
 
 
@@ -104,7 +104,7 @@ def _draw_general(draw, n: int, e: int, kw: dict) -> None:
 def check_against_oracle(problem: AssignmentProblem) -> None:
     optimum = brute_force(problem)
     for spec in SPECS:
-        exact = backends()[spec.partition(":")[0]].exact
+        exact = registered_backends()[spec.partition(":")[0]].exact
         try:
             result = solve(problem, backend=spec, seed=0)
         except UnsupportedProblemError:

@@ -12,10 +12,10 @@ from flexmoe.assign import (
     Status,
     UnknownBackendError,
     available_backends,
-    backends,
     exact_backends,
     get_backend,
     register,
+    registered_backends,
     solve,
 )
 from flexmoe.assign import registry as registry_module
@@ -51,9 +51,9 @@ def constant(x_rows, *, status=Status.FEASIBLE, objective=None, bound=np.inf):
 
 
 def test_builtin_order_and_derived_lists():
-    names = list(backends())
+    names = list(registered_backends())
     assert names == [n for n in registry_module.BUILTIN], "registry order is BUILTIN order"
-    assert exact_backends() == [n for n, b in backends().items() if b.exact]
+    assert exact_backends() == [n for n, b in registered_backends().items() if b.exact]
     assert set(available_backends()) <= set(names)
 
 

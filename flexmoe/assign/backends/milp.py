@@ -840,9 +840,9 @@ def _check_options(engine: str | None, solver: Any, mip_gap: float, threads: int
 
 def _warm_start(problem: AssignmentProblem, seed: int | None) -> tuple[Bool | None, str]:
     """``greedy:balanced``'s answer when that backend exists and the answer is feasible."""
-    from flexmoe.assign.registry import backends
+    from flexmoe.assign.registry import registered_backends
 
-    greedy = backends().get("greedy")
+    greedy = registered_backends().get("greedy")
     if greedy is None or "balanced" not in greedy.variants:
         return None, "greedy:balanced is not registered"
     result = greedy.solve(problem, seed=seed, **{greedy.variant_option or "method": "balanced"})
