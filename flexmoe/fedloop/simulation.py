@@ -1,0 +1,169 @@
+"""The in-process client side: data per client, the local gates, training and evaluation.
+
+Everything the server must not see lives here (the gates, the data). Clients run one
+after another in this process; the strategy never touches this object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from flexmoe.fedloop.clients import (
+    ClientProfile,
+    client_capacities,
+    client_profiles,
+    parse_capacity,
+)
+from flexmoe.fedloop.config import FedConfig
+from flexmoe.fedloop.data import Dataset, load_dataset
+from flexmoe.fedloop.partition import LabelSkew, label_skew, partition, split_clients
+from flexmoe.fedloop.task import (
+    ClientPlan,
+    ClientReply,
+    evaluate,
+    held_mask,
+    train_client,
+    workspace,
+)
+from flexmoe.models import ModelSpec, shared_keys
+
+__all__ = ["ClientData", "Simulation"]
+
+State = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class ClientData:
+    """One client's tensors by role."""
+
+    x_train: Tensor
+    y_train: Tensor
+    x_val: Tensor
+    y_val: Tensor
+    x_test: Tensor
+    y_test: Tensor
+
+
+def _tensors(data: Dataset, index: np.ndarray) -> tuple[Tensor, Tensor]:
+    return torch.from_numpy(data.x[index]), torch.from_numpy(data.y[index])
+
+
+class Simulation:
+    """Clients of a :class:`~flexmoe.fedloop.FedConfig`, simulated in this process.
+
+    Attributes
+    ----------
+    spec : ModelSpec
+    clients : list of ClientData
+    capacity : ndarray of int
+    profiles : list of ClientProfile
+    skew : LabelSkew
+    gates : list of dict
+        Each client's local gate state (never sent to the server).
+    """
+
+    def __init__(self, config: FedConfig) -> None:
+        self.config = config
+        data = load_dataset(
+            config.dataset, root=config.data_dir, n_samples=config.n_samples, seed=config.seed
+        )
+        parts = partition(
+            data.y, config.clients, config.partition, seed=config.seed, min_size=config.min_size
+        )
+        self.skew: LabelSkew = label_skew(data.y, parts, data.n_classes)
+        splits = split_clients(
+            parts, val_fraction=config.val_fraction, test_fraction=config.test_fraction,
+            seed=config.seed,
+        )  # fmt: skip
+        self.clients = [
+            ClientData(*_tensors(data, s.train), *_tensors(data, s.val), *_tensors(data, s.test))
+            for s in splits
+        ]
+        self.pooled_test = _tensors(data, np.concatenate([s.test for s in splits]))
+        self.spec = ModelSpec(
+            data.preset, data.in_shape, data.n_classes, config.experts, config.k,
+            config.width, config.expert_hidden,
+        )  # fmt: skip
+        spec = parse_capacity(config.capacity)
+        self.capacity = client_capacities(spec, config.clients, config.experts, seed=config.seed)
+        self.profiles = self._profiles()
+        self.gates: list[State] = []
+
+    def _profiles(self) -> list[ClientProfile]:
+        model = workspace(self.spec)
+        return client_profiles(
+            self.capacity,
+            expert_bytes=max(model.expert_nbytes()),
+            expert_params=max(model.expert_num_params()),
+            train_sizes=[len(c.y_train) for c in self.clients],
+            epochs=self.config.train.epochs,
+        )
+
+    def initial_weights(self) -> State:
+        """Seeded initial ψ and experts; also (re)initialises every client's gate."""
+        torch.manual_seed(self.config.seed)
+        model = self.spec.build()
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.gates = []
+        for _ in self.clients:
+            gate = self.spec.build().gate.state_dict()
+            self.gates.append({f"gate.{k}": v.detach().clone() for k, v in gate.items()})
+        return {k: state[k] for k in shared_keys(state)}
+
+    def train(self, plans: list[ClientPlan], weights: State) -> list[ClientReply]:
+        """Run each plan's local training; the clients keep their new gates."""
+        replies = []
+        for plan in plans:
+            data = self.clients[plan.client]
+            reply, gate = train_client(
+                self.spec, weights, self.gates[plan.client], data.x_train, data.y_train, plan,
+                self.config.train,
+            )  # fmt: skip
+            self.gates[plan.client] = gate
+            replies.append(reply)
+        return replies
+
+    def evaluate(self, weights: State, held: np.ndarray) -> dict[str, Any]:
+        """Personalised accuracy (own test / validation split, own gate and experts) and
+        global accuracy (each client's model on the pooled test set, averaged)."""
+        model = workspace(self.spec)
+        model.load_state_dict(weights | self.gates[0], strict=True)
+        own, val, pooled = [], [], []
+        x_all, y_all = self.pooled_test
+        for n, data in enumerate(self.clients):
+            model.load_state_dict(self.gates[n], strict=False)
+            mask = held_mask(np.flatnonzero(held[n]).tolist(), self.spec.n_experts)
+            own.append((evaluate(model, mask, data.x_test, data.y_test), len(data.y_test)))
+            val.append((evaluate(model, mask, data.x_val, data.y_val), len(data.y_val)))
+            pooled.append(evaluate(model, mask, x_all, y_all) / max(len(y_all), 1))
+        return {
+            "personalized_acc": _pooled(own),
+            "personalized_val_acc": _pooled(val),
+            "global_acc": float(np.mean(pooled)),
+            "client_acc": [c / t if t else None for c, t in own],
+        }
+
+    def state_dict(self) -> State:
+        """The client-side state to checkpoint: every gate, keyed ``client<n>.gate.*``."""
+        return {f"client{n}.{k}": v for n, gate in enumerate(self.gates) for k, v in gate.items()}
+
+    def load_state_dict(self, state: State) -> None:
+        """Restore the gates written by :meth:`state_dict`."""
+        self.gates = [
+            {
+                k.removeprefix(f"client{n}."): v
+                for k, v in state.items()
+                if k.startswith(f"client{n}.")
+            }
+            for n in range(len(self.clients))
+        ]
+
+
+def _pooled(pairs: list[tuple[int, int]]) -> float | None:
+    total = sum(t for _, t in pairs)
+    return sum(c for c, _ in pairs) / total if total else None

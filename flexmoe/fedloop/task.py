@@ -1,0 +1,227 @@
+"""Pure PyTorch client work: local training with per-expert feedback, and evaluation.
+
+:func:`train_client` is a pure function of (global weights of ψ and the held experts,
+the client's gate, its data, the plan) → (reply to the server, new gate). Nothing else is
+read or kept, so the same function runs in-process or inside a Flower ``ClientApp``.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+from torch import Tensor
+
+from flexmoe.models import ExpertStats, ModelSpec, MoEClassifier, shared_keys
+
+__all__ = [
+    "FEEDBACK",
+    "ClientPlan",
+    "ClientReply",
+    "TrainConfig",
+    "evaluate",
+    "held_mask",
+    "train_client",
+    "workspace",
+]
+
+#: When the per-expert feedback is measured on the local training data.
+FEEDBACK = ("during", "before", "after")
+
+State = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Local training hyper-parameters (SGD, a fresh optimiser every round).
+
+    Attributes
+    ----------
+    epochs, batch_size : int
+    lr, momentum, weight_decay : float
+    feedback : {"during", "before", "after"}
+        Where the per-expert accuracy and loss come from: the training batches as they
+        are trained on (free), a pass over the training data with the received model
+        (how well the global expert serves this client), or a pass after training.
+    """
+
+    epochs: int = 2
+    batch_size: int = 16
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    feedback: str = "during"
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"`epochs` and `batch_size` must be >= 1; got {self.epochs}, "
+                             f"{self.batch_size}")  # fmt: skip
+        if not self.lr > 0 or self.momentum < 0 or self.weight_decay < 0:
+            raise ValueError("`lr` must be > 0, `momentum` and `weight_decay` >= 0")
+        if self.feedback not in FEEDBACK:
+            raise ValueError(f"`feedback` must be one of {', '.join(FEEDBACK)}; "
+                             f"got {self.feedback!r}")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ClientPlan:
+    """What the server asks of one client this round."""
+
+    client: int
+    round: int
+    experts: tuple[int, ...]
+    seed: int
+    """Seeds the client's batch order."""
+
+
+@dataclass
+class ClientReply:
+    """What a client sends back: updated ψ and held experts, and per-expert feedback.
+
+    Attributes
+    ----------
+    client, n_samples : int
+    weights : dict of str to Tensor
+        ψ and the held experts after local training (never the gate).
+    routed : ndarray, shape (n_experts,)
+        u[n, e]: samples routed to each expert (0 for experts not held).
+    accuracy, loss : ndarray, shape (n_experts,)
+        Accuracy and mean loss of each expert's own prediction on the samples routed to
+        it (NaN where nothing was routed).
+    train_loss : float
+        Mean training loss of the mixture.
+    """
+
+    client: int
+    n_samples: int
+    weights: State
+    routed: NDArray[np.float64]
+    accuracy: NDArray[np.float64]
+    loss: NDArray[np.float64]
+    train_loss: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+@functools.lru_cache(maxsize=4)
+def workspace(spec: ModelSpec) -> MoEClassifier:
+    """A scratch model of architecture `spec`, reused across calls; every call loads all
+    the state it uses first. Built without touching torch's global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        return spec.build()
+
+
+def held_mask(experts: tuple[int, ...] | list[int], n_experts: int) -> Tensor:
+    """Boolean mask of the held experts."""
+    mask = torch.zeros(n_experts, dtype=torch.bool)
+    mask[list(experts)] = True
+    return mask
+
+
+def _load(model: MoEClassifier, weights: State, gate: State) -> None:
+    with torch.no_grad():
+        params = dict(model.named_parameters()) | dict(model.named_buffers())
+        for key, value in (weights | gate).items():
+            params[key].copy_(value)
+
+
+def _trainable(model: MoEClassifier, experts: tuple[int, ...]) -> list[Tensor]:
+    params: list[Tensor] = [*model.backbone.parameters(), *model.gate.parameters()]
+    for e in experts:
+        params += list(model.experts[e].parameters())
+    return params
+
+
+def _stats(model: MoEClassifier, held: Tensor, x: Tensor, y: Tensor) -> ExpertStats:
+    with torch.no_grad():
+        return model(x, held).expert_stats(y)
+
+
+def _fit(
+    model: MoEClassifier, held: Tensor, x: Tensor, y: Tensor, plan: ClientPlan, cfg: TrainConfig
+) -> tuple[ExpertStats, float]:
+    optimiser = torch.optim.SGD(
+        _trainable(model, plan.experts), lr=cfg.lr, momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+    )  # fmt: skip
+    generator = torch.Generator().manual_seed(plan.seed)
+    stats = ExpertStats(*(torch.zeros(len(held)) for _ in range(3)))
+    total, batches = 0.0, 0
+    for _ in range(cfg.epochs):
+        order = torch.randperm(len(y), generator=generator)
+        for start in range(0, len(y), cfg.batch_size):
+            batch = order[start : start + cfg.batch_size]
+            out = model(x[batch], held)
+            loss = F.cross_entropy(out.logits, y[batch])
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            stats = stats + out.expert_stats(y[batch])
+            total, batches = total + loss.item(), batches + 1
+    return stats, total / max(batches, 1)
+
+
+def train_client(
+    spec: ModelSpec, weights: State, gate: State, x: Tensor, y: Tensor, plan: ClientPlan,
+    config: TrainConfig,
+) -> tuple[ClientReply, State]:  # fmt: skip
+    """Train ψ, the held experts and the local gate on one client's data.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+    weights : dict of str to Tensor
+        Global ψ and (at least) the experts in ``plan.experts``.
+    gate : dict of str to Tensor
+        The client's own gate (``gate.*``).
+    x, y : Tensor
+        The client's training data.
+    plan : ClientPlan
+    config : TrainConfig
+
+    Returns
+    -------
+    reply : ClientReply
+        For the server.
+    gate : dict of str to Tensor
+        The updated gate, kept by the client.
+    """
+    model = workspace(spec)
+    experts = tuple(sorted(plan.experts))
+    held = held_mask(experts, spec.n_experts)
+    _load(model, {k: weights[k] for k in shared_keys(weights, list(experts))}, gate)
+    model.train()
+    before = _stats(model, held, x, y) if config.feedback == "before" else None
+    stats, train_loss = _fit(model, held, x, y, plan, config)
+    if config.feedback == "before":
+        stats = before  # type: ignore[assignment]
+    elif config.feedback == "after":
+        stats = _stats(model, held, x, y)
+    else:  # counted over every epoch: report routed samples per pass over the data
+        stats = ExpertStats(stats.count / config.epochs, stats.loss_sum / config.epochs,
+                            stats.correct / config.epochs)  # fmt: skip
+    state = model.state_dict()
+    reply = ClientReply(
+        client=plan.client,
+        n_samples=len(y),
+        weights={k: state[k].detach().clone() for k in shared_keys(state, list(experts))},
+        routed=stats.count.double().numpy(),
+        accuracy=stats.accuracy.double().numpy(),
+        loss=stats.mean_loss.double().numpy(),
+        train_loss=train_loss,
+    )
+    return reply, {k: v.detach().clone() for k, v in state.items() if k.startswith("gate.")}
+
+
+def evaluate(model: MoEClassifier, held: Tensor, x: Tensor, y: Tensor, batch: int = 1024) -> int:
+    """Correct predictions of `model` (with the gate and weights it holds) on (x, y)."""
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(y), batch):
+            out = model(x[start : start + batch], held)
+            correct += int((out.logits.argmax(1) == y[start : start + batch]).sum())
+    return correct
