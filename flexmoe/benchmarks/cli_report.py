@@ -1,0 +1,139 @@
+"""``flexmoe-bench report`` and ``flexmoe-bench demo`` (what ``make run`` runs)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from flexmoe.benchmarks.options import Size, UsageError
+
+__all__ = ["DemoConfig", "add_demo_parser", "add_parser", "run_demo", "run_report"]
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser(
+        "report",
+        help="a Markdown report from result folders",
+        description="Render tables and figure links of result folders into one Markdown file.",
+    )
+    p.add_argument("folders", nargs="+", type=Path, metavar="DIR", help="result folder(s)")
+    p.add_argument("-o", "--output", type=Path, default=Path("report.md"), help="(report.md)")
+    p.set_defaults(run=run_report)
+
+
+def run_report(args: argparse.Namespace, command: str) -> int:
+    from flexmoe.benchmarks.report import write_report
+
+    for folder in args.folders:
+        if not (folder / "meta.json").is_file():
+            raise UsageError("DIR", f"{str(folder)!r} is not a flexmoe-bench result folder "
+                             "(no meta.json)")  # fmt: skip
+    path = write_report(args.folders, args.output)
+    print(f"report → {path}")
+    return 0
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """What ``flexmoe-bench demo`` runs: a small solver comparison and a small
+    federated comparison, sized for about three minutes on two cores."""
+
+    sizes: tuple[Size, ...] = (Size(100, 16, 4), Size(1000, 64, 8))
+    generator: str = "clustered"
+    seeds: tuple[int, ...] = (0,)
+    time_limit: float = 20.0
+    methods: tuple[str, ...] = ("flex", "greedy", "random")
+    partition: str = "dirichlet:0.3"
+    dataset: str = "digits"
+    clients: int = 10
+    experts: int = 8
+    capacity: str = "2"
+    rounds: int = 8
+    target: float = 0.8
+
+
+def add_demo_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser(
+        "demo",
+        help="the `make run` job: solvers at 1,000 × 64 and a federated run on digits",
+        description="Compare every available backend on clustered 100×16 and 1,000×64 "
+        "instances, then flex / greedy / random on a federated digits task; write tables, "
+        "plots and report.md under --out.",
+    )
+    p.add_argument("--out", type=Path, default=Path("results"), help="(results)")
+    p.add_argument("--skip-fl", action="store_true", help="only the solver comparison")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(run=run_demo)
+
+
+def run_demo(args: argparse.Namespace, command: str) -> int:
+    from flexmoe.benchmarks.report import write_report
+
+    demo = DemoConfig()
+    start = time.perf_counter()
+    status = _demo_solvers(demo, args, command)
+    folders = [args.out / "solvers"]
+    if not args.skip_fl:
+        _demo_fl(demo, args, command)
+        folders.append(args.out / "fl")
+    report = write_report(folders, args.out / "report.md")
+    print(f"\nreport → {report}  ({time.perf_counter() - start:.0f} s in all)")
+    return status
+
+
+def _demo_solvers(demo: DemoConfig, args: argparse.Namespace, command: str) -> int:
+    from flexmoe.benchmarks.cli import all_specs, report_sweep, sweep
+    from flexmoe.benchmarks.environment import default_memory_limit
+    from flexmoe.benchmarks.results import now
+    from flexmoe.benchmarks.solvers import SolverGrid
+
+    grid = SolverGrid(
+        backends=tuple(all_specs()),
+        sizes=demo.sizes,
+        generator=demo.generator,
+        seeds=demo.seeds,
+        time_limit=demo.time_limit,
+        memory_limit_gib=default_memory_limit(),
+    )
+    out = args.out / "solvers"
+    out.mkdir(parents=True, exist_ok=True)
+    sizes = ", ".join(str(s) for s in demo.sizes)
+    print(f"== Assignment backends on {demo.generator} instances {sizes} "
+          f"({', '.join(grid.backends)})")  # fmt: skip
+    sys.stdout.flush()
+    results = sweep(grid, out, command, now(), progress=not args.no_progress)
+    return report_sweep(results)
+
+
+def _demo_fl(demo: DemoConfig, args: argparse.Namespace, command: str) -> None:
+    from flexmoe.benchmarks.fl import FlGrid, default_jobs, fl_table, run_fl_grid
+    from flexmoe.benchmarks.results import now, write_fl_results
+
+    grid = FlGrid(
+        methods=demo.methods,
+        partitions=(demo.partition,),
+        seeds=(0,),
+        base={
+            "dataset": demo.dataset,
+            "clients": demo.clients,
+            "experts": demo.experts,
+            "capacity": demo.capacity,
+            "rounds": demo.rounds,
+        },
+        target=demo.target,
+        jobs=default_jobs(len(demo.methods)),
+    )
+    out = args.out / "fl"
+    out.mkdir(parents=True, exist_ok=True)
+    print(
+        f"\n== Federated MoE on {demo.dataset}: {demo.clients} clients, {demo.experts} "
+        f"experts, {demo.capacity} per client, {demo.rounds} rounds, {demo.partition}"
+    )
+    sys.stdout.flush()
+    started = now()
+    rows = run_fl_grid(grid, out, progress=not args.no_progress)
+    results = write_fl_results(out, grid, rows, command, started)
+    print(fl_table(results.summaries))
