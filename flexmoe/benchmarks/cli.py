@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flexmoe-bench",
+        allow_abbrev=False,
         description="Compare expert-assignment backends and federated MoE policies.",
     )
     commands = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_solvers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser(
         "solvers",
+        allow_abbrev=False,
         help="backends × instances, each run in its own process",
         description="Run every backend on every instance, each in its own process under "
         "a time and a memory limit; write rows (JSONL, CSV), medians and PNG plots.",

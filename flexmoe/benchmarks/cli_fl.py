@@ -21,6 +21,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     p = commands.add_parser(
         "fl",
+        allow_abbrev=False,
         help="federated methods × partitions × seeds, in parallel processes",
         description="Run the federated MoE loop for every method, partition and seed "
         "(one process per run, up to the core count); report accuracy, load balance, "

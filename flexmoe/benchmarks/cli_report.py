@@ -16,6 +16,7 @@ __all__ = ["DemoConfig", "add_demo_parser", "add_parser", "run_demo", "run_repor
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser(
         "report",
+        allow_abbrev=False,
         help="a Markdown report from result folders",
         description="Render tables and figure links of result folders into one Markdown file.",
     )
@@ -58,6 +59,7 @@ class DemoConfig:
 def add_demo_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser(
         "demo",
+        allow_abbrev=False,
         help="the `make run` job: solvers at 1,000 × 64 and a federated run on digits",
         description="Compare every available backend on clustered 100×16 and 1,000×64 "
         "instances, then flex / greedy / random on a federated digits task; write tables, "

@@ -99,6 +99,7 @@ def line_plot(
     log: bool = False,
     bands: dict[str, Sequence[float]] | None = None,
     xticks: dict[float, str] | None = None,
+    integer_x: bool = False,
 ) -> Path:
     """One line per key; `bands` (same keys) draws ± a spread around each line;
     `xticks` replaces the x tick labels."""
@@ -118,6 +119,8 @@ def line_plot(
     if xticks:
         ax.set_xticks(list(xticks), list(xticks.values()))
         ax.minorticks_off()
+    if integer_x:
+        _integer_ticks(ax)
     _decorate(ax, title, xlabel, ylabel, legend=any(lines.values()))
     return _save(fig, path)
 
@@ -146,6 +149,12 @@ def grouped_bars(
     ax.axhline(0.0, color="black", linewidth=0.6)
     _decorate(ax, title, "", ylabel, legend=bool(table))
     return _save(fig, path)
+
+
+def _integer_ticks(ax: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _decorate(ax: Any, title: str, xlabel: str, ylabel: str, *, legend: bool) -> None:
@@ -206,6 +215,7 @@ def _per_partition(
             lo = [m - s for m, s in zip(mean, std, strict=True)]
             hi = [m + s for m, s in zip(mean, std, strict=True)]
             ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
+        _integer_ticks(ax)
         _decorate(ax, part, "round", ylabel if ax is axes_list[0] else "", legend=True)
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
@@ -232,4 +242,5 @@ def _load_profile(histories: dict[str, list[dict[str, Any]]], path: Path) -> Pat
         title="Expert load per method: mean holders per expert, sorted (all rounds and runs)",
         xlabel="expert rank (most held first)",
         ylabel="clients holding the expert",
+        integer_x=True,
     )
