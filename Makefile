@@ -1,5 +1,5 @@
 # `make run` and `make test` set themselves up: each creates .venv if missing and installs
-# torch 2.13.0 first (a looser spec pulls several GB of CUDA wheels), then flexmoe[dev].
+# torch 2.13.0 first (a looser spec pulls several GB of CUDA wheels), then flexmoe[dev,flower].
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,flower]'
 	touch $(STAMP)
 
 run: $(STAMP)
