@@ -6,9 +6,12 @@ import argparse
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flexmoe.benchmarks.options import UsageError, parse_int_list, parse_names, parse_positive
+
+if TYPE_CHECKING:
+    from flexmoe.benchmarks.results import FlResults
 
 __all__ = ["add_parser", "fl_grid", "run_fl"]
 
@@ -110,7 +113,7 @@ def _check_config(base: dict[str, Any], method: str, partition: str) -> None:
 
 
 def run_fl(args: argparse.Namespace, command: str) -> int:
-    from flexmoe.benchmarks.fl import fl_table, run_fl_grid
+    from flexmoe.benchmarks.fl import run_fl_grid
     from flexmoe.benchmarks.results import now, write_fl_results
 
     grid = fl_grid(args)
@@ -118,9 +121,19 @@ def run_fl(args: argparse.Namespace, command: str) -> int:
     out.mkdir(parents=True, exist_ok=True)
     started = now()
     rows = run_fl_grid(grid, out, progress=not args.no_progress)
-    results = write_fl_results(out, grid, rows, command, started)
+    return report_fl(write_fl_results(out, grid, rows, command, started))
+
+
+def report_fl(results: FlResults) -> int:
+    """Print the mean ± std table and where the files are; 1 if any run failed."""
+    from flexmoe.benchmarks.fl import fl_table
+
     print(fl_table(results.summaries))
-    print(f"\n{len(rows)} runs → {out}/runs.jsonl, runs.csv, summary.md, runs/*.json; "
-          f"plots: {', '.join(f.name for f in results.figures)}")  # fmt: skip
+    print(f"\n{len(results.rows)} runs → {results.out}/runs.jsonl, runs.csv, summary.md, "
+          f"runs/*.json; plots: {', '.join(f.name for f in results.figures)}")  # fmt: skip
+    failed = [row for row in results.rows if row.error]
+    for row in failed:
+        print(f"error: {row.method} / {row.partition} / seed {row.seed} failed: {row.error}",
+              file=sys.stderr)  # fmt: skip
     sys.stdout.flush()
-    return 0
+    return 1 if failed else 0

@@ -79,7 +79,7 @@ def run_demo(args: argparse.Namespace, command: str) -> int:
     status = _demo_solvers(demo, args, command)
     folders = [args.out / "solvers"]
     if not args.skip_fl:
-        _demo_fl(demo, args, command)
+        status = max(status, _demo_fl(demo, args, command))
         folders.append(args.out / "fl")
     report = write_report(folders, args.out / "report.md")
     print(f"\nreport → {report}  ({time.perf_counter() - start:.0f} s in all)")
@@ -110,8 +110,9 @@ def _demo_solvers(demo: DemoConfig, args: argparse.Namespace, command: str) -> i
     return report_sweep(results)
 
 
-def _demo_fl(demo: DemoConfig, args: argparse.Namespace, command: str) -> None:
-    from flexmoe.benchmarks.fl import FlGrid, default_jobs, fl_table, run_fl_grid
+def _demo_fl(demo: DemoConfig, args: argparse.Namespace, command: str) -> int:
+    from flexmoe.benchmarks.cli_fl import report_fl
+    from flexmoe.benchmarks.fl import FlGrid, default_jobs, run_fl_grid
     from flexmoe.benchmarks.results import now, write_fl_results
 
     grid = FlGrid(
@@ -137,5 +138,4 @@ def _demo_fl(demo: DemoConfig, args: argparse.Namespace, command: str) -> None:
     sys.stdout.flush()
     started = now()
     rows = run_fl_grid(grid, out, progress=not args.no_progress)
-    results = write_fl_results(out, grid, rows, command, started)
-    print(fl_table(results.summaries))
+    return report_fl(write_fl_results(out, grid, rows, command, started))

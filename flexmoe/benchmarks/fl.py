@@ -7,6 +7,7 @@ worker process of a spawn pool (one torch thread each, up to the core count); it
 
 from __future__ import annotations
 
+import logging
 import math
 import multiprocessing
 import os
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["FlGrid", "FlRun", "FlSummary", "fl_jobs", "run_fl_grid", "summarise_fl"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,8 @@ class FlRun:
     wall_time: float
     history: str
     """The saved history, relative to the result folder."""
+    error: str = ""
+    """Why the run failed (empty when it did not)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -154,10 +159,23 @@ def run_fl_job(job: FlJob, target: float, ticks: Any = None) -> FlRun:
         load_plugin(plugin)
     hooks = [] if ticks is None else [lambda rnd, state, history: ticks.put(1)]
     start = time.perf_counter()
-    history = run(FedConfig.from_dict(job.config), hooks=hooks)
+    try:
+        history = run(FedConfig.from_dict(job.config), hooks=hooks)
+    except Exception as err:
+        logger.exception("federated run %s failed", job.name)
+        return failed_row(job.config, f"{type(err).__name__}: {err}")
     wall = time.perf_counter() - start
     history.save(job.history)
     return fl_row(history.to_dict(), target, wall, f"runs/{Path(job.history).name}")
+
+
+def failed_row(config: dict[str, Any], error: str) -> FlRun:
+    """The row of a run that raised: NaN figures and the error."""
+    nan = math.nan
+    return FlRun(
+        config["method"], config["partition"], int(config["seed"]), 0, nan, nan, nan, nan,
+        None, 0, nan, nan, "", error=error,
+    )  # fmt: skip
 
 
 def fl_row(history: dict[str, Any], target: float, wall: float, path: str) -> FlRun:
@@ -215,9 +233,12 @@ class FlSummary:
 
 
 def summarise_fl(rows: list[FlRun]) -> list[FlSummary]:
-    """One summary per (method, partition), in the order first seen."""
+    """One summary per (method, partition), in the order first seen; failed runs are
+    left out."""
     groups: dict[tuple[str, str], list[FlRun]] = {}
     for row in rows:
+        if row.error:
+            continue
         groups.setdefault((row.method, row.partition), []).append(row)
     return [_fl_summary(m, p, members) for (m, p), members in groups.items()]
 

@@ -168,7 +168,9 @@ def _decorate(ax: Any, title: str, xlabel: str, ylabel: str, *, legend: bool) ->
 
 def fl_figures(histories: dict[str, list[dict[str, Any]]], out: Path) -> list[Path]:
     """Figures of federated runs; `histories` maps ``method@partition`` to the
-    ``History.to_dict()`` of each seed."""
+    ``History.to_dict()`` of each seed; none when every run failed."""
+    if not histories:
+        return []
     return [
         _per_partition(histories, "personalized_acc", out / "accuracy_vs_round.png",
                        "Personalised test accuracy (mean ± std over seeds)", "accuracy"),

@@ -101,6 +101,8 @@ def write_fl_results(
     (out / "summary.md").write_text(fl_table(summaries, markdown=True) + "\n")
     histories: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
+        if row.error:
+            continue
         history = json.loads((out / row.history).read_text())
         histories.setdefault(f"{row.method}@{row.partition}", []).append(history)
     figures = fl_figures(histories, out)
@@ -112,7 +114,7 @@ def write_fl_results(
         settings={k: _plain(v) for k, v in asdict(grid).items()},
         versions=versions(["torch"]),
         figures=figures,
-        counts={"runs": len(rows)},
+        counts={"runs": len(rows), "failed": sum(1 for row in rows if row.error)},
     )
     return FlResults(out, rows, summaries, figures)
 

@@ -106,3 +106,16 @@ def test_demo(tmp_path: Path):
     assert main(["demo", "--out", str(tmp_path), "--no-progress"]) == 0
     for name in ("solvers/solve_time.png", "fl/accuracy_vs_round.png", "report.md"):
         assert (tmp_path / name).is_file()
+
+
+def test_a_failing_fl_run_is_recorded_and_fails_the_exit_status(tmp_path, plugin, capsys):
+    out = tmp_path / "fl"
+    status = main(["fl", "--methods", "flex", "--partitions", "iid", "--seeds", "0",
+                   "--clients", "4", "--experts", "4", "--rounds", "1", "--plugin", plugin,
+                   "--backend", "t_crash", "--out", str(out), "--no-progress"])  # fmt: skip
+    assert status == 1
+    (row,) = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert "deliberate failure" in row["error"]
+    assert "error: flex / iid / seed 0 failed: RuntimeError: deliberate failure" in (
+        capsys.readouterr().err
+    )
