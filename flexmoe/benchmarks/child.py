@@ -28,7 +28,7 @@ from flexmoe.assign import (
     solve,
     verify,
 )
-from flexmoe.benchmarks.environment import load_plugin, versions
+from flexmoe.benchmarks.environment import load_plugin
 from flexmoe.benchmarks.records import Outcome
 from flexmoe.benchmarks.sandbox import SolverJob
 
@@ -84,7 +84,6 @@ def _run(job: SolverJob, ready_fd: int) -> dict[str, Any]:
         return {"status": str(Outcome.UNSUPPORTED), "message": str(err)}
     answer = describe(problem, result)
     answer["import_time"] = import_time
-    answer["versions"] = versions(backend.required_modules)
     return answer
 
 

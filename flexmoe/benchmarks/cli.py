@@ -74,11 +74,17 @@ def _add_solvers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="backends × instances, each run in its own process",
         description="Run every backend on every instance, each in its own process under "
         "a time and a memory limit; write rows (JSONL, CSV), medians and PNG plots.",
+        epilog=_solvers_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--backends", help="comma-separated specs (default: every available one)")
     p.add_argument("--sizes", default="100x16x4,1000x64x8", help="NxExK,... (clients×experts×k)")
     p.add_argument("--generator", default="clustered", help="instance kind (default clustered)")
-    p.add_argument("--seeds", default="0-2", help="e.g. 0-4 or 0,3,7 (default 0-2)")
+    p.add_argument(
+        "--seeds",
+        default="0-2",
+        help="instance and backend seeds: 0-4 or 0,3,7 (0-2; unused with --instances)",
+    )
     p.add_argument("--time-limit", type=float, default=30.0, help="seconds per run (30)")
     p.add_argument(
         "--memory-limit",
@@ -101,6 +107,18 @@ def _add_solvers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     add_common(p, default_out="results/solvers")
     p.set_defaults(run=run_solvers)
+
+
+def _solvers_epilog() -> str:
+    from flexmoe.assign.instances import GENERATORS
+
+    return (
+        f"registered backends: {', '.join(all_specs(False))}\n"
+        f"generators: {', '.join(GENERATORS)}\n\n"
+        "example:\n  flexmoe-bench solvers --backends flow,milp,greedy:topk "
+        "--sizes 100x16x4,1000x64x8 --seeds 0-4 --out results/solvers\n"
+        "exit status: 0 ok, 1 a backend answer failed verification, 2 bad input"
+    )
 
 
 def add_common(p: argparse.ArgumentParser, *, default_out: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.metadata
@@ -59,8 +60,18 @@ def versions(modules: tuple[str, ...] | list[str] = ()) -> dict[str, str]:
     >>> sorted(versions(["numpy"]))[:3]
     ['flexmoe', 'numpy', 'python']
     """
+    return dict(_versions(tuple(modules)))
+
+
+@functools.cache
+def _owners() -> dict[str, list[str]]:
+    return dict(importlib.metadata.packages_distributions())
+
+
+@functools.cache
+def _versions(modules: tuple[str, ...]) -> dict[str, str]:
     found = {"python": platform.python_version()}
-    owners = importlib.metadata.packages_distributions()
+    owners = _owners()
     for module in ("flexmoe", "numpy", *modules):
         for dist in owners.get(module.split(".")[0], [module]):
             try:

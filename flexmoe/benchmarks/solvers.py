@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flexmoe.assign import AssignmentProblem, get_backend, load_problem, save_problem
+from flexmoe.benchmarks.environment import versions
 from flexmoe.benchmarks.options import Size
 from flexmoe.benchmarks.records import WITH_SOLUTION, Outcome, SolverRun
 from flexmoe.benchmarks.sandbox import Limits, SolverJob, run_isolated
@@ -167,7 +168,11 @@ def run_one(grid: SolverGrid, instance: Instance, spec: str, out: Path) -> Solve
 
 def _blank_row(grid: SolverGrid, instance: Instance, spec: str) -> SolverRun:
     n, e = instance.problem.shape
+    name, _, variant = spec.partition(":")
+    backend = get_backend(name)
     options: dict[str, object] = {"time_limit": grid.time_limit, "seed": instance.seed}
+    if backend.variant_option is not None:
+        options[backend.variant_option] = variant or backend.variants[0]
     return SolverRun(
         backend=spec,
         instance=instance.name,
@@ -180,6 +185,7 @@ def _blank_row(grid: SolverGrid, instance: Instance, spec: str) -> SolverRun:
         time_limit=grid.time_limit,
         memory_limit_gib=grid.memory_limit_gib,
         options=options,
+        versions=versions(backend.required_modules),
     )
 
 
