@@ -47,6 +47,7 @@ _FLAGS = {
     "min_size": "--min-size",
     "n_samples": "--samples",
     "seed": "--seed",
+    "root": "--data-dir",
 }
 
 

@@ -225,7 +225,7 @@ def _crop_resize(image: np.ndarray, roi: tuple[int, ...] | None, size: int) -> n
         x1, y1, x2, y2 = roi
         if x2 > x1 and y2 > y1:
             image = image[y1 : y2 + 1, x1 : x2 + 1]
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+    tensor = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].float() / 255.0
     resized = F.interpolate(
         tensor, size=(size, size), mode="bilinear", align_corners=False, antialias=True
     )

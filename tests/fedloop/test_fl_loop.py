@@ -1,0 +1,202 @@
+"""Client training, the strategy's two hooks, the loop, checkpoints and exact resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from flexmoe.fedloop import (
+    ClientPlan,
+    FedConfig,
+    FitnessConfig,
+    History,
+    MoEStrategy,
+    Simulation,
+    TrainConfig,
+    run,
+    train_client,
+)
+from flexmoe.fedloop.task import workspace
+
+TINY = FedConfig(
+    clients=6, experts=4, capacity="2", rounds=3, partition="dirichlet:0.5", min_size=15,
+    train=TrainConfig(epochs=1, batch_size=16),
+)  # fmt: skip
+
+
+class Killed(Exception):
+    """Stands in for the process being killed after a checkpoint."""
+
+
+def kill_after(completed: int):
+    def hook(rnd: int, state: object, history: History) -> None:
+        if rnd + 1 == completed:
+            raise Killed
+
+    return hook
+
+
+@pytest.fixture(scope="module")
+def sim() -> Simulation:
+    return Simulation(TINY)
+
+
+# -- client training --------------------------------------------------------------------
+
+
+def test_train_client_is_a_pure_function(sim: Simulation) -> None:
+    weights = sim.initial_weights()
+    gate = sim.gates[0]
+    snapshot = {k: v.clone() for k, v in (weights | gate).items()}
+    data = sim.clients[0]
+    plan = ClientPlan(client=0, round=0, experts=(1, 3), seed=7)
+    first, gate1 = train_client(sim.spec, weights, gate, data.x_train, data.y_train, plan,
+                                TINY.train)  # fmt: skip
+    with torch.no_grad():  # poison the shared scratch model: it must not matter
+        for p in workspace(sim.spec).parameters():
+            p.fill_(123.0)
+    second, gate2 = train_client(sim.spec, weights, gate, data.x_train, data.y_train, plan,
+                                 TINY.train)  # fmt: skip
+    assert all(torch.equal(v, snapshot[k]) for k, v in (weights | gate).items())
+    assert first.weights.keys() == second.weights.keys()
+    assert all(torch.equal(first.weights[k], second.weights[k]) for k in first.weights)
+    assert all(torch.equal(gate1[k], gate2[k]) for k in gate1)
+    experts = {k.split(".")[1] for k in first.weights if k.startswith("experts.")}
+    assert experts == {"1", "3"} and not any(k.startswith("gate.") for k in first.weights)
+    assert first.routed[[0, 2]].tolist() == [0, 0] and first.routed[[1, 3]].sum() > 0
+    assert np.isnan(first.accuracy[0]) and 0 <= first.accuracy[1] <= 1
+
+
+@pytest.mark.parametrize("feedback", ["before", "after"])
+def test_feedback_modes_count_every_sample_once(sim: Simulation, feedback: str) -> None:
+    weights = sim.initial_weights()
+    data = sim.clients[1]
+    plan = ClientPlan(1, 0, (0, 2), 0)
+    config = TrainConfig(epochs=2, feedback=feedback)
+    reply, _ = train_client(sim.spec, weights, sim.gates[1], data.x_train, data.y_train, plan,
+                            config)  # fmt: skip
+    assert reply.routed.sum() == 2 * len(data.y_train)  # top-2 of 2 held experts
+
+
+# -- the loop ---------------------------------------------------------------------------
+
+
+def test_flex_trains_every_expert_with_zero_load_spread() -> None:
+    history = run(TINY.replace(clients=8, experts=4))
+    for record in history.rounds:
+        assert record["load_holders"] == [4.0] * 4 and record["holders"]["cv"] == 0.0
+        assert record["never_trained"] == 0 and record["assignment"]["backend"] == "flow"
+        assert record["assignment"]["load_min"] == [4.0] * 4
+        assert len(record["bytes_down"]) == 8 and record["bytes_up"] == record["bytes_down"]
+    final = history.final()
+    assert 0 <= final["personalized_acc"] <= 1 and 0 <= final["global_acc"] <= 1
+
+
+@pytest.mark.parametrize("method", ["greedy", "random", "round_robin", "full"])
+def test_baselines_run(method: str) -> None:
+    history = run(TINY.replace(method=method, rounds=2))
+    assert len(history.rounds) == 2
+    sizes = [len(e) for e in history.rounds[-1]["assignment"]["experts"]]
+    assert sizes == ([4] * 6 if method == "full" else [2] * 6)
+
+
+def test_dropped_clients_leave_their_experts_untouched() -> None:
+    config = TINY.replace(clients=4, experts=8, capacity="2", rounds=1, method="round_robin")
+    sim = Simulation(config)
+    strategy = MoEStrategy("round_robin", sim.capacity, 8, FitnessConfig())
+    state = strategy.initial_state(sim.initial_weights())
+    plan = strategy.configure_round(state, 0, [0, 1, 2, 3], np.random.default_rng(0))
+    replies = sim.train([p for p in plan.plans if p.client != 2], state.weights)  # 2 drops
+    new, metrics = strategy.aggregate_round(state, plan, replies)
+    dropped_experts = plan.plans[2].experts
+    for key, value in state.weights.items():
+        expert = int(key.split(".")[1]) if key.startswith("experts.") else None
+        assert torch.equal(new.weights[key], value) == (expert in dropped_experts)
+    assert metrics["dropped"] == [2] and metrics["bytes_up"][2] == 0
+    assert metrics["never_trained"] == 2 and np.isfinite(new.fitness.q).all()
+    assert new.deficit[list(dropped_experts)].tolist() == [1.0, 1.0]
+
+
+def test_partial_participation_dropout_and_tiers() -> None:
+    config = TINY.replace(clients=8, experts=8, capacity="tiers:2/4/8", participation=0.5,
+                          dropout=0.3, rounds=4, carry_deficit=True)  # fmt: skip
+    history = run(config)
+    assert all(len(r["participants"]) == 4 for r in history.rounds)
+    assert any(r["dropped"] for r in history.rounds)
+    for record in history.rounds:
+        loads = np.array(record["load_holders"])
+        lo, hi = record["assignment"]["load_min"], record["assignment"]["load_max"]
+        assert (loads >= lo).all() and (loads <= hi).all()
+    assert history.setup["capacity"].count(8) in (2, 3)
+
+
+def test_history_json_round_trips(tmp_path: Path) -> None:
+    history = run(TINY.replace(rounds=1), out=tmp_path)
+    saved = History.load(tmp_path / "history.json")
+    assert saved.without_timings() == history.without_timings()
+    assert saved.series("holders.cv") == history.series("holders.cv")
+    json.loads((tmp_path / "history.json").read_text())  # strict JSON, no NaN
+
+
+# -- checkpoints and resume -------------------------------------------------------------
+
+
+def read_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    latest = json.loads((folder / "checkpoint" / "latest.json").read_text())["completed"]
+    return torch.load(folder / "checkpoint" / f"tensors-{latest}.pt", weights_only=True)
+
+
+@pytest.mark.parametrize("method", ["flex", "random"])
+def test_killed_and_resumed_equals_uninterrupted(tmp_path: Path, method: str) -> None:
+    config = TINY.replace(rounds=4, method=method, participation=0.7, dropout=0.2)
+    whole = run(config, out=tmp_path / "whole")
+    with pytest.raises(Killed):
+        run(config, out=tmp_path / "cut", hooks=[kill_after(2)])
+    assert len(History.load(tmp_path / "cut" / "history.json").rounds) == 2
+    resumed = run(config, out=tmp_path / "cut", resume=True)
+    assert resumed.without_timings() == whole.without_timings()
+    a, b = read_tensors(tmp_path / "whole"), read_tensors(tmp_path / "cut")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert sorted(p.name for p in (tmp_path / "cut" / "checkpoint").iterdir()) == [
+        "latest.json", "state-3.json", "tensors-3.pt",
+    ]  # fmt: skip
+
+
+def test_resume_extends_a_finished_run(tmp_path: Path) -> None:
+    run(TINY.replace(rounds=2), out=tmp_path / "short")
+    extended = run(TINY.replace(rounds=3), out=tmp_path / "short", resume=True)
+    whole = run(TINY.replace(rounds=3))
+    strip = lambda h: h.without_timings()["rounds"]  # noqa: E731
+    assert strip(extended) == strip(whole)
+
+
+def test_resume_refuses_a_different_configuration(tmp_path: Path) -> None:
+    run(TINY.replace(rounds=1), out=tmp_path)
+    with pytest.raises(ValueError, match=r"differing field\(s\): method"):
+        run(TINY.replace(rounds=2, method="random"), out=tmp_path, resume=True)
+    with pytest.raises(ValueError, match="`resume` needs `out`"):
+        run(TINY, resume=True)
+
+
+def test_resume_without_a_checkpoint_starts_afresh(tmp_path: Path) -> None:
+    history = run(TINY.replace(rounds=1), out=tmp_path / "new", resume=True)
+    assert len(history.rounds) == 1
+
+
+def test_config_validation_names_the_field() -> None:
+    for changes, message in [
+        ({"capacity": "5"}, "`capacity` 5 exceeds `experts` = 4"),
+        ({"method": "best"}, "`method` must be one of flex"),
+        ({"participation": 0.0}, "`participation`"),
+        ({"dataset": "imagenet"}, "`dataset`"),
+        ({"clients": 0}, "`clients` must be >= 1"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            TINY.replace(**changes)
+    assert FedConfig.from_dict(TINY.to_dict()) == TINY
+    with pytest.raises(ValueError, match="unknown configuration field"):
+        FedConfig.from_dict({"colour": "red"})
