@@ -7,6 +7,11 @@ import math
 from pathlib import Path
 
 import pytest
+from bench_support import (  # fixtures
+    instances_fixture,  # noqa: F401
+    isolated_registry_fixture,  # noqa: F401
+    plugin_fixture,  # noqa: F401
+)
 
 from flexmoe.benchmarks.cli import main
 from flexmoe.benchmarks.fl import FlRun, fl_row, summarise_fl

@@ -9,6 +9,11 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
+from bench_support import (  # fixtures
+    instances_fixture,  # noqa: F401
+    isolated_registry_fixture,  # noqa: F401
+    plugin_fixture,  # noqa: F401
+)
 
 from flexmoe.assign import available_backends
 from flexmoe.benchmarks.cli import main

@@ -1,4 +1,7 @@
-"""Fixtures of the flexmoe-bench tests: test backends as a plugin file, tiny instances."""
+"""Fixtures of the flexmoe-bench tests: test backends as a plugin file, tiny instances.
+
+Imported by the test modules (not a conftest: `--doctest-modules` would import two
+modules named `conftest`)."""
 
 from __future__ import annotations
 
@@ -62,21 +65,21 @@ PLUGIN = textwrap.dedent(
 )
 
 
-@pytest.fixture(autouse=True)
-def isolated_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(name="isolated_registry", autouse=True)
+def isolated_registry_fixture(monkeypatch: pytest.MonkeyPatch) -> None:
     """Backends a test's plugin registers vanish after the test."""
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
 
 
-@pytest.fixture
-def plugin(tmp_path: Path) -> str:
+@pytest.fixture(name="plugin")
+def plugin_fixture(tmp_path: Path) -> str:
     path = tmp_path / "bench_plugin.py"
     path.write_text(PLUGIN)
     return str(path)
 
 
-@pytest.fixture
-def instances(tmp_path: Path) -> Path:
+@pytest.fixture(name="instances")
+def instances_fixture(tmp_path: Path) -> Path:
     """Two tiny identity-like problems as .npz files."""
     folder = tmp_path / "problems"
     folder.mkdir()
