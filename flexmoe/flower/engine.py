@@ -1,0 +1,169 @@
+"""Run a :class:`~flexmoe.fedloop.FedConfig` on Flower's simulation engine (Ray).
+
+:func:`run_flower` is the ``--engine flower`` counterpart of :func:`flexmoe.fedloop.run`:
+same configuration, same seeded assignments, same :class:`~flexmoe.fedloop.History`.
+Flower's and Ray's state go to a temporary folder (never ``$HOME``), which is removed
+afterwards, and Ray is shut down when the run ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flexmoe.fedloop.config import FedConfig
+from flexmoe.fedloop.history import History
+from flexmoe.fedloop.loop import RoundHook, _setup
+from flexmoe.fedloop.simulation import Simulation
+from flexmoe.fedloop.strategy import MoEStrategy
+from flexmoe.flower._flwr import Context, Grid, ServerApp, require_flwr
+from flexmoe.flower.client import client_app
+from flexmoe.flower.protocol import to_record
+from flexmoe.flower.strategy import FlexMoEStrategy
+
+__all__ = ["RayOptions", "run_flower"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how the simulated clients run.
+
+    Attributes
+    ----------
+    client_cpus, client_gpus : float
+        Resources Ray reserves for each client (one actor per ``client_cpus``).
+    address : str or None
+        An existing Ray cluster (``"auto"``, ``"<head-ip>:6379"``); None starts a
+        private local Ray instance for this run.
+    num_cpus : int or None
+        CPUs of the private local instance (None: all).
+    temp_dir : str or None
+        Parent folder of Ray's and Flower's temporary state (None: the system's).
+    verbose : bool
+        Keep Flower's INFO log (otherwise only warnings).
+    """
+
+    client_cpus: float = 1.0
+    client_gpus: float = 0.0
+    address: str | None = None
+    num_cpus: int | None = None
+    temp_dir: str | None = None
+    verbose: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.client_cpus > 0 or self.client_gpus < 0:
+            raise ValueError(f"`client_cpus` must be > 0 and `client_gpus` >= 0; got "
+                             f"{self.client_cpus}, {self.client_gpus}")  # fmt: skip
+
+    def backend_config(self, ray_dir: str) -> dict[str, Any]:
+        """Flower's ``backend_config``: client resources and ``ray.init`` arguments."""
+        init: dict[str, Any] = {"address": self.address} if self.address else {}
+        if not self.address:
+            init["_temp_dir"] = ray_dir
+            if self.num_cpus is not None:
+                init["num_cpus"] = self.num_cpus
+        resources = {"num_cpus": self.client_cpus, "num_gpus": self.client_gpus}
+        return {"client_resources": resources, "init_args": init}
+
+
+@contextlib.contextmanager
+def _private_state(parent: str | None, verbose: bool) -> Iterator[str]:
+    """A temporary folder for Flower (``FLWR_HOME``) and Ray; environment and Flower's
+    log level restored afterwards, the folder removed."""
+    root = tempfile.mkdtemp(prefix="flexmoe-", dir=parent)  # short: Ray's socket paths
+    saved = {k: os.environ.get(k) for k in ("FLWR_HOME", "PYTHONPATH")}
+    os.environ["FLWR_HOME"] = os.path.join(root, "flwr")
+    flwr_log = logging.getLogger("flwr")
+    level = flwr_log.level
+    if not verbose:
+        flwr_log.setLevel(logging.WARNING)
+    try:
+        yield os.path.join(root, "ray")
+    finally:
+        flwr_log.setLevel(level)
+        for key, value in saved.items():  # Flower's Ray backend rewrites PYTHONPATH
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _shutdown_ray() -> None:
+    """Flower stops Ray when the run ends; make sure of it when the run failed."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _server_app(strategy: FlexMoEStrategy, sim: Simulation, rounds: int) -> ServerApp:
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        strategy.start(grid=grid, initial_arrays=to_record(sim.initial_weights()),
+                       num_rounds=rounds)  # fmt: skip
+
+    return app
+
+
+def run_flower(
+    config: FedConfig,
+    *,
+    out: str | Path | None = None,
+    ray: RayOptions | None = None,
+    hooks: Sequence[RoundHook] = (),
+) -> History:
+    """Run a federated MoE experiment on Flower's simulation engine (Ray).
+
+    Parameters
+    ----------
+    config : FedConfig
+        As for :func:`flexmoe.fedloop.run`; ``clients`` virtual nodes are simulated.
+    out : path, optional
+        Folder for ``history.json`` (no checkpoints: this engine does not resume).
+    ray : RayOptions, optional
+        Client resources, and an existing cluster to run on.
+    hooks : sequence of callables
+        ``hook(round, state, history)`` after every round.
+
+    Returns
+    -------
+    History
+        The same records as :func:`flexmoe.fedloop.run` gives for the same `config`
+        (timings aside).
+    """
+    require_flwr()
+    from flwr.simulation import run_simulation
+
+    options = ray if ray is not None else RayOptions()
+    sim = Simulation(config)
+    moe = MoEStrategy(config.method, sim.capacity, config.experts, config.fitness,
+                      backend=config.backend, carry_deficit=config.carry_deficit)  # fmt: skip
+    history = History(config.to_dict(), _setup(sim))
+    strategy = FlexMoEStrategy(moe, seed=config.seed, participation=config.participation,
+                               dropout=config.dropout, history=history, hooks=hooks)  # fmt: skip
+    with _private_state(options.temp_dir, options.verbose) as ray_dir:
+        try:
+            run_simulation(_server_app(strategy, sim, config.rounds), client_app(config),
+                           num_supernodes=config.clients,
+                           backend_config=options.backend_config(ray_dir))  # fmt: skip
+        finally:
+            _shutdown_ray()
+    if len(history.rounds) != config.rounds:
+        raise RuntimeError(f"the Flower run stopped after {len(history.rounds)} of "
+                           f"{config.rounds} rounds; see the log above")  # fmt: skip
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        history.save(Path(out) / "history.json")
+    return history

@@ -1,0 +1,241 @@
+"""A Flower strategy (Message API) that is an adapter around flexmoe's own strategy.
+
+:class:`FlexMoEStrategy` delegates every decision to
+:class:`~flexmoe.fedloop.MoEStrategy` — the same ``configure_round`` /
+``aggregate_round`` the in-process loop calls, fed by the same seeded generator in the
+same order — so both engines give the same assignments for the same seed. What is added
+here is only transport: records in and out of Flower messages, and the mapping from
+Flower node ids to client indices (a ``query`` hello at the start).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from flexmoe.fedloop.clients import sample_round
+from flexmoe.fedloop.history import History
+from flexmoe.fedloop.loop import RoundHook
+from flexmoe.fedloop.strategy import MoEStrategy, RoundPlan, ServerState
+from flexmoe.flower._flwr import (
+    ArrayRecord,
+    ConfigRecord,
+    Grid,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+    Strategy,
+    require_flwr,
+)
+from flexmoe.flower.protocol import from_record, plan_to_config, reply_from_content, to_record
+from flexmoe.models import shared_keys
+
+__all__ = ["FlexMoEStrategy"]
+
+log = logging.getLogger(__name__)
+
+
+class FlexMoEStrategy(Strategy):
+    """Load-balanced expert assignment for Flower: one assignment solve per round.
+
+    Each round it samples participants, solves the assignment with
+    :mod:`flexmoe.assign` (any registered backend), sends each node ψ and only its
+    assigned experts plus their ids, averages each expert over its holders weighted by
+    routed samples, and updates the fitness from the per-expert feedback. Clients keep
+    their gates; evaluation asks every client for its personalised accuracy.
+
+    Parameters
+    ----------
+    strategy : MoEStrategy
+        The in-process strategy (method, capacities, fitness, backend) it adapts.
+    seed : int
+        Seeds participant sampling, the solver and the clients' batch order, exactly as
+        ``flexmoe.fedloop.run`` with the same seed.
+    participation, dropout : float
+        As in :class:`~flexmoe.fedloop.FedConfig`.
+    history : History, optional
+        Receives one record per round (as ``flexmoe.fedloop.run`` writes them).
+    hooks : sequence of callables
+        ``hook(round, state, history)`` after every round.
+    node_timeout : float
+        Seconds to wait for every client's node to connect.
+
+    Notes
+    -----
+    Node ↔ client: before round 1 every node is sent a ``query`` message and answers
+    with its client index (see :mod:`flexmoe.flower.protocol`).
+    """
+
+    def __init__(
+        self,
+        strategy: MoEStrategy,
+        *,
+        seed: int = 0,
+        participation: float = 1.0,
+        dropout: float = 0.0,
+        history: History | None = None,
+        hooks: Sequence[RoundHook] = (),
+        node_timeout: float = 120.0,
+    ) -> None:
+        require_flwr()
+        self.moe = strategy
+        self.n_clients = len(strategy.capacity)
+        self.rng = np.random.default_rng(seed)
+        self.participation, self.dropout = participation, dropout
+        self.history = history if history is not None else History({})
+        self.hooks = list(hooks)
+        self.node_timeout = node_timeout
+        self.state: ServerState | None = None
+        self.nodes: dict[int, int] = {}
+        self._plan: RoundPlan | None = None
+        self._metrics: dict[str, Any] = {}
+        self._clock: dict[str, float] = {}
+
+    def summary(self) -> None:
+        """Log the configuration."""
+        moe = self.moe
+        log.info("FlexMoEStrategy: method %s, backend %s, %d clients, %d experts",
+                 moe.method, moe.backend, self.n_clients, moe.n_experts)  # fmt: skip
+
+    def _server_state(self) -> ServerState:
+        if self.state is None:
+            raise RuntimeError("FlexMoEStrategy has no state yet: configure_train comes first")
+        return self.state
+
+    def _handshake(self, grid: Grid) -> dict[int, int]:
+        """Wait for the nodes, then ask each for its client index: client → node id."""
+        deadline = time.monotonic() + self.node_timeout
+        while len(ids := list(grid.get_node_ids())) < self.n_clients:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {len(ids)} of {self.n_clients} Flower nodes "
+                                   f"connected within {self.node_timeout:g} s")  # fmt: skip
+            time.sleep(0.05)
+        hello = RecordDict({"config": ConfigRecord({"action": "hello"})})
+        messages = [Message(hello, dst_node_id=i, message_type=MessageType.QUERY) for i in ids]
+        nodes = {}
+        for reply in grid.send_and_receive(messages, timeout=self.node_timeout):
+            if reply.has_error():
+                raise RuntimeError(f"node {reply.metadata.src_node_id} failed the hello: "
+                                   f"{reply.error.reason}")  # fmt: skip
+            nodes[int(reply.content.config_records["client"]["client"])] = (  # type: ignore[arg-type]
+                reply.metadata.src_node_id
+            )
+        missing = sorted(set(range(self.n_clients)) - set(nodes))
+        if missing:
+            raise RuntimeError(f"no Flower node answered for client(s) {missing}")
+        return nodes
+
+    def _message(self, client: int, kind: str, config: ConfigRecord, rnd: int) -> Message:
+        """ψ and the experts in ``config["experts"]`` for `client`, with `config`."""
+        weights = self._server_state().weights
+        experts = [int(e) for e in config["experts"]]  # type: ignore[union-attr]
+        arrays = to_record({k: weights[k] for k in shared_keys(weights, experts)})
+        content = RecordDict({"arrays": arrays, "config": config})
+        return Message(content, dst_node_id=self.nodes[client], message_type=kind,
+                       group_id=str(rnd))  # fmt: skip
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Sample, solve the assignment, and send each client ψ and its experts."""
+        if not self.nodes:
+            self.nodes = self._handshake(grid)
+        if self.state is None:
+            self.state = self.moe.initial_state(from_record(arrays))
+        began = time.perf_counter()
+        participants, dropped = sample_round(
+            self.rng, self.n_clients, self.participation, self.dropout
+        )
+        plan = self.moe.configure_round(self.state, server_round - 1, participants, self.rng)
+        self._plan = plan
+        self._clock = {"began": began, "trained": time.perf_counter()}
+        return [
+            self._message(p.client, MessageType.TRAIN, plan_to_config(p), plan.round)
+            for p in plan.plans
+            if p.client not in dropped
+        ]
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Aggregate ψ and experts, update fitness and deficit (in client order)."""
+        self._clock["aggregated"] = time.perf_counter()
+        if self._plan is None:
+            raise RuntimeError("aggregate_train without configure_train")
+        ok = _successful(list(replies), f"training round {server_round}")
+        received = sorted((reply_from_content(m.content) for m in ok), key=lambda r: r.client)
+        self.state, self._metrics = self.moe.aggregate_round(
+            self._server_state(), self._plan, received
+        )
+        self._clock["evaluated"] = time.perf_counter()
+        metrics = {"never_trained": self._metrics["never_trained"],
+                   "holders_cv": self._metrics["holders"]["cv"]}  # fmt: skip
+        if self._metrics["train_loss"] is not None:
+            metrics["train_loss"] = self._metrics["train_loss"]
+        return to_record(self.state.weights), MetricRecord(metrics)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Ask every client to evaluate ψ and its held experts with its own gate."""
+        held = self._server_state().held
+        return [
+            self._message(n, MessageType.EVALUATE, ConfigRecord({
+                "client": n, "experts": [int(e) for e in np.flatnonzero(held[n])]}),
+                server_round - 1)
+            for n in sorted(self.nodes)
+        ]  # fmt: skip
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """Personalised and global accuracy; close the round's history record."""
+        ok = _successful(list(replies), f"evaluation round {server_round}")
+        results = {int(m.content.metric_records["evaluation"]["client"]):  # type: ignore[arg-type]
+                   m.content.metric_records["evaluation"] for m in ok}  # fmt: skip
+        evaluation = _evaluation([results[n] for n in sorted(results)])
+        now = time.perf_counter()
+        clock = self._clock
+        record = {"round": server_round - 1, **self._metrics, **evaluation}
+        record["time"] = record["time"] | {
+            "train": clock["aggregated"] - clock["trained"],
+            "eval": now - clock["evaluated"],
+            "round": now - clock["began"],
+        }
+        self.history.rounds.append(record)
+        for hook in self.hooks:
+            hook(server_round - 1, self._server_state(), self.history)
+        return MetricRecord({k: v for k, v in evaluation.items()
+                             if isinstance(v, float)})  # fmt: skip
+
+
+def _successful(replies: list[Message], what: str) -> list[Message]:
+    """The replies without an error; a warning per failed node, an error if all failed."""
+    failed = [m for m in replies if m.has_error()]
+    for m in failed:
+        log.warning("%s: node %s failed: %s", what, m.metadata.src_node_id, m.error.reason)
+    if failed and len(failed) == len(replies):
+        raise RuntimeError(f"{what}: every node failed; first error: {failed[0].error.reason}")
+    return [m for m in replies if not m.has_error()]
+
+
+def _evaluation(results: list[Any]) -> dict[str, Any]:
+    """The metrics of ``Simulation.evaluate`` from the clients' evaluation records."""
+    own = [(int(r["test_correct"]), int(r["test_total"])) for r in results]
+    val = [(int(r["val_correct"]), int(r["val_total"])) for r in results]
+
+    def pooled(pairs: list[tuple[int, int]]) -> float | None:
+        total = sum(t for _, t in pairs)
+        return sum(c for c, _ in pairs) / total if total else None
+
+    return {
+        "personalized_acc": pooled(own),
+        "personalized_val_acc": pooled(val),
+        "global_acc": float(np.mean([float(r["pooled_acc"]) for r in results])),
+        "client_acc": [c / t if t else None for c, t in own],
+    }
