@@ -67,13 +67,22 @@ def add_demo_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
     )
     p.add_argument("--out", type=Path, default=Path("results"), help="(results)")
     p.add_argument("--skip-fl", action="store_true", help="only the solver comparison")
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="module or .py file registering more backends to compare; repeatable",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(run=run_demo)
 
 
 def run_demo(args: argparse.Namespace, command: str) -> int:
+    from flexmoe.benchmarks.cli import load_plugins
     from flexmoe.benchmarks.report import write_report
 
+    load_plugins(args.plugin)
     demo = DemoConfig()
     start = time.perf_counter()
     status = _demo_solvers(demo, args, command)
@@ -99,6 +108,7 @@ def _demo_solvers(demo: DemoConfig, args: argparse.Namespace, command: str) -> i
         seeds=demo.seeds,
         time_limit=demo.time_limit,
         memory_limit_gib=default_memory_limit(),
+        plugins=tuple(args.plugin),
     )
     out = args.out / "solvers"
     out.mkdir(parents=True, exist_ok=True)
@@ -128,6 +138,7 @@ def _demo_fl(demo: DemoConfig, args: argparse.Namespace, command: str) -> int:
         },
         target=demo.target,
         jobs=default_jobs(len(demo.methods)),
+        plugins=tuple(args.plugin),
     )
     out = args.out / "fl"
     out.mkdir(parents=True, exist_ok=True)
