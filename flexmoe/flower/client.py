@@ -10,7 +10,9 @@ per worker process, seeded like the in-process run), its training from
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
+import torch
 from torch import Tensor
 
 from flexmoe.fedloop.config import FedConfig
@@ -36,6 +38,7 @@ from flexmoe.flower.protocol import (
 __all__ = ["client_app"]
 
 State = dict[str, Tensor]
+Handler = Callable[[Message, Context], Message]
 
 
 @functools.lru_cache(maxsize=2)
@@ -94,13 +97,27 @@ def _evaluate(config: FedConfig, message: Message, context: Context) -> Message:
     return Message(RecordDict({"evaluation": result}), reply_to=message)
 
 
-def client_app(config: FedConfig) -> ClientApp:
+def _threaded(threads: int | None, handler: Handler) -> Handler:
+    """`handler` with torch limited to `threads` intra-op threads (None: as it is)."""
+
+    def run(message: Message, context: Context) -> Message:
+        if threads is not None and torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        return handler(message, context)
+
+    return run
+
+
+def client_app(config: FedConfig, *, threads: int | None = None) -> ClientApp:
     """A Flower ``ClientApp`` for the clients of `config` (node ``partition-id`` = client).
 
     Parameters
     ----------
     config : FedConfig
         The experiment; every node rebuilds its own data split from it (seeded).
+    threads : int, optional
+        Torch threads per client (match the CPUs Ray reserves per client; the same
+        thread count as the in-process run gives bit-identical training).
 
     Returns
     -------
@@ -111,6 +128,6 @@ def client_app(config: FedConfig) -> ClientApp:
     require_flwr()
     app = ClientApp()
     app.query()(_hello)
-    app.train()(functools.partial(_train, config))
-    app.evaluate()(functools.partial(_evaluate, config))
+    app.train()(_threaded(threads, functools.partial(_train, config)))
+    app.evaluate()(_threaded(threads, functools.partial(_evaluate, config)))
     return app

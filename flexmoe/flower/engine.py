@@ -40,7 +40,8 @@ class RayOptions:
     Attributes
     ----------
     client_cpus, client_gpus : float
-        Resources Ray reserves for each client (one actor per ``client_cpus``).
+        Resources Ray reserves for each client (one actor per ``client_cpus``); each
+        client trains with ``max(1, int(client_cpus))`` torch threads.
     address : str or None
         An existing Ray cluster (``"auto"``, ``"<head-ip>:6379"``); None starts a
         private local Ray instance for this run.
@@ -63,6 +64,11 @@ class RayOptions:
         if not self.client_cpus > 0 or self.client_gpus < 0:
             raise ValueError(f"`client_cpus` must be > 0 and `client_gpus` >= 0; got "
                              f"{self.client_cpus}, {self.client_gpus}")  # fmt: skip
+
+    @property
+    def threads(self) -> int:
+        """Torch threads per client: its reserved CPUs, at least 1."""
+        return max(1, int(self.client_cpus))
 
     def backend_config(self, ray_dir: str) -> dict[str, Any]:
         """Flower's ``backend_config``: client resources and ``ray.init`` arguments."""
@@ -155,9 +161,12 @@ def run_flower(
                                dropout=config.dropout, history=history, hooks=hooks)  # fmt: skip
     with _private_state(options.temp_dir, options.verbose) as ray_dir:
         try:
-            run_simulation(_server_app(strategy, sim, config.rounds), client_app(config),
-                           num_supernodes=config.clients,
-                           backend_config=options.backend_config(ray_dir))  # fmt: skip
+            run_simulation(
+                _server_app(strategy, sim, config.rounds),
+                client_app(config, threads=options.threads),
+                num_supernodes=config.clients,
+                backend_config=options.backend_config(ray_dir),
+            )
         finally:
             _shutdown_ray()
     if len(history.rounds) != config.rounds:

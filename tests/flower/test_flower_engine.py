@@ -1,0 +1,117 @@
+"""The Flower engine end to end: 4 clients × 2 rounds on Ray equal the in-process run.
+
+Skipped without the ``flower`` extra. Ray and Flower must write nothing under ``$HOME``
+(a fake one here) and leave no process running.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+with warnings.catch_warnings():  # click/typer deprecations raised while Flower imports
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    pytest.importorskip("flwr", reason="the `flower` extra (flwr[simulation]) is not installed")
+    pytest.importorskip("ray", reason="the `flower` extra (flwr[simulation]) is not installed")
+
+from flexmoe.fedloop import FedConfig, History, run
+from flexmoe.flower import RayOptions, run_flower
+
+pytestmark = [
+    # Flower deprecates its own Python entry point in favour of the `flwr run` CLI.
+    pytest.mark.filterwarnings("ignore:.*run_simulation.*:DeprecationWarning"),
+    # Ray opens /dev/null for its daemons and lets the handles be finalised.
+    pytest.mark.filterwarnings("ignore:unclosed file.*:ResourceWarning"),
+    # Ray's daemons outlive the Popen objects that started them (they are stopped by
+    # `ray.shutdown()`; the test checks that none is left).
+    pytest.mark.filterwarnings("ignore:subprocess .* is still running:ResourceWarning"),
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+    # Ray announces a future change of how it sets CUDA_VISIBLE_DEVICES for CPU actors.
+    pytest.mark.filterwarnings("ignore:Tip. In future versions of Ray:FutureWarning"),
+]
+
+CONFIG = FedConfig(
+    clients=4, experts=4, rounds=2, capacity="2", partition="dirichlet:0.3", width=16,
+    expert_hidden=8, min_size=10, seed=3,
+)  # fmt: skip
+
+
+def _ray_processes() -> set[tuple[int, str]]:
+    """Live (non-zombie) processes that belong to Ray."""
+    out = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True)
+    found = set()
+    for line in out.stdout.splitlines():
+        pid, stat, args = line.split(None, 2) if len(line.split(None, 2)) == 3 else (0, "", "")
+        if "Z" not in stat and ("ray::" in args or "/ray/" in args or "raylet" in args):
+            found.add((int(pid), args[:120]))
+    return found
+
+
+def _flexmoe_temp_dirs() -> set[str]:
+    return {p.name for p in Path(tempfile.gettempdir()).glob("flexmoe-*")}
+
+
+@pytest.fixture
+def fake_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("FLWR_HOME", raising=False)
+    return home
+
+
+def _local_run(threads: int) -> History:
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return run(CONFIG)
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _numbers(history: History) -> list[float]:
+    keys = ("personalized_acc", "personalized_val_acc", "global_acc", "train_loss")
+    return [value for key in keys for value in history.series(key)]
+
+
+def test_flower_matches_local_engine(fake_home: Path, tmp_path: Path) -> None:
+    before, temp_before = _ray_processes(), _flexmoe_temp_dirs()
+    local = _local_run(threads=1)  # as each Ray client (one CPU each)
+    started = time.perf_counter()
+    flower = run_flower(CONFIG, out=tmp_path / "run", ray=RayOptions(num_cpus=2))
+    elapsed = time.perf_counter() - started
+
+    assert flower.series("assignment.experts") == local.series("assignment.experts")
+    assert _numbers(flower) == pytest.approx(_numbers(local), rel=1e-6)
+    assert flower.series("load_routed") == local.series("load_routed")
+    assert flower.setup == local.setup
+    assert (tmp_path / "run" / "history.json").is_file()
+    assert elapsed < 60
+
+    assert list(fake_home.iterdir()) == []
+    assert _flexmoe_temp_dirs() <= temp_before
+    deadline = time.monotonic() + 15
+    while (left := _ray_processes() - before) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, f"processes left running: {left}"
+    assert os.environ.get("FLWR_HOME") is None
+
+
+def test_ray_options_reject_bad_resources() -> None:
+    with pytest.raises(ValueError, match="`client_cpus` must be > 0"):
+        RayOptions(client_cpus=0)
+
+
+def test_ray_options_cluster_address_skips_local_settings() -> None:
+    config = RayOptions(address="auto", num_cpus=4, client_gpus=0.5).backend_config("/tmp/x")
+    assert config == {
+        "client_resources": {"num_cpus": 1.0, "num_gpus": 0.5},
+        "init_args": {"address": "auto"},
+    }
