@@ -85,15 +85,15 @@ def _evaluate(config: FedConfig, message: Message, context: Context) -> Message:
     state = from_record(message.content.array_records["arrays"])
     model.load_state_dict(state | _gate(context, sim, client), strict=False)
     mask = held_mask([int(e) for e in experts], sim.spec.n_experts)  # type: ignore[union-attr]
-    data, (x_all, y_all) = sim.clients[client], sim.pooled_test
-    result = MetricRecord({
-        "client": client,
-        "test_correct": evaluate(model, mask, data.x_test, data.y_test),
-        "test_total": len(data.y_test),
-        "val_correct": evaluate(model, mask, data.x_val, data.y_val),
-        "val_total": len(data.y_val),
-        "pooled_acc": evaluate(model, mask, x_all, y_all) / max(len(y_all), 1),
-    })  # fmt: skip
+    data = sim.clients[client]
+    splits = {"test": (data.x_test, data.y_test), "val": (data.x_val, data.y_val),
+              "pooled_test": sim.pooled_test}  # fmt: skip
+    if hasattr(sim, "pooled_val"):
+        splits["pooled_val"] = sim.pooled_val
+    result = MetricRecord({"client": client})
+    for name, (x, y) in splits.items():
+        result[f"{name}_correct"] = evaluate(model, mask, x, y)
+        result[f"{name}_total"] = len(y)
     return Message(RecordDict({"evaluation": result}), reply_to=message)
 
 

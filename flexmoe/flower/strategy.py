@@ -225,17 +225,26 @@ def _successful(replies: list[Message], what: str) -> list[Message]:
 
 
 def _evaluation(results: list[Any]) -> dict[str, Any]:
-    """The metrics of ``Simulation.evaluate`` from the clients' evaluation records."""
-    own = [(int(r["test_correct"]), int(r["test_total"])) for r in results]
-    val = [(int(r["val_correct"]), int(r["val_total"])) for r in results]
+    """The metrics of ``Simulation.evaluate`` from the clients' evaluation records:
+    personalised = pooled over the clients' own splits, global = mean over the clients
+    of their accuracy on the pooled split."""
 
-    def pooled(pairs: list[tuple[int, int]]) -> float | None:
-        total = sum(t for _, t in pairs)
-        return sum(c for c, _ in pairs) / total if total else None
+    def pairs(split: str) -> list[tuple[int, int]]:
+        return [(int(r[f"{split}_correct"]), int(r[f"{split}_total"])) for r in results]
 
-    return {
-        "personalized_acc": pooled(own),
-        "personalized_val_acc": pooled(val),
-        "global_acc": float(np.mean([float(r["pooled_acc"]) for r in results])),
-        "client_acc": [c / t if t else None for c, t in own],
+    def pooled(split: str) -> float | None:
+        total = sum(t for _, t in pairs(split))
+        return sum(c for c, _ in pairs(split)) / total if total else None
+
+    def mean_ratio(split: str) -> float | None:
+        ratios = [c / t for c, t in pairs(split) if t]
+        return float(np.mean(ratios)) if ratios else None
+
+    metrics = {
+        "personalized_acc": pooled("test"),
+        "personalized_val_acc": pooled("val"),
+        "global_acc": mean_ratio("pooled_test"),
     }
+    if results and "pooled_val_correct" in results[0]:
+        metrics["global_val_acc"] = mean_ratio("pooled_val")
+    return metrics | {"client_acc": [c / t if t else None for c, t in pairs("test")]}
