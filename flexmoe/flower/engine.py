@@ -50,7 +50,8 @@ class RayOptions:
     temp_dir : str or None
         Parent folder of Ray's and Flower's temporary state (None: the system's).
     verbose : bool
-        Keep Flower's INFO log (otherwise only warnings).
+        Keep Flower's INFO log and the Ray workers' output (otherwise Flower's errors
+        only; a failed client is reported by :class:`FlexMoEStrategy` either way).
     """
 
     client_cpus: float = 1.0
@@ -73,6 +74,7 @@ class RayOptions:
     def backend_config(self, ray_dir: str) -> dict[str, Any]:
         """Flower's ``backend_config``: client resources and ``ray.init`` arguments."""
         init: dict[str, Any] = {"address": self.address} if self.address else {}
+        init["log_to_driver"] = self.verbose  # client failures come back in the replies
         if not self.address:
             init["_temp_dir"] = ray_dir
             if self.num_cpus is not None:
@@ -91,7 +93,7 @@ def _private_state(parent: str | None, verbose: bool) -> Iterator[str]:
     flwr_log = logging.getLogger("flwr")
     level = flwr_log.level
     if not verbose:
-        flwr_log.setLevel(logging.WARNING)
+        flwr_log.setLevel(logging.ERROR)  # e.g. "run_simulation is deprecated": not ours
     try:
         yield os.path.join(root, "ray")
     finally:

@@ -116,5 +116,5 @@ def test_ray_options_cluster_address_skips_local_settings() -> None:
     config = RayOptions(address="auto", num_cpus=4, client_gpus=0.5).backend_config("/tmp/x")
     assert config == {
         "client_resources": {"num_cpus": 1.0, "num_gpus": 0.5},
-        "init_args": {"address": "auto"},
+        "init_args": {"address": "auto", "log_to_driver": False},
     }
