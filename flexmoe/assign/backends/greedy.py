@@ -124,7 +124,8 @@ class _State:
 
     problem: AssignmentProblem
     score: Float  # effective utility, -inf where not allowed
-    order: NDArray[np.int64]  # each client's experts, best first
+    order: NDArray[np.int64]  # each client's best experts, best first (widened on demand)
+    weight: Float  # load weight of every pair
     x: Bool
     held: NDArray[np.int64]
     loads: Float
@@ -136,18 +137,20 @@ class _State:
     @classmethod
     def start(cls, p: AssignmentProblem) -> _State:
         score = np.where(p.allowed_mask(), p.effective_utility(), -np.inf)
-        order = np.argsort(-score, axis=1, kind="stable")
+        ranks = min(p.n_experts, 2 * int(p.max_experts.max()) + 2)
+        sizes, costs, budget = p.expert_size, p.compute_cost, p.compute_budget
         return cls(
-            p,
-            score,
-            order,
-            np.zeros(p.shape, bool),
-            np.zeros(p.n_clients, np.int64),
-            np.zeros(p.n_experts),
-            None if p.storage is None else p.storage.astype(np.float64).copy(),
-            None if p.compute_budget is None else p.compute_budget.astype(np.float64).copy(),
-            None if p.expert_size is None else _prefix(np.sort(p.expert_size)),
-            None if p.compute_cost is None else _prefix(np.sort(p.compute_cost, axis=1)),
+            problem=p,
+            score=score,
+            order=_best_first(score, ranks),
+            weight=p.weights(),
+            x=np.zeros(p.shape, bool),
+            held=np.zeros(p.n_clients, np.int64),
+            loads=np.zeros(p.n_experts),
+            storage_left=None if p.storage is None else p.storage.astype(np.float64).copy(),
+            compute_left=None if budget is None else budget.astype(np.float64).copy(),
+            storage_reserve=None if sizes is None else _prefix(np.sort(sizes)),
+            compute_reserve=None if costs is None else _prefix(np.sort(costs, axis=1)),
         )
 
     def fits(self, clients: NDArray[np.int64], experts: NDArray[np.int64]) -> Bool:
@@ -171,7 +174,7 @@ class _State:
         p = self.problem
         self.x[clients, experts] = sign > 0
         np.add.at(self.held, clients, sign)
-        np.add.at(self.loads, experts, sign * p.weights()[clients, experts])
+        np.add.at(self.loads, experts, sign * self.weight[clients, experts])
         if self.storage_left is not None and p.expert_size is not None:
             np.add.at(self.storage_left, clients, -sign * p.expert_size[experts])
         if self.compute_left is not None and p.compute_cost is not None:
@@ -186,6 +189,8 @@ class _State:
             clients = np.flatnonzero(self.held < limit)
             if clients.size == 0:
                 break
+            if rank == self.order.shape[1]:
+                self.order = _best_first(self.score, p.n_experts)
             experts = self.order[clients, rank]
             keep = self.fits(clients, experts)
             clients, experts = clients[keep], experts[keep]
@@ -200,13 +205,24 @@ class _State:
         p = self.problem
         by = np.lexsort((-self.score[clients, experts], experts))
         clients, experts = clients[by], experts[by]
-        weight = p.weights()[clients, experts]
+        weight = self.weight[clients, experts]
         first = np.searchsorted(experts, experts)  # start of each expert's block
         before = np.cumsum(weight) - weight
         within = before - before[first] + weight  # load each proposal would bring its expert to
         room = p.load_max[experts] - self.loads[experts]
         ok = within <= room + 1e-9
         return clients[ok], experts[ok]
+
+
+def _best_first(score: Float, ranks: int) -> NDArray[np.int64]:
+    """Each row's `ranks` best columns, best first (ties by index)."""
+    if ranks < score.shape[1]:
+        top = np.argpartition(-score, ranks - 1, axis=1)[:, :ranks]
+        top.sort(axis=1)  # ties by index before the stable sort below
+    else:
+        top = np.broadcast_to(np.arange(score.shape[1]), score.shape)
+    by = np.argsort(-np.take_along_axis(score, top, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(top, by, axis=1)
 
 
 def _prefix(ordered: Float) -> Float:
@@ -249,7 +265,7 @@ def _add_holders(state: _State, e: int, deficit: float) -> None:
 def _move_holders(state: _State, e: int, deficit: float) -> None:
     """Clients swap a held expert f (with load to spare) for `e`, cheapest loss first."""
     p = state.problem
-    w = p.weights()
+    w = state.weight
     spare = state.loads - p.load_min  # load each expert can give away
     candidates = state.x & (w <= spare + 1e-9) & (np.arange(p.n_experts) != e)
     candidates &= ~state.x[:, [e]] & np.isfinite(state.score[:, [e]])
@@ -291,7 +307,7 @@ def _take_until(state: _State, clients: Any, experts: Any, deficit: float) -> No
     p = state.problem
     if clients.size == 0:
         return
-    weight = p.weights()[clients, experts]
+    weight = state.weight[clients, experts]
     e = int(experts[0])
     cover = np.cumsum(weight)
     count = int(np.searchsorted(cover, deficit - 1e-9)) + 1
