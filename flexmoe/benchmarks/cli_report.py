@@ -52,8 +52,8 @@ class DemoConfig:
     clients: int = 10
     experts: int = 8
     capacity: str = "2"
-    rounds: int = 8
-    target: float = 0.8
+    rounds: int = 12
+    target: float = 0.5
 
 
 def add_demo_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

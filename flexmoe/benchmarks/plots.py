@@ -224,7 +224,8 @@ def _per_partition(
 
 
 def _load_profile(histories: dict[str, list[dict[str, Any]]], path: Path) -> Path:
-    """Mean holders per expert, sorted from most to least held, one line per method."""
+    """Holders per expert, each round sorted from most to least held, then averaged over
+    rounds and runs: one line per method (flat = balanced every round)."""
     import numpy as np
 
     profiles: dict[str, list[np.ndarray]] = {}
@@ -233,7 +234,7 @@ def _load_profile(histories: dict[str, list[dict[str, Any]]], path: Path) -> Pat
         for history in runs:
             loads = np.array([r["load_holders"] for r in history["rounds"]], dtype=float)
             if loads.size:
-                profiles.setdefault(method, []).append(np.sort(loads.mean(axis=0))[::-1])
+                profiles.setdefault(method, []).extend(-np.sort(-loads, axis=1))
     lines: dict[str, Sequence[tuple[float, float]]] = {
         method: [(float(i), y) for i, y in enumerate(np.mean(rows, axis=0).tolist(), start=1)]
         for method, rows in profiles.items()
@@ -241,8 +242,8 @@ def _load_profile(histories: dict[str, list[dict[str, Any]]], path: Path) -> Pat
     return line_plot(
         lines,
         path,
-        title="Expert load per method: mean holders per expert, sorted (all rounds and runs)",
-        xlabel="expert rank (most held first)",
+        title="Expert load per round, experts sorted (mean over rounds and runs)",
+        xlabel="expert rank in the round (most held first)",
         ylabel="clients holding the expert",
         integer_x=True,
     )
