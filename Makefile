@@ -18,8 +18,8 @@ run: $(STAMP)
 	$(BIN)/flexmoe-bench demo --out results
 
 lint: $(STAMP)
-	$(BIN)/ruff check flexmoe tests
-	$(BIN)/ruff format --check flexmoe tests
+	$(BIN)/ruff check flexmoe tests benchmarks
+	$(BIN)/ruff format --check flexmoe tests benchmarks
 	$(BIN)/mypy flexmoe
 
 test: lint

@@ -203,15 +203,21 @@ class _State:
     ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """The proposals each expert accepts, best first, without passing ``load_max``."""
         p = self.problem
-        by = np.lexsort((-self.score[clients, experts], experts))
-        clients, experts = clients[by], experts[by]
         weight = self.weight[clients, experts]
-        first = np.searchsorted(experts, experts)  # start of each expert's block
-        before = np.cumsum(weight) - weight
-        within = before - before[first] + weight  # load each proposal would bring its expert to
-        room = p.load_max[experts] - self.loads[experts]
-        ok = within <= room + 1e-9
-        return clients[ok], experts[ok]
+        room = p.load_max - self.loads
+        demand = np.bincount(experts, weights=weight, minlength=p.n_experts)
+        hot = np.flatnonzero((demand > room + 1e-9)[experts])  # proposals to crowded experts
+        if hot.size == 0:
+            return clients, experts
+        by = np.argsort(-self.score[clients[hot], experts[hot]], kind="stable")
+        by = hot[by[np.argsort(experts[hot][by], kind="stable")]]  # by expert, best first
+        ordered = experts[by]
+        before = np.cumsum(weight[by]) - weight[by]
+        first = np.searchsorted(ordered, ordered)  # start of each expert's block
+        within = before - before[first] + weight[by]  # each proposal's expert load if accepted
+        keep = np.ones(clients.size, bool)
+        keep[by[within > room[ordered] + 1e-9]] = False
+        return clients[keep], experts[keep]
 
 
 def _best_first(score: Float, ranks: int) -> NDArray[np.int64]:
