@@ -17,6 +17,7 @@ imports this package.
 
 from flexmoe.flower.client import client_app
 from flexmoe.flower.engine import RayOptions, run_flower
+from flexmoe.flower.protocol import from_record, to_record
 from flexmoe.flower.strategy import FlexMoEStrategy
 
-__all__ = ["FlexMoEStrategy", "RayOptions", "client_app", "run_flower"]
+__all__ = ["FlexMoEStrategy", "RayOptions", "client_app", "from_record", "run_flower", "to_record"]

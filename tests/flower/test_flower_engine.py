@@ -40,7 +40,7 @@ pytestmark = [
 
 CONFIG = FedConfig(
     clients=4, experts=4, rounds=2, capacity="2", partition="dirichlet:0.3", width=16,
-    expert_hidden=8, min_size=10, seed=3,
+    expert_hidden=8, min_size=10, seed=3, participation=0.75, dropout=0.2,
 )  # fmt: skip
 
 
@@ -91,6 +91,8 @@ def test_flower_matches_local_engine(fake_home: Path, tmp_path: Path) -> None:
     elapsed = time.perf_counter() - started
 
     assert flower.series("assignment.experts") == local.series("assignment.experts")
+    assert flower.series("participants") == local.series("participants")
+    assert flower.series("dropped") == local.series("dropped") != [[], []]
     assert _numbers(flower) == pytest.approx(_numbers(local), rel=1e-6, nan_ok=True)
     assert flower.series("load_routed") == local.series("load_routed")
     assert flower.setup == local.setup
