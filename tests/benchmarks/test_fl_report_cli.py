@@ -53,26 +53,32 @@ def test_fl_summary_mean_std_and_rounds_to_target():
     assert summary.rounds_to_target == "4 (2/3)"
 
 
-def test_fl_end_to_end_then_report(tmp_path, capsys):
+def test_fl_end_to_end_then_report(tmp_path, plugin, capsys):
+    """One worker process runs both jobs; `flex` on a crashing plugin backend fails (and
+    fails the exit status) while `random` completes and is reported."""
     out = tmp_path / "fl"
     status = main(["fl", "--methods", "flex,random", "--partitions", "kclass:2", "--seeds", "0",
-                   "--clients", "4", "--experts", "4", "--rounds", "1", "--out", str(out),
+                   "--clients", "4", "--experts", "4", "--rounds", "1", "--jobs", "1",
+                   "--plugin", plugin, "--backend", "t_crash", "--out", str(out),
                    "--no-progress"])  # fmt: skip
-    assert status == 0
-    rows = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
-    assert [(r["method"], r["partition"]) for r in rows] == [
-        ("flex", "shards:2"),
-        ("random", "shards:2"),
-    ]
-    assert all(0 <= r["personalized_acc"] <= 1 and r["bytes_moved"] > 0 for r in rows)
+    assert status == 1
+    flex, rand = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert (flex["method"], flex["partition"]) == ("flex", "shards:2")
+    assert "RuntimeError: deliberate failure" in flex["error"]
+    assert (rand["method"], rand["error"]) == ("random", "")
+    assert 0 <= rand["personalized_acc"] <= 1 and rand["bytes_moved"] > 0
     for name in ("accuracy_vs_round.png", "load_cv_vs_round.png", "expert_load.png"):
         assert (out / name).read_bytes()[:8] == PNG_SIGNATURE
-    assert "personalised acc" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "personalised acc" in captured.out
+    assert "error: flex / shards:2 / seed 0 failed: RuntimeError: deliberate failure" in (
+        captured.err
+    )
 
     report = tmp_path / "doc" / "report.md"
     assert main(["report", str(out), "-o", str(report)]) == 0
     text = report.read_text()
-    assert "## Federated policies" in text and "| flex | shards:2 | 1 |" in text
+    assert "## Federated policies" in text and "| random | shards:2 | 1 |" in text
     assert "![accuracy vs round](../fl/accuracy_vs_round.png)" in text
 
 
@@ -111,16 +117,3 @@ def test_demo(tmp_path: Path):
     assert main(["demo", "--out", str(tmp_path), "--no-progress"]) == 0
     for name in ("solvers/solve_time.png", "fl/accuracy_vs_round.png", "report.md"):
         assert (tmp_path / name).is_file()
-
-
-def test_a_failing_fl_run_is_recorded_and_fails_the_exit_status(tmp_path, plugin, capsys):
-    out = tmp_path / "fl"
-    status = main(["fl", "--methods", "flex", "--partitions", "iid", "--seeds", "0",
-                   "--clients", "4", "--experts", "4", "--rounds", "1", "--plugin", plugin,
-                   "--backend", "t_crash", "--out", str(out), "--no-progress"])  # fmt: skip
-    assert status == 1
-    (row,) = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
-    assert "deliberate failure" in row["error"]
-    assert "error: flex / iid / seed 0 failed: RuntimeError: deliberate failure" in (
-        capsys.readouterr().err
-    )
