@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from flexmoe.assign.problem import AssignmentProblem
+from flexmoe.assign.problem import AssignmentProblem, Float, Int
 
 __all__ = [
     "GENERATORS",
     "clustered",
+    "default_tiers",
     "generate",
     "heterogeneous",
     "load_band",
@@ -66,30 +67,33 @@ def _witness(counts: np.ndarray, n_experts: int, order: np.ndarray | None = None
 
 
 def load_band(
-    mean: float, slack: float | None, witness_loads: np.ndarray | None = None
-) -> tuple[np.ndarray | float, np.ndarray | float]:
-    """``(floor(mean·(1 − slack)), ceil(mean·(1 + slack)))``, widened to hold the witness.
+    mean: float, slack: float | None, n_experts: int, witness_loads: Float | None = None
+) -> tuple[Float, Float]:
+    """Per-expert ``(floor(m·(1 − slack)), ceil(m·(1 + slack)))`` for mean load ``m``,
+    widened where needed to hold `witness_loads`.
 
     ``load_min`` is at least 1 when the mean load is (every expert is trained);
     ``slack=None`` gives no band: ``(0, inf)``.
 
     Examples
     --------
-    >>> load_band(125.0, 0.1)
-    (112.0, 138.0)
-    >>> load_band(0.5, 0.1), load_band(1.05, 0.1)
-    ((0.0, 1.0), (1.0, 2.0))
+    >>> lo, hi = load_band(125.0, 0.1, 3)
+    >>> lo.tolist(), hi.tolist()
+    ([112.0, 112.0, 112.0], [138.0, 138.0, 138.0])
+    >>> [float(b[0]) for b in load_band(0.5, 0.1, 1) + load_band(1.05, 0.1, 1)]
+    [0.0, 1.0, 1.0, 2.0]
     """
     if slack is None:
-        return 0.0, math.inf
+        return np.zeros(n_experts), np.full(n_experts, math.inf)
     if slack < 0:
         raise ValueError(f"`load_slack` must be >= 0 or None; got {slack}")
     lo = float(math.floor(mean * (1 - slack) + 1e-9)) if slack < 1 else 0.0
     lo = max(lo, 1.0) if mean >= 1 else lo
     hi = float(math.ceil(mean * (1 + slack) - 1e-9))
+    lows, highs = np.full(n_experts, lo), np.full(n_experts, hi)
     if witness_loads is None:
-        return lo, hi
-    return np.minimum(lo, witness_loads), np.maximum(hi, witness_loads)
+        return lows, highs
+    return np.minimum(lows, witness_loads), np.maximum(highs, witness_loads)
 
 
 def uniform(
@@ -116,10 +120,10 @@ def uniform(
     _check_sizes(n_clients, n_experts, k)
     rng = np.random.default_rng(seed)
     utility = rng.random((n_clients, n_experts))
-    lo, hi = load_band(n_clients * k / n_experts, load_slack)
+    lo, hi = load_band(n_clients * k / n_experts, load_slack, n_experts)
     return AssignmentProblem(
         utility,
-        max_experts=k,
+        max_experts=np.full(n_clients, k),
         load_min=lo,
         load_max=hi,
         name=_name("uniform", n_clients, n_experts, k, seed),
@@ -180,10 +184,10 @@ def clustered(
         boost[g, favourites] = strength * (0.8 + 0.2 * rng.random(k))
     group = rng.choice(n_groups, size=n_clients, p=rng.dirichlet(np.ones(n_groups)))
     utility = 0.4 * rng.random((n_clients, n_experts)) + boost[group]
-    lo, hi = load_band(n_clients * k / n_experts, load_slack)
+    lo, hi = load_band(n_clients * k / n_experts, load_slack, n_experts)
     return AssignmentProblem(
         utility,
-        max_experts=k,
+        max_experts=np.full(n_clients, k),
         load_min=lo,
         load_max=hi,
         name=_name("clustered", n_clients, n_experts, k, seed),
@@ -239,12 +243,12 @@ def heterogeneous(
     ([2, 4, 8], True, True)
     """
     _check_sizes(n_clients, n_experts, k)
-    tiers = np.asarray(default_tiers(k) if tiers is None else tiers, dtype=np.int64)
-    if tiers.ndim != 1 or len(tiers) == 0 or tiers.min() < 1 or tiers.max() > k:
+    levels: Int = np.asarray(default_tiers(k) if tiers is None else tiers, dtype=np.int64)
+    if levels.ndim != 1 or len(levels) == 0 or levels.min() < 1 or levels.max() > k:
         raise ValueError(f"`tiers` must be a non-empty sequence in 1..k = 1..{k}; got {tiers}")
     rng = np.random.default_rng(seed)
     probs = None if tier_probs is None else np.asarray(tier_probs, dtype=np.float64)
-    counts = tiers[rng.choice(len(tiers), size=n_clients, p=probs)]
+    counts = levels[rng.choice(len(levels), size=n_clients, p=probs)]
     utility = rng.random((n_clients, n_experts))
     size = rng.uniform(0.5, 1.5, n_experts)
     flops = rng.uniform(0.5, 1.5, n_experts)
@@ -253,7 +257,7 @@ def heterogeneous(
     x = _witness(counts, n_experts)
     storage = _budget(x @ size, counts * size.mean(), rng)
     budget = _budget((x * compute_cost).sum(axis=1), counts * slowness * flops.mean(), rng)
-    lo, hi = load_band(counts.sum() / n_experts, load_slack, x.sum(axis=0).astype(float))
+    lo, hi = load_band(counts.sum() / n_experts, load_slack, n_experts, x.sum(axis=0) * 1.0)
     return AssignmentProblem(
         utility,
         max_experts=counts,
@@ -308,10 +312,10 @@ def weighted(
     counts = np.full(n_clients, k)
     x = _witness(counts, n_experts, order=np.argsort(-volume, kind="stable"))
     witness_loads = volume @ x
-    lo, hi = load_band(k * volume.sum() / n_experts, load_slack, witness_loads)
+    lo, hi = load_band(k * volume.sum() / n_experts, load_slack, n_experts, witness_loads)
     return AssignmentProblem(
         utility,
-        max_experts=k,
+        max_experts=np.full(n_clients, k),
         load_min=lo,
         load_max=hi,
         load_weight=np.broadcast_to(volume[:, None], (n_clients, n_experts)),
