@@ -480,6 +480,29 @@ def build_model(problem: AssignmentProblem, warm: Bool | None = None) -> MilpMod
 # -- engines --------------------------------------------------------------------------
 
 
+#: HiGHS options changed from HiGHS's defaults. Its sub-MIP heuristics (RINS, RENS, root
+#: reduced cost) neither check the time limit nor the interrupt callback (HiGHS issues #885,
+#: #3237): at 1,000 × 64 with weighted loads one ran 100 s past a 20 s limit, while plain
+#: branching reached a 1e-6 gap inside it. Override with ``highs_options``.
+HIGHS_DEFAULTS: dict[str, Any] = {
+    "mip_heuristic_run_rins": False,
+    "mip_heuristic_run_rens": False,
+    "mip_heuristic_run_root_reduced_cost": False,
+}
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """What every engine is told: the solver's own gap (a share of `mip_gap`), threads,
+    seed, the PuLP solver and extra HiGHS options."""
+
+    solver_gap: float
+    threads: int | None = None
+    seed: int = 0
+    solver: Any = None
+    highs_options: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass
 class _Run:
     """One solver run: outcome ∈ {optimal, limit, infeasible, error}, the incumbent's
@@ -524,18 +547,22 @@ def _highs_run(highs: Any, sign: float) -> _Run:
 class _HighsEngine:
     """The arrays straight into HiGHS with ``passModel``: no per-variable objects."""
 
-    def __init__(self, model: MilpModel, *, mip_gap: float, threads: int | None, seed: int):
-        import highspy
-
+    def __init__(self, model: MilpModel, settings: _Settings):
         self.highs = new_highs()
-        options = {"mip_rel_gap": mip_gap, "mip_abs_gap": BOUND_SNAP, "random_seed": seed}
-        if threads is not None:
-            options["threads"] = threads
-        for key, value in options.items():
-            self.highs.setOptionValue(key, value)
+        options: dict[str, Any] = {
+            "mip_rel_gap": settings.solver_gap,
+            "mip_abs_gap": BOUND_SNAP,
+            "random_seed": settings.seed,
+            **HIGHS_DEFAULTS,
+        }
+        if settings.threads is not None:
+            options["threads"] = settings.threads
+        for key, value in {**options, **settings.highs_options}.items():
+            if self.highs.setOptionValue(key, value).name != "kOk":
+                raise ValueError(f"HiGHS rejects option {key!r} = {value!r}")
         self.highs.passModel(self._lp(model))
+        self.cost = model.cost
         self.solver = f"HiGHS {self.highs.version()}"
-        self._kind = highspy.HighsVarType
 
     @staticmethod
     def _lp(model: MilpModel) -> Any:
@@ -565,14 +592,24 @@ class _HighsEngine:
     def run(self, time_limit: float | None) -> _Run:
         self.highs.setOptionValue("time_limit", math.inf if time_limit is None else time_limit)
         self.highs.run()
-        return _highs_run(self.highs, sign=1.0)
+        run = _highs_run(self.highs, sign=1.0)
+        reported = self.highs.getInfo().objective_function_value
+        if run.values is not None and not math.isclose(
+            float(self.cost @ run.values), reported, rel_tol=1e-9, abs_tol=1e-9
+        ):
+            # HiGHS 1.16 hands back the user's start instead of the solution when presolve
+            # solves the model outright; solving again without the start fixes it.
+            self.highs.clearSolver()
+            self.highs.run()
+            run = _highs_run(self.highs, sign=1.0)
+        return run
 
 
 class _ScipyEngine:
     """``scipy.optimize.milp`` on the same arrays (SciPy's HiGHS; no warm start)."""
 
-    def __init__(self, model: MilpModel, *, mip_gap: float, threads: int | None, seed: int):
-        self.model, self.mip_gap = model, mip_gap
+    def __init__(self, model: MilpModel, settings: _Settings):
+        self.model, self.mip_gap = model, settings.solver_gap
         self.solver = "scipy.optimize.milp (HiGHS)"
 
     def add_rows(self, rows: Any, lo: Float, hi: Float) -> None:
@@ -617,7 +654,7 @@ def _pulp_names(model: MilpModel) -> list[str]:
 
 
 def _pulp_solver(
-    solver: Any, *, time_limit: float | None, mip_gap: float, threads: int | None, warm: bool
+    solver: Any, *, time_limit: float | None, mip_gap: float, threads: int | None
 ) -> Any:
     """A PuLP solver: an instance as given, or one made by name (CBC by default) with
     the options its class takes."""
@@ -636,7 +673,6 @@ def _pulp_solver(
             f"{', '.join(pulp.listSolvers(onlyAvailable=True))}"
         )
     wanted = {"msg": False, "timeLimit": time_limit, "gapRel": mip_gap, "threads": threads}
-    wanted["warmStart"] = warm
     cls = type(pulp.getSolver(name))
     accepted = inspect.signature(cls.__init__).parameters
     return pulp.getSolver(name, **{k: v for k, v in wanted.items() if k in accepted})
@@ -645,11 +681,11 @@ def _pulp_solver(
 class _PulpEngine:
     """The same rows through PuLP: CBC (bundled), HiGHS, or any solver PuLP finds."""
 
-    def __init__(self, model: MilpModel, *, mip_gap: float, threads: int | None, seed: int,
-                 solver: Any = None):  # fmt: skip
+    def __init__(self, model: MilpModel, settings: _Settings):
         import pulp
 
-        self.model, self.mip_gap, self.threads, self.choice = model, mip_gap, threads, solver
+        self.model, self.mip_gap, self.threads = model, settings.solver_gap, settings.threads
+        self.choice = settings.solver
         self.prob = pulp.LpProblem("flexmoe_assignment", pulp.LpMaximize)
         cat = {True: pulp.LpInteger, False: pulp.LpContinuous}
         self.vars = [
@@ -663,8 +699,7 @@ class _PulpEngine:
             [(self.vars[j], float(model.cost[j])) for j in nonzero]
         )
         self.add_rows(model.matrix, model.row_lo, model.row_hi)
-        self.warm = False
-        self.solver = str(solver or "PULP_CBC_CMD")
+        self.solver = str(settings.solver or "PULP_CBC_CMD")
 
     def add_rows(self, rows: Any, lo: Float, hi: Float) -> None:
         import pulp
@@ -682,16 +717,15 @@ class _PulpEngine:
                 self.prob += expr <= float(hi[i])
 
     def set_start(self, values: Float) -> None:
-        for var, value in zip(self.vars, values.tolist(), strict=True):
-            var.setInitialValue(value)
-        self.warm = True
+        """No MIP start through PuLP: CBC has returned a start as "Optimal" without
+        searching (seen on 4 × 2 problems), which would be a wrong certificate."""
 
     def run(self, time_limit: float | None) -> _Run:
         import pulp
 
         silence_highs_banner()
         solver = _pulp_solver(self.choice, time_limit=time_limit, mip_gap=self.mip_gap,
-                              threads=self.threads, warm=self.warm)  # fmt: skip
+                              threads=self.threads)  # fmt: skip
         self.solver = solver.name
         with tempfile.TemporaryDirectory(prefix="flexmoe-pulp-") as tmp:
             log = _redirect_files(solver, tmp)
@@ -772,6 +806,7 @@ def solve(
     mip_gap: float = DEFAULT_MIP_GAP,
     threads: int | None = None,
     warm_start: bool = True,
+    highs_options: dict[str, Any] | None = None,
 ) -> Assignment:
     """Solve `problem` exactly as a MILP (see the module Notes for the formulation).
 
@@ -795,6 +830,8 @@ def solve(
     warm_start : bool
         Start from ``greedy:balanced`` when that backend is registered and its answer is
         feasible.
+    highs_options : dict, optional
+        Extra HiGHS options for the ``highs`` engine, over :data:`HIGHS_DEFAULTS`.
 
     Returns
     -------
@@ -803,14 +840,15 @@ def solve(
         feasibility tolerances).
     """
     start = time.perf_counter()
-    engine = _check_options(engine, solver, mip_gap, threads)
+    engine = _check_options(engine, solver, mip_gap, threads, highs_options)
     deadline = None if time_limit is None else start + time_limit
     warm, warm_note = _warm_start(problem, seed) if warm_start else (None, "off")
     warm_time = time.perf_counter() - start
     model = build_model(problem, warm)
-    options = {"solver": solver} if engine == "pulp" else {}
-    tolerance = SOLVER_GAP_SHARE * mip_gap
-    runner = _ENGINES[engine](model, mip_gap=tolerance, threads=threads, seed=seed or 0, **options)
+    settings = _Settings(
+        SOLVER_GAP_SHARE * mip_gap, threads, seed or 0, solver, highs_options or {}
+    )
+    runner = _ENGINES[engine](model, settings)
     if warm is not None:
         runner.set_start(model.start(problem, warm))
     build_time = time.perf_counter() - start - warm_time
@@ -825,8 +863,12 @@ def solve(
     return _result(problem, outcome, mip_gap, build_time=build_time, info=info)
 
 
-def _check_options(engine: str | None, solver: Any, mip_gap: float, threads: int | None) -> str:
+def _check_options(
+    engine: str | None, solver: Any, mip_gap: float, threads: int | None, highs: dict | None
+) -> str:
     engine = engine or ("pulp" if solver is not None else "highs")
+    if highs and engine != "highs":
+        raise ValueError(f"`highs_options` are for engine='highs'; got {engine!r}")
     if engine not in _ENGINES:
         raise ValueError(f"`engine` must be one of {', '.join(VARIANTS)}; got {engine!r}")
     if solver is not None and engine != "pulp":
