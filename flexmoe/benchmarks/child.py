@@ -28,7 +28,7 @@ from flexmoe.assign import (
     solve,
     verify,
 )
-from flexmoe.benchmarks.environment import load_plugin
+from flexmoe.benchmarks.environment import load_plugin, spec_modules
 from flexmoe.benchmarks.records import Outcome
 from flexmoe.benchmarks.sandbox import SolverJob
 
@@ -70,9 +70,9 @@ def _run(job: SolverJob, ready_fd: int) -> dict[str, Any]:
     for plugin in job.plugins:
         load_plugin(plugin)
     problem = load_problem(job.problem)
-    backend = get_backend(job.backend.partition(":")[0])
+    get_backend(job.backend.partition(":")[0])  # registered (plugins loaded)?
     start = time.perf_counter()
-    for module in backend.required_modules:
+    for module in spec_modules(job.backend):
         importlib.import_module(module)
     import_time = time.perf_counter() - start
     os.write(ready_fd, b"ready")

@@ -14,7 +14,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-__all__ = ["default_memory_limit", "environment", "load_plugin", "versions"]
+__all__ = [
+    "default_memory_limit",
+    "environment",
+    "load_plugin",
+    "spec_modules",
+    "versions",
+]
 
 
 def load_plugin(spec: str) -> ModuleType:
@@ -90,6 +96,24 @@ def environment() -> dict[str, Any]:
         "memory_gib": round(_physical_memory() / 2**30, 1),
         "python": sys.executable,
     }
+
+
+def spec_modules(spec: str) -> tuple[str, ...]:
+    """Modules a backend spec uses: the backend's required modules, plus the variant
+    when it names an installed module (``flow:networkx``, ``milp:pulp``).
+
+    Examples
+    --------
+    >>> spec_modules("flow:networkx")
+    ('ortools', 'networkx')
+    """
+    from flexmoe.assign import get_backend
+
+    name, _, variant = spec.partition(":")
+    modules = get_backend(name).required_modules
+    if variant and variant not in modules and importlib.util.find_spec(variant) is not None:
+        modules = (*modules, variant)
+    return tuple(modules)
 
 
 def default_memory_limit() -> float:

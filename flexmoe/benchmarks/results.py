@@ -14,8 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from flexmoe.assign import registered_backends
-from flexmoe.benchmarks.environment import environment, versions
+from flexmoe.benchmarks.environment import environment, spec_modules, versions
 from flexmoe.benchmarks.fl import FlGrid, FlRun, FlSummary, fl_table, summarise_fl
 from flexmoe.benchmarks.plots import fl_figures, solver_figures
 from flexmoe.benchmarks.records import SolverRun, write_csv, write_jsonl
@@ -64,7 +63,7 @@ def write_solver_results(
     write_csv(out / "summary.csv", [s.to_dict() for s in summaries])
     (out / "summary.md").write_text(summary_table(summaries, markdown=True) + "\n")
     figures = solver_figures(summaries, out)
-    modules = sorted({m for b in registered_backends().values() for m in b.required_modules})
+    modules = sorted({m for spec in grid.backends for m in spec_modules(spec)})
     grid_dict = {k: _plain(v) for k, v in asdict(grid).items()}
     results = SolverResults(out, rows, summaries, figures)
     write_meta(

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flexmoe.assign import AssignmentProblem, get_backend, load_problem, save_problem
-from flexmoe.benchmarks.environment import versions
+from flexmoe.benchmarks.environment import spec_modules, versions
 from flexmoe.benchmarks.options import Size
 from flexmoe.benchmarks.records import WITH_SOLUTION, Outcome, SolverRun
 from flexmoe.benchmarks.sandbox import Limits, SolverJob, run_isolated
@@ -185,7 +185,7 @@ def _blank_row(grid: SolverGrid, instance: Instance, spec: str) -> SolverRun:
         time_limit=grid.time_limit,
         memory_limit_gib=grid.memory_limit_gib,
         options=options,
-        versions=versions(backend.required_modules),
+        versions=versions(spec_modules(spec)),
     )
 
 
