@@ -81,6 +81,7 @@ def one_run(config: dict[str, Any], plugins: list[str], out: str | None) -> dict
         "test": rounds[-1]["personalized_acc"],
         "val": rounds[-1]["personalized_val_acc"],
         "global": rounds[-1]["global_acc"],
+        "global_val": rounds[-1]["global_val_acc"],
         "cv": history.series("holders.cv"),
         "untrained_rounds": sum(1 for r in rounds if r["never_trained"] > 0),
         "assign_share": sum(history.series("time.assign")) / sum(times),
@@ -94,9 +95,12 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.fmean(values):.3f} ± {std:.3f}"
 
 
-def table(rows: list[dict[str, Any]], methods: list[str]) -> str:
+def table(rows: list[dict[str, Any]], methods: list[str], metric: str) -> str:
+    """Per method; with ``metric == "val"`` only validation accuracies are shown."""
+    first, second = ("test", "global") if metric == "test" else ("val", "global_val")
+    names = ("personalised", "global") if metric == "test" else ("pers. val", "global val")
     head = (
-        f"{'method':<12} {'personalised':>14} {'global':>14} {'val':>14} "
+        f"{'method':<12} {names[0]:>14} {names[1]:>14} "
         f"{'holders CV':>17} {'untrained':>9} {'assign %':>8} {'round s':>7}"
     )
     lines = [head, "-" * len(head)]
@@ -104,8 +108,8 @@ def table(rows: list[dict[str, Any]], methods: list[str]) -> str:
         mine = [r for r in rows if r["method"] == method]
         cvs = [c for r in mine for c in r["cv"]]
         lines.append(
-            f"{method:<12} {mean_std([r['test'] for r in mine]):>14} "
-            f"{mean_std([r['global'] for r in mine]):>14} {mean_std([r['val'] for r in mine]):>14} "
+            f"{method:<12} {mean_std([r[first] for r in mine]):>14} "
+            f"{mean_std([r[second] for r in mine]):>14} "
             f"{min(cvs):>7.3f}..{max(cvs):<7.3f} "
             f"{sum(r['untrained_rounds'] for r in mine):>9} "
             f"{100 * statistics.median(r['assign_share'] for r in mine):>8.2f} "
@@ -196,10 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"digits, {BASE['clients']} clients, {BASE['partition']}, {BASE['experts']} experts, "
           f"capacity {BASE['capacity']}, {args.rounds} rounds, seeds {args.seeds}, "
           f"overrides {extra or 'none'}")  # fmt: skip
-    print(table(rows, args.methods))
+    print(table(rows, args.methods, args.metric))
     print(paired(rows, args.methods, args.metric))
-    if args.metric == "test":
-        print(paired(rows, args.methods, "global"))
+    print(paired(rows, args.methods, "global" if args.metric == "test" else "global_val"))
     print("\n".join(checks(rows, wall)))
     return 0
 

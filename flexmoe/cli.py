@@ -191,7 +191,7 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("local training and fitness")
     group.add_argument("--local-epochs", type=_number(int, 1), default=2, metavar="N")
     group.add_argument("--batch-size", type=_number(int, 1), default=16, metavar="B")
-    group.add_argument("--lr", type=_number(float, 0, open_low=True), default=0.05)
+    group.add_argument("--lr", type=_number(float, 0, open_low=True), default=0.1)
     group.add_argument("--momentum", type=_number(float, 0, 1), default=0.9)
     group.add_argument("--weight-decay", type=_number(float, 0), default=0.0)
     group.add_argument(

@@ -53,8 +53,8 @@ class History:
         loads (``load_holders``, ``load_routed``, summaries ``holders`` and ``routed``
         with ``cv``, ``max_over_mean``, ``entropy``, ``zero``), ``never_trained``,
         ``bytes_down`` / ``bytes_up`` per participant, ``personalized_acc``,
-        ``personalized_val_acc``, ``global_acc``, ``client_acc`` and ``time`` (seconds:
-        ``assign``, ``train``, ``eval``, ``round``).
+        ``personalized_val_acc``, ``global_acc``, ``global_val_acc``, ``client_acc`` and
+        ``time`` (seconds: ``assign``, ``train``, ``eval``, ``round``).
     """
 
     config: dict[str, Any]
@@ -83,6 +83,7 @@ class History:
             "personalized_acc": last["personalized_acc"],
             "personalized_val_acc": last["personalized_val_acc"],
             "global_acc": last["global_acc"],
+            "global_val_acc": last["global_val_acc"],
             "max_holders_cv": max(cvs) if cvs else None,
             "never_trained_rounds": sum(1 for r in self.rounds if r["never_trained"] > 0),
             "assign_time_share": sum(self.series(f"{TIMING_KEY}.assign")) / sum(round_times),

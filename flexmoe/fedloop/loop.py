@@ -39,7 +39,9 @@ def federated_loop(
     """Run rounds ``start .. stop − 1``: sample, configure, train, aggregate, evaluate.
 
     Appends one record per round to `history` and calls every hook after each round.
-    Clients that drop out mid-round send nothing: the round completes with the others.
+    Clients that drop out mid-round send nothing: the round completes with the others,
+    their experts are aggregated without them (or keep their weights) and their gates
+    stay as they were.
     """
     config = sim.config
     for rnd in range(start, stop):
@@ -77,6 +79,15 @@ def _setup(sim: Simulation) -> dict[str, object]:
         "expert_params": model.expert_num_params(),
         "backbone_bytes": model.backbone_nbytes(),
     }
+
+
+def _log_round(rnd: int, state: ServerState, history: History) -> None:
+    record = history.rounds[-1]
+    log.info(
+        "round %d: personalised %.4f, global %.4f, holders CV %.3f, untrained %d, %.2fs",
+        rnd + 1, record["personalized_acc"] or 0.0, record["global_acc"] or 0.0,
+        record["holders"]["cv"], record["never_trained"], record["time"]["round"],
+    )  # fmt: skip
 
 
 def _checkpointer(folder: Path, sim: Simulation, rng: np.random.Generator) -> RoundHook:
@@ -142,7 +153,7 @@ def run(
         state = strategy.initial_state(sim.initial_weights())
         rng, start = np.random.default_rng(config.seed), 0
         history = History(config.to_dict(), _setup(sim))
-    all_hooks = list(hooks)
+    all_hooks = [_log_round, *hooks]
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         all_hooks.insert(0, _checkpointer(folder, sim, rng))

@@ -85,6 +85,7 @@ class Simulation:
             for s in splits
         ]
         self.pooled_test = _tensors(data, np.concatenate([s.test for s in splits]))
+        self.pooled_val = _tensors(data, np.concatenate([s.val for s in splits]))
         self.spec = ModelSpec(
             data.preset, data.in_shape, data.n_classes, config.experts, config.k,
             config.width, config.expert_hidden,
@@ -130,21 +131,22 @@ class Simulation:
 
     def evaluate(self, weights: State, held: np.ndarray) -> dict[str, Any]:
         """Personalised accuracy (own test / validation split, own gate and experts) and
-        global accuracy (each client's model on the pooled test set, averaged)."""
+        global accuracy (each client's model on the pooled test / validation set, averaged)."""
         model = workspace(self.spec)
         model.load_state_dict(weights | self.gates[0], strict=True)
-        own, val, pooled = [], [], []
-        x_all, y_all = self.pooled_test
+        own, val, pooled, pooled_val = [], [], [], []
         for n, data in enumerate(self.clients):
             model.load_state_dict(self.gates[n], strict=False)
             mask = held_mask(np.flatnonzero(held[n]).tolist(), self.spec.n_experts)
             own.append((evaluate(model, mask, data.x_test, data.y_test), len(data.y_test)))
             val.append((evaluate(model, mask, data.x_val, data.y_val), len(data.y_val)))
-            pooled.append(evaluate(model, mask, x_all, y_all) / max(len(y_all), 1))
+            pooled.append((evaluate(model, mask, *self.pooled_test), len(self.pooled_test[1])))
+            pooled_val.append((evaluate(model, mask, *self.pooled_val), len(self.pooled_val[1])))
         return {
             "personalized_acc": _pooled(own),
             "personalized_val_acc": _pooled(val),
-            "global_acc": float(np.mean(pooled)),
+            "global_acc": _mean_ratio(pooled),
+            "global_val_acc": _mean_ratio(pooled_val),
             "client_acc": [c / t if t else None for c, t in own],
         }
 
@@ -162,6 +164,11 @@ class Simulation:
             }
             for n in range(len(self.clients))
         ]
+
+
+def _mean_ratio(pairs: list[tuple[int, int]]) -> float | None:
+    ratios = [c / t for c, t in pairs if t]
+    return float(np.mean(ratios)) if ratios else None
 
 
 def _pooled(pairs: list[tuple[int, int]]) -> float | None:

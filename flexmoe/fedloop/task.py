@@ -51,7 +51,7 @@ class TrainConfig:
 
     epochs: int = 2
     batch_size: int = 16
-    lr: float = 0.05
+    lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 0.0
     feedback: str = "during"
