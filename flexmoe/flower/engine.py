@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from flexmoe.fedloop.config import FedConfig
 from flexmoe.fedloop.history import History
@@ -26,7 +26,7 @@ from flexmoe.fedloop.strategy import MoEStrategy
 from flexmoe.flower._flwr import Context, Grid, ServerApp, require_flwr
 from flexmoe.flower.client import client_app
 from flexmoe.flower.protocol import to_record
-from flexmoe.flower.strategy import FlexMoEStrategy
+from flexmoe.flower.strategy import FlexMoEStrategy, StoppableGrid
 
 __all__ = ["RayOptions", "run_flower"]
 
@@ -119,7 +119,8 @@ def _server_app(strategy: FlexMoEStrategy, sim: Simulation, rounds: int) -> Serv
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        strategy.start(grid=grid, initial_arrays=to_record(sim.initial_weights()),
+        stoppable = cast(Grid, StoppableGrid(grid, strategy.stopped))
+        strategy.start(grid=stoppable, initial_arrays=to_record(sim.initial_weights()),
                        num_rounds=rounds)  # fmt: skip
 
     return app
@@ -169,6 +170,9 @@ def run_flower(
                 num_supernodes=config.clients,
                 backend_config=options.backend_config(ray_dir),
             )
+        except BaseException:
+            strategy.stop()  # the ServerApp thread must not outlive the engine
+            raise
         finally:
             _shutdown_ray()
     if len(history.rounds) != config.rounds:

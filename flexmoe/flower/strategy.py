@@ -11,6 +11,7 @@ Flower node ids to client indices (a ``query`` hello at the start).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -35,7 +36,7 @@ from flexmoe.flower._flwr import (
 from flexmoe.flower.protocol import from_record, plan_to_config, reply_from_content, to_record
 from flexmoe.models import shared_keys
 
-__all__ = ["FlexMoEStrategy"]
+__all__ = ["FlexMoEStrategy", "StoppableGrid"]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ class FlexMoEStrategy(Strategy):
         self.node_timeout = node_timeout
         self.state: ServerState | None = None
         self.nodes: dict[int, int] = {}
+        self.stopped = threading.Event()
         self._plan: RoundPlan | None = None
         self._metrics: dict[str, Any] = {}
         self._clock: dict[str, float] = {}
@@ -102,6 +104,11 @@ class FlexMoEStrategy(Strategy):
         log.info("FlexMoEStrategy: method %s, backend %s, %d clients, %d experts",
                  moe.method, moe.backend, self.n_clients, moe.n_experts)  # fmt: skip
 
+    def stop(self) -> None:
+        """Abandon the run: waits for nodes (and, through a :class:`StoppableGrid`, for
+        replies) end with an error. For the engine to call when the simulation died."""
+        self.stopped.set()
+
     def _server_state(self) -> ServerState:
         if self.state is None:
             raise RuntimeError("FlexMoEStrategy has no state yet: configure_train comes first")
@@ -111,6 +118,8 @@ class FlexMoEStrategy(Strategy):
         """Wait for the nodes, then ask each for its client index: client → node id."""
         deadline = time.monotonic() + self.node_timeout
         while len(ids := list(grid.get_node_ids())) < self.n_clients:
+            if self.stopped.is_set():
+                raise RuntimeError("the Flower run was stopped while waiting for nodes")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only {len(ids)} of {self.n_clients} Flower nodes "
                                    f"connected within {self.node_timeout:g} s")  # fmt: skip
@@ -248,3 +257,35 @@ def _evaluation(results: list[Any]) -> dict[str, Any]:
     if results and "pooled_val_correct" in results[0]:
         metrics["global_val_acc"] = mean_ratio("pooled_val")
     return metrics | {"client_acc": [c / t if t else None for c, t in pairs("test")]}
+
+
+class StoppableGrid:
+    """A :class:`~flwr.serverapp.Grid` whose waits for replies end when `stopped` is set.
+
+    Flower's in-memory grid polls for replies until its timeout even after the
+    simulation engine has died, which would keep the process alive; this wrapper
+    polls the same way and gives up once `stopped` is set.
+    """
+
+    def __init__(self, grid: Grid, stopped: threading.Event, poll: float = 0.05) -> None:
+        self._grid, self._stopped, self._poll = grid, stopped, poll
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        """Push `messages`, then collect their replies until all came or `timeout`."""
+        pending = set(self._grid.push_messages(messages))
+        end = time.monotonic() + timeout if timeout is not None else float("inf")
+        replies: list[Message] = []
+        while pending and time.monotonic() < end:
+            if self._stopped.is_set():
+                raise RuntimeError("the Flower run was stopped while waiting for replies")
+            received = list(self._grid.pull_messages(pending))
+            replies += received
+            pending -= {m.metadata.reply_to_message_id for m in received}
+            if pending:
+                time.sleep(self._poll)
+        return replies
