@@ -98,7 +98,7 @@ def test_flower_matches_local_engine(fake_home: Path, tmp_path: Path) -> None:
     assert flower.setup == local.setup
     assert [r.keys() for r in flower.rounds] == [r.keys() for r in local.rounds]
     assert (tmp_path / "run" / "history.json").is_file()
-    assert elapsed < 60
+    assert elapsed < 120  # ~25-40 s on 2 cores; a hang would show here
 
     assert list(fake_home.iterdir()) == []
     assert _flexmoe_temp_dirs() <= temp_before
