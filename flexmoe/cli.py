@@ -31,6 +31,7 @@ _FLAGS = {
     "backend": "--backend",
     "participation": "--participation",
     "dropout": "--dropout",
+    "switch_cost": "--switch-cost",
     "epochs": "--local-epochs",
     "batch_size": "--batch-size",
     "lr": "--lr",
@@ -181,6 +182,13 @@ def _add_federation_flags(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="carry each expert's load deficit into the next round's bounds",
     )
+    group.add_argument(
+        "--switch-cost",
+        type=_number(float, 0),
+        default=0.0,
+        metavar="MU",
+        help="flex/greedy: utility lost per newly held expert (0)",
+    )
     group.add_argument("--seed", type=_number(int, 0), default=0)  # fmt: skip
 
 
@@ -272,7 +280,8 @@ def _config(args: argparse.Namespace) -> Any:
         dataset=args.dataset, partition=args.partition, clients=args.clients,
         experts=args.experts, capacity=args.capacity, top_k=args.top_k, rounds=args.rounds,
         method=args.method, backend=args.backend, participation=args.participation,
-        dropout=args.dropout, carry_deficit=args.carry_deficit, train=train, fitness=fitness,
+        dropout=args.dropout, carry_deficit=args.carry_deficit,
+        switch_cost=args.switch_cost, train=train, fitness=fitness,
         val_fraction=args.val_fraction, test_fraction=args.test_fraction,
         min_size=args.min_size, n_samples=args.samples, seed=args.seed,
         data_dir=None if args.data_dir is None else str(args.data_dir),

@@ -39,6 +39,9 @@ class FedConfig:
         Fraction of clients asked per round; probability a participant drops mid-round.
     carry_deficit : bool
         Carry each expert's historical load deficit into ``flex``'s lower load bounds.
+    switch_cost : float
+        μ ≥ 0: utility ``flex`` and ``greedy`` lose per expert a client did not hold last
+        time it took part (the assignment problem's churn term).
     train, fitness : TrainConfig, FitnessConfig
     val_fraction, test_fraction : float
         Of each client's samples, held out for validation and test.
@@ -64,6 +67,7 @@ class FedConfig:
     participation: float = 1.0
     dropout: float = 0.0
     carry_deficit: bool = False
+    switch_cost: float = 0.0
     train: TrainConfig = field(default_factory=TrainConfig)
     fitness: FitnessConfig = field(default_factory=FitnessConfig)
     val_fraction: float = 0.1
@@ -95,6 +99,8 @@ class FedConfig:
             raise ValueError(f"`participation` must be in (0, 1]; got {self.participation}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"`dropout` must be in [0, 1); got {self.dropout}")
+        if not (self.switch_cost >= 0 and math.isfinite(self.switch_cost)):
+            raise ValueError(f"`switch_cost` must be finite and >= 0; got {self.switch_cost}")
         if self.n_samples is not None and self.n_samples < 1:
             raise ValueError(f"`n_samples` must be >= 1; got {self.n_samples}")
         if not math.isfinite(self.seed):

@@ -136,6 +136,7 @@ def run(
     strategy = MoEStrategy(
         config.method, sim.capacity, config.experts, config.fitness,
         backend=config.backend, carry_deficit=config.carry_deficit,
+        switch_cost=config.switch_cost,
     )  # fmt: skip
     folder = None if out is None else Path(out)
     restored = None

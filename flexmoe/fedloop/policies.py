@@ -102,17 +102,16 @@ def _solved(
 
 
 def _flex(
-    utility: np.ndarray, capacity: np.ndarray, backend: str, deficit: np.ndarray | None, seed: int
+    problem: AssignmentProblem, backend: str, deficit: np.ndarray | None, seed: int
 ) -> RoundAssignment:
-    lo, hi = load_band(capacity, utility.shape[1], deficit)
-    problem = AssignmentProblem(utility, max_experts=capacity, load_min=lo, load_max=hi)
+    lo, hi = load_band(problem.max_experts, problem.n_experts, deficit)
     try:
-        return _solved(problem, backend, seed, band=True)
+        return _solved(problem.replace(load_min=lo, load_max=hi), backend, seed, band=True)
     except RuntimeError:
         if deficit is None:
             raise
         log.warning("load band with carried deficit is infeasible; solving without the carry")
-        return _flex(utility, capacity, backend, None, seed)
+        return _flex(problem, backend, None, seed)
 
 
 def assign_experts(
@@ -124,6 +123,8 @@ def assign_experts(
     rng: np.random.Generator,
     backend: str = "auto",
     deficit: NDArray[np.float64] | None = None,
+    previous: Bool | None = None,
+    switch_cost: float = 0.0,
 ) -> RoundAssignment:
     """Assign experts to the participating clients (the rows of `utility`).
 
@@ -141,6 +142,8 @@ def assign_experts(
         Solver for ``flex`` (any :func:`flexmoe.assign.solve` backend; ``auto`` = flow).
     deficit : ndarray, shape (n_experts,), optional
         Carried load deficit that tightens ``flex``'s lower load bounds.
+    previous, switch_cost : ndarray of bool (n_participants, n_experts), float
+        Last holdings and the churn cost μ of ``flex`` and ``greedy``.
 
     Examples
     --------
@@ -151,10 +154,12 @@ def assign_experts(
     """
     m, n_experts = utility.shape
     seed = int(rng.integers(2**31))
-    if method == "flex":
-        return _flex(utility, capacity, backend, deficit, seed)
-    if method == "greedy":
-        problem = AssignmentProblem(utility, max_experts=capacity)
+    if method in ("flex", "greedy"):
+        problem = AssignmentProblem(
+            utility, max_experts=capacity, previous=previous, switch_cost=switch_cost
+        )
+        if method == "flex":
+            return _flex(problem, backend, deficit, seed)
         return _solved(problem, "greedy:topk", seed, band=False)
     x = np.zeros((m, n_experts), dtype=bool)
     if method == "random":

@@ -39,7 +39,8 @@ class ServerState:
     deficit : ndarray, shape (n_experts,)
         Historical load deficit per expert (holders below the fair share, carried).
     held : ndarray of bool, shape (n_clients, n_experts)
-        Each client's most recent assignment (what it evaluates with).
+        Each client's most recent assignment (what it evaluates with; an empty row for a
+        client never asked yet, except under ``full``).
     """
 
     weights: State
@@ -83,6 +84,9 @@ class MoEStrategy:
     backend : str
         Assignment backend for ``flex``.
     carry_deficit : bool
+    switch_cost : float
+        μ ≥ 0 charged by ``flex`` and ``greedy`` per expert a client did not hold last time
+        (the problem's churn term): favours keeping experts and gates in step.
     """
 
     def __init__(
@@ -94,6 +98,7 @@ class MoEStrategy:
         *,
         backend: str = "auto",
         carry_deficit: bool = False,
+        switch_cost: float = 0.0,
     ) -> None:
         self.method = method
         self.capacity = np.asarray(capacity, dtype=np.int64)
@@ -101,13 +106,12 @@ class MoEStrategy:
         self.fitness_config = fitness
         self.backend = backend
         self.carry_deficit = carry_deficit
+        self.switch_cost = switch_cost
 
     def initial_state(self, weights: State) -> ServerState:
         """Round-0 state: the initial weights, optimistic fitness, no deficit."""
         n = len(self.capacity)
-        held = np.zeros((n, self.n_experts), dtype=bool)
-        for client, cap in enumerate(self.capacity):
-            held[client, : (self.n_experts if self.method == "full" else cap)] = True
+        held = np.full((n, self.n_experts), self.method == "full")
         return ServerState(
             weights=dict(weights),
             fitness=Fitness.start(n, self.n_experts, self.fitness_config),
@@ -129,6 +133,8 @@ class MoEStrategy:
             rng=rng,
             backend=self.backend,
             deficit=state.deficit if self.carry_deficit else None,
+            previous=state.held[rows] if self.switch_cost > 0 else None,
+            switch_cost=self.switch_cost,
         )
         seeds = rng.integers(2**31, size=len(rows))
         plans = tuple(

@@ -96,6 +96,15 @@ def test_flex_trains_every_expert_with_zero_load_spread() -> None:
     assert 0 <= final["personalized_acc"] <= 1 and 0 <= final["global_acc"] <= 1
 
 
+@pytest.mark.parametrize("method", ["flex", "greedy"])
+def test_a_high_switch_cost_keeps_the_first_assignment(method: str) -> None:
+    history = run(TINY.replace(method=method, switch_cost=10.0))
+    first = history.rounds[0]["assignment"]["experts"]
+    assert all(r["assignment"]["experts"] == first for r in history.rounds)
+    free = run(TINY.replace(method=method))  # optimistic fitness alone explores
+    assert free.rounds[1]["assignment"]["experts"] != free.rounds[0]["assignment"]["experts"]
+
+
 @pytest.mark.parametrize("method", ["greedy", "random", "round_robin", "full"])
 def test_baselines_run(method: str) -> None:
     history = run(TINY.replace(method=method, rounds=2))
