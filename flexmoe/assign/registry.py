@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 #: Built-in backend modules under ``flexmoe.assign.backends``, in preference order.
-BUILTIN: tuple[str, ...] = ("flow", "milp", "greedy")  # filled as the backend modules land
+BUILTIN: tuple[str, ...] = ("flow", "milp", "convex", "greedy")
 
 SolveFunction = Callable[..., Assignment]
 UnsupportedCheck = Callable[[AssignmentProblem], "str | None"]

@@ -234,7 +234,10 @@ def _check_heuristic(where: str, exact: bool, ref: ReferenceInstance, r: Assignm
     if exact:
         return
     assert r.status is not Status.OPTIMAL, f"{where}: a heuristic claims OPTIMAL"
-    assert r.status is not Status.INFEASIBLE or r.info.get("precheck"), (
+    # a proof: the precheck's aggregate reason, or one the backend states (an infeasible
+    # relaxation proves the problem infeasible)
+    proof = r.info.get("precheck") or r.info.get("proof")
+    assert r.status is not Status.INFEASIBLE or proof, (
         f"{where}: a heuristic claims INFEASIBLE without a proof"
     )
 

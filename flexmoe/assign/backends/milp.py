@@ -232,7 +232,8 @@ class MilpModel:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.matrix.shape  # type: ignore[no-any-return]
+        rows, cols = self.matrix.shape
+        return int(rows), int(cols)
 
     def assignment(self, values: Float, shape: tuple[int, int]) -> Bool:
         """``x`` from a vector of column values (rounded: solvers return 1 − 1e-9)."""
@@ -289,7 +290,7 @@ class _Rows:
         self.hi: list[Float] = []
         self.count = 0
 
-    def add(self, row: Int, col: Int, val: Float | float, lo: Float, hi: Float) -> None:
+    def add(self, row: Int, col: Int, val: Float | float, lo: np.ndarray, hi: np.ndarray) -> None:
         val = np.broadcast_to(np.asarray(val, dtype=np.float64), row.shape)
         self.parts.append((row + self.count, col, val))
         self.lo.append(np.broadcast_to(np.asarray(lo, np.float64), (len(lo),)))
@@ -653,29 +654,34 @@ def _pulp_names(model: MilpModel) -> list[str]:
     return names
 
 
+#: PuLP solvers tried, in order, when none is named: CBC as PuLP 4 wants it (``COIN_CMD``,
+#: a CBC on the PATH), else HiGHS through highspy. PuLP 3.3 deprecates its bundled
+#: ``PULP_CBC_CMD``; it still works when named, with PuLP's deprecation warning.
+PULP_DEFAULTS = ("COIN_CMD", "HiGHS")
+
+
 def _pulp_solver(
     solver: Any, *, time_limit: float | None, mip_gap: float, threads: int | None
 ) -> Any:
-    """A PuLP solver: an instance as given, or one made by name (CBC by default) with
-    the options its class takes."""
+    """A PuLP solver: an instance as given, or one made by name (see
+    :data:`PULP_DEFAULTS`) with the options its class takes."""
     import pulp
 
     if isinstance(solver, pulp.LpSolver):
         return solver
-    name = solver or "PULP_CBC_CMD"
+    available = pulp.listSolvers(onlyAvailable=True)
+    name = solver or next(n for n in PULP_DEFAULTS if n in available)
     if name not in pulp.listSolvers():
-        raise ValueError(
-            f"unknown PuLP solver {name!r}; PuLP knows: {', '.join(pulp.listSolvers())}"
-        )
-    if name not in pulp.listSolvers(onlyAvailable=True):
+        known = ", ".join(pulp.listSolvers())
+        raise ValueError(f"unknown PuLP solver {name!r}; PuLP knows: {known}")
+    if name not in available:
         raise BackendUnavailableError(
-            f"PuLP solver {name!r} is not available here; available: "
-            f"{', '.join(pulp.listSolvers(onlyAvailable=True))}"
+            f"PuLP solver {name!r} is not available here; available: {', '.join(available)}"
         )
+    cls = getattr(pulp, name)
     wanted = {"msg": False, "timeLimit": time_limit, "gapRel": mip_gap, "threads": threads}
-    cls = type(pulp.getSolver(name))
     accepted = inspect.signature(cls.__init__).parameters
-    return pulp.getSolver(name, **{k: v for k, v in wanted.items() if k in accepted})
+    return cls(**{k: v for k, v in wanted.items() if k in accepted})
 
 
 class _PulpEngine:
@@ -689,7 +695,7 @@ class _PulpEngine:
         self.prob = pulp.LpProblem("flexmoe_assignment", pulp.LpMaximize)
         cat = {True: pulp.LpInteger, False: pulp.LpContinuous}
         self.vars = [
-            pulp.LpVariable(name, _finite(lo), _finite(hi), cat[bool(i)])
+            self.prob.add_variable(name, _finite(lo), _finite(hi), cat[bool(i)])
             for name, lo, hi, i in zip(
                 _pulp_names(model), model.col_lo, model.col_hi, model.integer, strict=True
             )
@@ -699,7 +705,7 @@ class _PulpEngine:
             [(self.vars[j], float(model.cost[j])) for j in nonzero]
         )
         self.add_rows(model.matrix, model.row_lo, model.row_hi)
-        self.solver = str(settings.solver or "PULP_CBC_CMD")
+        self.solver = str(settings.solver or "PuLP default")
 
     def add_rows(self, rows: Any, lo: Float, hi: Float) -> None:
         import pulp
@@ -955,7 +961,7 @@ def _result(
     problem: AssignmentProblem, out: _Outcome, mip_gap: float, *, build_time: float, info: dict
 ) -> Assignment:
     """Map the loop's outcome to a status explicitly; a limit is never ``OPTIMAL``."""
-    times = {"build_time": build_time, "solve_time": out.solve_time, "info": info}
+    times: dict[str, Any] = {"build_time": build_time, "solve_time": out.solve_time, "info": info}
     native = f"{info['solver']}: {out.last.native}"
     if out.x is None:
         if out.last.outcome == "infeasible":

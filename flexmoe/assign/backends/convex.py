@@ -1,0 +1,468 @@
+r"""Continuous relaxation with the quadratic balance penalty (CVXPY), rounded to a
+feasible assignment; the relaxation's value is the certified bound.
+
+The relaxation is compiled once per problem structure and re-solved with new data — a
+federated run changes utilities and `previous` every round, not the structure.
+
+Notes
+-----
+Data: the allowed pairs ``j = (n, e)`` as one flat vector; fixed sparse matrices ``R``
+(client of each pair), ``S_w`` (expert of each pair, times its load weight), ``R_size``
+and ``R_cost`` (storage and compute coefficients). Parameters (flat vectors, set every
+solve): effective utility ``ū``, ``min_experts``, ``max_experts``, ``load_min``,
+``load_max``, ``storage``, ``compute_budget`` and λ.
+
+.. math::
+
+    \max_{z, L, g} \; g - λ\,\|L - \bar L\,\mathbf 1\|^2
+    \quad\text{s.t.}\quad g \le ū^\top z,\; 0 \le z \le 1,\;
+    \text{min} \le R z \le \text{max},\; R_{size} z \le \text{storage},\;
+    R_{cost} z \le \text{budget},\; L = S_w z,\; \text{load\_min} \le L \le \text{load\_max}
+
+with ``λ·(top − bottom)``, ``bottom ≤ L ≤ top`` for the range metric. The epigraph
+variable ``g`` keeps the large utility parameter out of the quadratic objective (CVXPY
+densifies the parameter coefficients of a quadratic objective: 93 GiB at 1,000 × 64), and
+no coefficient matrix is a parameter (``cp.multiply(parameter, z)`` builds a P²-row tensor:
+30 GiB). Coefficients (sizes, compute costs, load weights) are part of the structure key.
+
+Every integer assignment is feasible for the relaxation, so its optimal value bounds the
+integer optimum from above; the bound reported is that value plus the solver's tolerance
+(``BOUND_SLACK``·max(1, |value|)), and only from a solve CVXPY reports as ``optimal``.
+
+Rounding: the relaxation's support (pairs with ``z > 1e-6``) becomes the allowed mask of
+a restricted problem solved exactly (flow when the structure allows, MILP otherwise); if
+that is infeasible the support widens by each client's best and cheapest experts, and
+last the MILP takes the full problem.
+
+Examples
+--------
+>>> import numpy as np
+>>> from flexmoe.assign import AssignmentProblem, solve
+>>> p = AssignmentProblem([[1.0, 0.8], [1.0, 0.8]], max_experts=1, balance_penalty=0.2)
+>>> r = solve(p, backend="convex")
+>>> r.status, r.objective, r.bound >= 1.8
+(<Status.FEASIBLE: 'feasible'>, 1.8, True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from flexmoe.assign.precheck import infeasibility_reason
+from flexmoe.assign.problem import AssignmentProblem, BalanceMetric, Bool, Float
+from flexmoe.assign.result import Assignment, Status
+
+__all__ = ["BOUND_SLACK", "ConvexSolver", "clear_cache", "solve"]
+
+NAME = "convex"
+EXACT = False
+REQUIRED_MODULES = ("cvxpy",)
+
+#: Relative slack added to the relaxation's value: the solvers used stop at 1e-8.
+BOUND_SLACK = 1e-6
+#: Pairs with a relaxation value above this are the support handed to the rounding.
+SUPPORT = 1e-6
+#: Compiled relaxations kept, most recently used first.
+CACHE_SIZE = 4
+#: Solver tolerances and time-limit option names per CVXPY solver.
+_SOLVER_OPTIONS: dict[str, tuple[dict[str, Any], str]] = {
+    "CLARABEL": ({"tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9, "tol_feas": 1e-9}, "time_limit"),
+    "HIGHS": ({}, "time_limit"),
+    "OSQP": ({"eps_abs": 1e-9, "eps_rel": 1e-9, "polish": True}, "time_limit"),
+}
+
+
+def _digest(*arrays: np.ndarray | None) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for a in arrays:
+        h.update(b"-" if a is None else np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def structure_key(problem: AssignmentProblem) -> tuple[Any, ...]:
+    """What a compiled relaxation depends on: shape, allowed pattern, coefficients, which
+    constraint families, and the balance metric when λ > 0 (λ itself is a parameter)."""
+    metric = problem.balance_metric if problem.balance_penalty > 0 else None
+    return (
+        problem.shape,
+        _digest(problem.allowed, problem.expert_size, problem.compute_cost, problem.load_weight),
+        problem.has_storage,
+        problem.has_compute,
+        metric,
+    )
+
+
+class ConvexSolver:
+    """The relaxation of one problem structure, compiled once by CVXPY.
+
+    :meth:`relax` sets the parameters from a problem of the same structure and solves;
+    the second and later calls skip CVXPY's compilation.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flexmoe.assign import AssignmentProblem
+    >>> p = AssignmentProblem(np.eye(3), max_experts=1, load_min=1)
+    >>> solver = ConvexSolver(p)
+    >>> first = solver.relax(p)
+    >>> again = solver.relax(p.replace(utility=2 * np.eye(3)))
+    >>> round(first.value, 6), round(again.value, 6), first.compiled, again.compiled
+    (3.0, 6.0, True, False)
+    """
+
+    def __init__(self, problem: AssignmentProblem):
+        import cvxpy as cp
+        from scipy import sparse
+
+        self.key = structure_key(problem)
+        # data: one entry per allowed pair, fixed incidence matrices
+        clients, experts = np.nonzero(problem.allowed_mask())
+        self.clients, self.experts = clients, experts
+        n, e, pairs = problem.n_clients, problem.n_experts, clients.size
+        column = np.arange(pairs)
+
+        def rows(index: np.ndarray, values: Float, count: int) -> Any:
+            return sparse.csr_array((values, (index, column)), shape=(count, pairs))
+
+        # parameters (flat vectors)
+        self.params = {
+            "utility": cp.Parameter(pairs),
+            "min_experts": cp.Parameter(n),
+            "max_experts": cp.Parameter(n),
+            "load_min": cp.Parameter(e),
+            "load_max": cp.Parameter(e),
+        }
+        # variables
+        z, loads, gain = cp.Variable(pairs), cp.Variable(e), cp.Variable()
+        self.z = z
+        p = self.params
+        held = rows(clients, np.ones(pairs), n) @ z
+        weight = problem.weights()[clients, experts]
+        constraints = [
+            gain <= p["utility"] @ z,  # epigraph of the utility: keeps ū out of the objective
+            z >= 0,
+            z <= 1,
+            # each client holds between min_experts and max_experts experts
+            held >= p["min_experts"],
+            held <= p["max_experts"],
+            # loads and their band
+            loads == rows(experts, weight, e) @ z,
+            loads >= p["load_min"],
+            loads <= p["load_max"],
+        ]
+        constraints += self._capacities(problem, rows, z)
+        objective = gain - self._balance(problem, loads, constraints)
+        self.problem = cp.Problem(cp.Maximize(objective), constraints)
+        self.compiled = False
+
+    def _capacities(self, problem: AssignmentProblem, rows: Any, z: Any) -> list[Any]:
+        """Storage and compute rows, when the problem has them."""
+        import cvxpy as cp
+
+        out = []
+        c, e = self.clients, self.experts
+        # storage: Σ_e expert_size[e]·z[n, e] ≤ storage[n]
+        if problem.expert_size is not None:
+            self.params["storage"] = cp.Parameter(problem.n_clients)
+            size = rows(c, problem.expert_size[e], problem.n_clients)
+            out.append(size @ z <= self.params["storage"])
+        # compute: Σ_e compute_cost[n, e]·z[n, e] ≤ compute_budget[n]
+        if problem.compute_cost is not None:
+            self.params["compute_budget"] = cp.Parameter(problem.n_clients)
+            cost = rows(c, problem.compute_cost[c, e], problem.n_clients)
+            out.append(cost @ z <= self.params["compute_budget"])
+        return out
+
+    def _balance(self, problem: AssignmentProblem, loads: Any, constraints: list) -> Any:
+        """λ·Σ (L − L̄)² (a quadratic objective) or λ·(top − bottom), or 0."""
+        import cvxpy as cp
+
+        if problem.balance_penalty == 0:
+            return 0.0
+        lam = self.params["balance_penalty"] = cp.Parameter(nonneg=True)
+        if problem.balance_metric is BalanceMetric.VARIANCE:
+            return lam * cp.sum_squares(loads - cp.sum(loads) / problem.n_experts)
+        top, bottom = cp.Variable(), cp.Variable()
+        constraints += [loads <= top, loads >= bottom]
+        return lam * (top - bottom)
+
+    def set_data(self, problem: AssignmentProblem) -> None:
+        """Put `problem`'s data into the parameters (same structure)."""
+        if structure_key(problem) != self.key:
+            raise ValueError("`problem` has another structure than this compiled relaxation")
+        reach = np.where(problem.allowed_mask(), problem.weights(), 0.0).sum(axis=0)
+        values = {
+            "utility": problem.effective_utility()[self.clients, self.experts],
+            "min_experts": problem.min_experts.astype(np.float64),
+            "max_experts": problem.max_experts.astype(np.float64),
+            "load_min": problem.load_min,
+            "load_max": np.minimum(problem.load_max, np.maximum(reach, problem.load_min)),
+            "storage": problem.storage,
+            "compute_budget": problem.compute_budget,
+            "balance_penalty": problem.balance_penalty,
+        }
+        for name, param in self.params.items():
+            param.value = values[name]
+
+    def relax(
+        self,
+        problem: AssignmentProblem,
+        *,
+        solver: str | None = None,
+        time_limit: float | None = None,
+    ) -> Relaxation:
+        """Solve the relaxation of `problem` (same structure)."""
+        self.set_data(problem)
+        name = solver or _default_solver(problem)
+        options, limit_name = _SOLVER_OPTIONS.get(name, ({}, ""))
+        options = dict(options)
+        if time_limit is not None and limit_name:
+            options[limit_name] = time_limit
+        if name == "HIGHS":
+            from flexmoe.assign.backends.milp import silence_highs_banner
+
+            silence_highs_banner()
+        start = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            self.problem.solve(solver=name, warm_start=True, **options)
+        elapsed = time.perf_counter() - start
+        first, self.compiled = not self.compiled, True
+        z = np.zeros(problem.shape)
+        if self.z.value is not None:
+            z[self.clients, self.experts] = np.clip(self.z.value, 0.0, 1.0)
+        value = self.problem.value if self.problem.value is not None else math.nan
+        return Relaxation(
+            status=str(self.problem.status),
+            value=float(value),
+            z=z,
+            solver=name,
+            time=elapsed,
+            compiled=first,
+            warnings=tuple(str(w.message) for w in caught),
+        )
+
+
+@dataclass(frozen=True)
+class Relaxation:
+    """One solve of the relaxation: CVXPY's status and value, ``z`` as (N, E)."""
+
+    status: str
+    value: float
+    z: Float
+    solver: str
+    time: float
+    compiled: bool
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def bound(self) -> float:
+        """An upper bound on the integer optimum, or NaN when the solve proves nothing."""
+        if self.status != "optimal" or not math.isfinite(self.value):
+            return math.nan
+        return self.value + BOUND_SLACK * max(1.0, abs(self.value))
+
+
+def _default_solver(problem: AssignmentProblem) -> str:
+    """HiGHS for linear programs, Clarabel for the quadratic balance term."""
+    import cvxpy as cp
+
+    installed = cp.installed_solvers()
+    quadratic = problem.balance_penalty > 0 and problem.balance_metric is BalanceMetric.VARIANCE
+    for name in ("CLARABEL", "OSQP") if quadratic else ("HIGHS", "CLARABEL"):
+        if name in installed:
+            return name
+    return str(installed[0])
+
+
+_CACHE: OrderedDict[tuple[Any, ...], ConvexSolver] = OrderedDict()
+
+
+def clear_cache() -> None:
+    """Forget every compiled relaxation."""
+    _CACHE.clear()
+
+
+def _compiled(problem: AssignmentProblem) -> ConvexSolver:
+    """The cached relaxation for `problem`'s structure (compiled on first use)."""
+    key = structure_key(problem)
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    solver = ConvexSolver(problem)
+    _CACHE[key] = solver
+    while len(_CACHE) > CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return solver
+
+
+# -- solve: relax → round → extract ----------------------------------------------------
+
+
+def solve(
+    problem: AssignmentProblem,
+    *,
+    time_limit: float | None = None,
+    seed: int | None = None,
+    solver: str | None = None,
+    cache: bool = True,
+) -> Assignment:
+    """Solve the relaxation, round it to a feasible assignment, bound the gap.
+
+    Parameters
+    ----------
+    problem : AssignmentProblem
+    time_limit : float, optional
+        Seconds for relaxation and rounding together.
+    seed : int, optional
+        Passed to the rounding solver.
+    solver : str, optional
+        A CVXPY solver name (``"CLARABEL"``, ``"HIGHS"``, ``"OSQP"``, ...). Default:
+        HiGHS for linear relaxations, Clarabel with the quadratic balance term.
+    cache : bool
+        Reuse the compiled relaxation of a problem with the same structure (default).
+
+    Returns
+    -------
+    Assignment
+        ``FEASIBLE`` with the relaxation's value as `bound` (never ``OPTIMAL``: this is not
+        an exact backend), or ``INFEASIBLE`` when the relaxation is — a proof, stated in
+        ``info["proof"]``.
+    """
+    start = time.perf_counter()
+    deadline = None if time_limit is None else start + time_limit
+    compiled = _compiled(problem) if cache else ConvexSolver(problem)
+    relaxation = compiled.relax(problem, solver=solver, time_limit=time_limit)
+    info = _relaxation_info(relaxation, compiled)
+    build_time = float(info.pop("compile_time"))
+    if relaxation.status == "infeasible":
+        info["proof"] = f"the continuous relaxation is infeasible ({relaxation.solver})"
+        message = (
+            "no assignment exists: even fractional assignments cannot meet every constraint "
+            f"together (proved by {relaxation.solver} on the relaxation)"
+        )
+        solve_time = relaxation.time - build_time
+        return Assignment.no_solution(
+            Status.INFEASIBLE,
+            NAME,
+            message,
+            build_time=build_time,
+            solve_time=solve_time,
+            info=info,
+        )
+    tick = time.perf_counter()
+    rounded, how = _round(problem, relaxation.z, deadline, seed)
+    info |= {"rounding": how, "rounding_time": time.perf_counter() - tick}
+    if how.startswith("full") and rounded is not None:
+        info["full_problem_bound"] = rounded.bound
+    solve_time = time.perf_counter() - start - build_time
+    return _result(problem, relaxation, rounded, build_time, solve_time, info)
+
+
+def _relaxation_info(relaxation: Relaxation, compiled: ConvexSolver) -> dict[str, Any]:
+    stats = compiled.problem.solver_stats
+    inner = stats.solve_time if stats is not None and stats.solve_time is not None else 0.0
+    z = relaxation.z
+    return {
+        "solver": relaxation.solver,
+        "relaxation_status": relaxation.status,
+        "relaxation_value": relaxation.value,
+        "relaxation_time": relaxation.time,
+        "compiled": relaxation.compiled,
+        "compile_time": max(relaxation.time - inner, 0.0),
+        "support_pairs": int((z > SUPPORT).sum()),
+        "fractional_pairs": int(((z > SUPPORT) & (z < 1 - SUPPORT)).sum()),
+        "solver_warnings": list(relaxation.warnings),
+    }
+
+
+def _round(
+    problem: AssignmentProblem, z: Float, deadline: float | None, seed: int | None
+) -> tuple[Assignment | None, str]:
+    """An exact solve on the relaxation's support, then a wider one, then the full problem."""
+    from flexmoe.assign.registry import solve as solve_with
+
+    allowed = problem.allowed_mask()
+    for how, mask in (("support", z > SUPPORT), ("widened support", _widened(problem, z))):
+        restricted = problem.replace(allowed=mask & allowed)
+        if infeasibility_reason(restricted) is not None:
+            continue
+        result = solve_with(restricted, "auto", time_limit=_left(deadline), seed=seed)
+        if result.has_solution:
+            return result, f"{how}: {result.backend} on {int((mask & allowed).sum())} pairs"
+        if result.status is Status.LIMIT_NO_SOLUTION:
+            return None, f"{how}: time limit before a feasible assignment"
+    result = solve_with(problem, "milp", time_limit=_left(deadline), seed=seed)
+    return result, "full problem: milp"
+
+
+def _widened(problem: AssignmentProblem, z: Float) -> Bool:
+    """The support plus each client's best (by relaxation, then utility) and cheapest
+    (by storage and compute) ``max_experts + 2`` experts."""
+    count = np.minimum(problem.max_experts + 2, problem.n_experts)
+    rank = np.arange(problem.n_experts)[None, :] < count[:, None]
+    mask = z > SUPPORT
+    scores = [-(z + 1e-3 * problem.effective_utility())]
+    cheap = np.zeros(problem.shape)
+    if problem.expert_size is not None and problem.storage is not None:
+        cheap += problem.expert_size[None, :] / np.maximum(problem.storage, 1e-12)[:, None]
+    if problem.compute_cost is not None and problem.compute_budget is not None:
+        cheap += problem.compute_cost / np.maximum(problem.compute_budget, 1e-12)[:, None]
+    if cheap.any():
+        scores.append(cheap)
+    for score in scores:
+        order = np.argsort(np.where(problem.allowed_mask(), score, np.inf), axis=1)
+        chosen = np.zeros(problem.shape, dtype=bool)
+        np.put_along_axis(chosen, order, rank, axis=1)
+        mask |= chosen
+    return mask
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
+
+
+def _result(
+    problem: AssignmentProblem,
+    relaxation: Relaxation,
+    rounded: Assignment | None,
+    build_time: float,
+    solve_time: float,
+    info: dict[str, Any],
+) -> Assignment:
+    """The rounded assignment with the relaxation's bound; never ``OPTIMAL``."""
+    times = {"build_time": build_time, "solve_time": solve_time, "info": info}
+    bound = relaxation.bound
+    full = info.get("full_problem_bound", math.nan)
+    if math.isfinite(full):  # the MILP's dual bound on the whole problem is valid too
+        bound = full if math.isnan(bound) else min(bound, full)
+    if rounded is None or rounded.x is None or not rounded.has_solution:
+        status = Status.LIMIT_NO_SOLUTION if rounded is None else rounded.status
+        if status is Status.FEASIBLE or status is Status.OPTIMAL:
+            status = Status.ERROR
+        message = info["rounding"] if rounded is None else rounded.message
+        return Assignment.no_solution(status, NAME, message, bound=bound, **times)
+    message = ""
+    if relaxation.status != "optimal":
+        message = f"relaxation {relaxation.status} ({relaxation.solver}): no bound from it"
+    result = Assignment.from_x(
+        problem,
+        rounded.x,
+        status=Status.FEASIBLE,
+        bound=bound,
+        backend=NAME,
+        message=message,
+        **times,
+    )
+    if result.objective > bound:
+        note = "the rounded objective exceeds the relaxation's value (solver inaccuracy)"
+        return result.replace(bound=math.nan, message=f"{note}; no bound reported")
+    return result
