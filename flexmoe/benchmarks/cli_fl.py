@@ -30,18 +30,22 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(one process per run, up to the core count); report accuracy, load balance, "
         "rounds to a target accuracy and bytes moved; plot accuracy and expert load.",
     )
-    p.add_argument("--methods", default="flex,greedy,random,full", help="(flex,greedy,random,full)")
+    p.add_argument(
+        "--methods",
+        default="flex,greedy,random,full",
+        help="of flex, greedy, random, round_robin, full (flex,greedy,random,full)",
+    )
     p.add_argument(
         "--partitions",
         default="iid,dirichlet:0.3,kclass:2",
         help="iid, dirichlet:<alpha>, kclass:<k> (= shards:<k>)",
     )
-    p.add_argument("--seeds", default="0-2", help="e.g. 0-2 (default)")
+    p.add_argument("--seeds", default="0-2", help="e.g. 0-4 or 0,3,7 (0-2)")
     p.add_argument("--dataset", default="digits", help="digits (default), mnist1d, clustered, ...")
-    p.add_argument("--clients", type=int, default=20)
-    p.add_argument("--experts", type=int, default=8)
+    p.add_argument("--clients", type=int, default=20, help="(20)")
+    p.add_argument("--experts", type=int, default=8, help="(8)")
     p.add_argument("--capacity", default="2", help="experts per client: 2 or tiers:2/4/8")
-    p.add_argument("--rounds", type=int, default=30)
+    p.add_argument("--rounds", type=int, default=30, help="(30)")
     p.add_argument("--backend", default="auto", help="assignment backend of flex (auto)")
     p.add_argument(
         "--target", type=float, default=0.8, help="personalised accuracy for rounds-to-target (0.8)"
