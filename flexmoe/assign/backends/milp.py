@@ -44,9 +44,11 @@ of the dual bound; ``info["balance_model"]`` says which case applied and
 
 ``OPTIMAL`` means the solver finished and ``(bound − objective) / max(|objective|,
 |bound|) ≤ mip_gap`` (default 1e-6), where `objective` is recomputed in float64 from
-``x`` and `bound` is the solver's dual bound; a bound within 1e-9·max(1, |objective|) of
-the objective counts as equal (solver tolerance). A time limit gives ``FEASIBLE`` with
-that bound, or ``LIMIT_NO_SOLUTION``; never ``OPTIMAL``.
+``x`` and `bound` is the solver's dual bound; a bound within 1e-9·max(1, |objective|)
+plus 1e-6 (the row feasibility tolerance) times the objective weight of the continuous
+balance columns counts as equal. A time limit gives ``FEASIBLE`` with that bound (or, if
+the solver proved none yet, each client's best experts ignoring every coupling), or
+``LIMIT_NO_SOLUTION``; never ``OPTIMAL``.
 
 Examples
 --------
@@ -96,8 +98,12 @@ DEFAULT_MIP_GAP = 1e-6
 #: The solver stops at this share of `mip_gap`, so its own gap definition (relative to
 #: the incumbent, or with an absolute floor) and float noise stay inside ours.
 SOLVER_GAP_SHARE = 0.5
-#: A bound this close (times max(1, |objective|)) to the objective is reported as equal.
+#: A bound this close (times max(1, |objective|)) to the objective is reported as equal,
+#: and so is one within the solvers' row feasibility tolerance `FEASIBILITY` times the
+#: objective weight of the continuous (balance) columns, which may each sit that far off
+#: their rows: with λ·(top − bottom), λ = 3, HiGHS proves −0.499999 for an optimum of −0.5.
 BOUND_SNAP = 1e-9
+FEASIBILITY = 1e-6
 #: Most solves of the outer-approximation loop for the variance term.
 MAX_ROUNDS = 30
 #: With at most this many grid segments per expert, every secant goes in up front.
@@ -481,11 +487,15 @@ def build_model(problem: AssignmentProblem, warm: Bool | None = None) -> MilpMod
 # -- engines --------------------------------------------------------------------------
 
 
-#: HiGHS options changed from HiGHS's defaults. Its sub-MIP heuristics (RINS, RENS, root
-#: reduced cost) neither check the time limit nor the interrupt callback (HiGHS issues #885,
-#: #3237): at 1,000 × 64 with weighted loads one ran 100 s past a 20 s limit, while plain
-#: branching reached a 1e-6 gap inside it. Override with ``highs_options``.
+#: HiGHS options changed from HiGHS's defaults, because they break the time limit at
+#: 1,000 × 64 (HiGHS 1.16; its issues #885, #2226, #3237): the sub-MIP heuristics (RINS,
+#: RENS, root reduced cost) check neither the time limit nor the interrupt callback — one
+#: ran 100 s past a 20 s limit with weighted loads, where plain branching reached a 1e-7
+#: gap inside the limit — and the MIP presolve's probing ran 60–90 s past a 20 s limit
+#: with storage and compute rows. The model has no forbidden-pair columns to remove, so
+#: presolve buys little here. Override with ``highs_options``.
 HIGHS_DEFAULTS: dict[str, Any] = {
+    "presolve": "off",
     "mip_heuristic_run_rins": False,
     "mip_heuristic_run_rens": False,
     "mip_heuristic_run_root_reduced_cost": False,
@@ -909,6 +919,7 @@ class _Outcome:
     bound: float
     rounds: int
     solve_time: float
+    tolerance: float = 0.0
 
     def info(self, model: MilpModel) -> dict[str, Any]:
         return {
@@ -953,8 +964,23 @@ def _optimise(
             break
         runner.add_rows(*rows)
         runner.set_start(model.start(problem, best if best is not None else x))
-    bound = math.nan if math.isinf(bound) else bound
-    return _Outcome(run, best, value, bound, rounds, spent)
+    bound = min(bound, _trivial_bound(problem))
+    # the continuous balance columns may each sit a feasibility tolerance off their rows
+    tolerance = FEASIBILITY * float(np.abs(model.cost[~model.integer]).sum())
+    return _Outcome(run, best, value, bound, rounds, spent, tolerance)
+
+
+def _trivial_bound(problem: AssignmentProblem) -> float:
+    """Each client's best allowed experts by effective utility (its first `min_experts`,
+    then any positive ones up to `max_experts`), ignoring every coupling and the balance
+    penalty: a valid bound when the solver stopped before proving one."""
+    utility = np.where(problem.allowed_mask(), problem.effective_utility(), -np.inf)
+    ranked = -np.sort(-utility, axis=1)
+    rank = np.arange(problem.n_experts)[None, :]
+    take = (rank < problem.min_experts[:, None]) | (
+        (rank < problem.max_experts[:, None]) & (ranked > 0)
+    )
+    return float(np.where(take, ranked, 0.0).sum())
 
 
 def _result(
@@ -975,7 +1001,7 @@ def _result(
             )
         return Assignment.no_solution(Status.ERROR, NAME, f"solver failed ({native})", **times)
     bound = out.bound
-    if abs(bound - out.value) <= BOUND_SNAP * max(1.0, abs(out.value)):
+    if abs(bound - out.value) <= BOUND_SNAP * max(1.0, abs(out.value)) + out.tolerance:
         bound = out.value
     gap = relative_gap(out.value, bound)
     if out.last.outcome == "optimal" and gap <= mip_gap:

@@ -1,0 +1,387 @@
+"""The milp backend: differential tests against independent models, classic instances
+with provable optima, status mapping, time limits and silence.
+
+Independent references, none sharing code with the backend: brute force over every
+assignment (tiny problems), a plain ``scipy.optimize.milp`` model written here (linear
+objectives and the range metric), an exact one-hot model of the variance for fixed totals,
+``scipy.optimize.linear_sum_assignment`` (Hungarian), and the flow backend.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import sparse
+from scipy.optimize import Bounds, LinearConstraint, linear_sum_assignment, milp
+
+from flexmoe.assign import AssignmentProblem, Status, solve
+from flexmoe.assign.backends import milp as milp_backend
+from flexmoe.assign.instances import generate
+
+ENGINES = ["milp", "milp:pulp", "milp:scipy"]
+RTOL = 1e-6
+
+
+# -- independent references -----------------------------------------------------------
+
+
+def brute_force(p: AssignmentProblem) -> float | None:
+    """The optimum by enumerating every 0/1 matrix (N·E ≤ 14) with numpy, or None."""
+    n, e = p.shape
+    x = ((np.arange(2 ** (n * e))[:, None] >> np.arange(n * e)) & 1).reshape(-1, n, e)
+    held = x.sum(axis=2)
+    ok = ((held >= p.min_experts) & (held <= p.max_experts)).all(axis=1)
+    ok &= ~(x.astype(bool) & ~p.allowed_mask()).any(axis=(1, 2))
+    if p.storage is not None:
+        ok &= ((x * p.expert_size).sum(axis=2) <= p.storage + 1e-9).all(axis=1)
+    if p.compute_cost is not None:
+        ok &= ((x * p.compute_cost).sum(axis=2) <= p.compute_budget + 1e-9).all(axis=1)
+    loads = (x * p.weights()).sum(axis=1)
+    ok &= ((loads >= p.load_min - 1e-9) & (loads <= p.load_max + 1e-9)).all(axis=1)
+    if not ok.any():
+        return None
+    value = (x * p.effective_utility()).sum(axis=(1, 2))
+    if p.balance_metric == "variance":
+        spread = ((loads - loads.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
+    else:
+        spread = loads.max(axis=1) - loads.min(axis=1)
+    return float((value - p.balance_penalty * spread)[ok].max())
+
+
+def scipy_reference(p: AssignmentProblem) -> float | None:
+    """The same problem as a textbook MILP in ``scipy.optimize.milp``: one binary per
+    pair (forbidden ones fixed to 0), dense rows, range metric with two extra columns.
+    Linear objectives and the range metric only."""
+    n, e = p.shape
+    w = p.weights()
+    cost = -p.effective_utility().ravel()
+    upper = p.allowed_mask().ravel().astype(float)
+    rows, lo, hi = [], [], []
+
+    def row(coefs: np.ndarray, low: float, high: float) -> None:
+        rows.append(np.append(coefs, [0.0, 0.0]))
+        lo.append(low)
+        hi.append(high)
+
+    for i in range(n):
+        pick = np.zeros((n, e))
+        pick[i] = 1
+        row(pick.ravel(), p.min_experts[i], p.max_experts[i])
+        if p.storage is not None:
+            row((pick * p.expert_size).ravel(), -np.inf, p.storage[i])
+        if p.compute_cost is not None:
+            row((pick * p.compute_cost).ravel(), -np.inf, p.compute_budget[i])
+    for j in range(e):
+        load = np.zeros((n, e))
+        load[:, j] = w[:, j]
+        row(load.ravel(), p.load_min[j], p.load_max[j])
+        if p.balance_penalty > 0:  # top ≥ L_j ≥ bottom
+            rows.append(np.append(-load.ravel(), [1.0, 0.0]))
+            rows.append(np.append(load.ravel(), [0.0, -1.0]))
+            lo += [0.0, 0.0]
+            hi += [np.inf, np.inf]
+    lam = p.balance_penalty
+    c = np.append(cost, [lam, -lam])
+    res = milp(
+        c,
+        integrality=np.append(np.ones(n * e), [0, 0]),
+        bounds=Bounds(np.zeros(n * e + 2), np.append(upper, [np.inf, np.inf])),
+        constraints=LinearConstraint(np.array(rows), lo, hi),
+        options={"mip_rel_gap": 0.0},
+    )
+    return None if res.status == 2 else -float(res.fun)
+
+
+def one_hot_variance_reference(p: AssignmentProblem) -> float:
+    """Count loads with fixed totals: the mean c is a constant, so the variance is
+    Σ_e Σ_k (k − c)²·y[e, k] with one-hot y[e, ·] choosing each expert's holder count."""
+    n, e = p.shape
+    c = p.min_experts.sum() / e
+    levels = np.arange(n + 1)
+    n_x, n_y = n * e, e * (n + 1)
+    cost = np.concatenate(
+        [-p.effective_utility().ravel(), p.balance_penalty * np.tile((levels - c) ** 2, e)]
+    )
+    a = sparse.lil_array((n + 2 * e, n_x + n_y))
+    for i in range(n):
+        a[i, i * e : (i + 1) * e] = 1  # experts per client
+    for j in range(e):
+        a[n + j, j:n_x:e] = 1  # Σ_n x[n, j] − Σ_k k·y[j, k] = 0
+        a[n + j, n_x + j * (n + 1) : n_x + (j + 1) * (n + 1)] = -levels
+        a[n + e + j, n_x + j * (n + 1) : n_x + (j + 1) * (n + 1)] = 1  # one level
+    lo = np.concatenate([p.min_experts, np.zeros(e), np.ones(e)])
+    hi = np.concatenate([p.max_experts, np.zeros(e), np.ones(e)])
+    y_ok = (levels >= p.load_min[:, None]) & (levels <= p.load_max[:, None])
+    upper = np.concatenate([p.allowed_mask().ravel(), y_ok.ravel()]).astype(float)
+    res = milp(
+        cost,
+        integrality=np.ones(n_x + n_y),
+        bounds=Bounds(0, upper),
+        constraints=LinearConstraint(a.tocsr(), lo, hi),
+        options={"mip_rel_gap": 0.0},
+    )
+    assert res.status == 0, res.message
+    return -float(res.fun)
+
+
+def close(a: float, b: float, rtol: float = RTOL) -> bool:
+    return abs(a - b) <= rtol * max(1.0, abs(a), abs(b))
+
+
+# -- generated problems ---------------------------------------------------------------
+
+
+@st.composite
+def general_problems(draw, max_clients: int = 7, max_experts: int = 5) -> AssignmentProblem:
+    """Storage, compute, weighted loads, allowed mask, churn, range or no balance."""
+    n = draw(st.integers(1, max_clients))
+    e = draw(st.integers(1, max_experts))
+
+    def ints(lo: int, hi: int, size: int) -> np.ndarray:
+        return np.array(draw(st.lists(st.integers(lo, hi), min_size=size, max_size=size)))
+
+    utility = ints(-12, 12, n * e).reshape(n, e) / 4
+    hi = ints(0, e, n)
+    kw: dict = {"max_experts": hi, "min_experts": np.array([draw(st.integers(0, h)) for h in hi])}
+    if draw(st.booleans()):
+        kw["expert_size"], kw["storage"] = ints(1, 3, e), ints(0, 6, n)
+    if draw(st.booleans()):
+        kw["compute_cost"], kw["compute_budget"] = ints(0, 3, n * e).reshape(n, e), ints(0, 6, n)
+    w = ints(1, 4, n * e).reshape(n, e) / 2 if draw(st.booleans()) else np.ones((n, e))
+    if not (w == 1).all():
+        kw["load_weight"] = w
+    kw["load_min"] = ints(0, 2, e) * 1.0
+    kw["load_max"] = kw["load_min"] + ints(0, 2 * n, e)
+    if draw(st.booleans()):
+        kw["allowed"] = np.array(draw(st.lists(st.booleans(), min_size=n * e, max_size=n * e)))
+        kw["allowed"] = kw["allowed"].reshape(n, e)
+    if draw(st.booleans()):
+        kw["previous"] = ints(0, 1, n * e).reshape(n, e).astype(bool)
+        kw["switch_cost"] = draw(st.sampled_from([0.5, 2.0]))
+    if draw(st.booleans()):
+        kw["balance_penalty"] = draw(st.sampled_from([0.25, 1.0]))
+        kw["balance_metric"] = "range"
+    return AssignmentProblem(utility, **kw)
+
+
+@settings(max_examples=60)
+@given(general_problems())
+def test_agrees_with_an_independent_scipy_model(problem):
+    expected = scipy_reference(problem)
+    for spec in ENGINES:
+        result = solve(problem, backend=spec, seed=0)
+        where = f"{spec}: {result.status} {result.message!r} (reference {expected})"
+        if expected is None:
+            assert result.status is Status.INFEASIBLE and result.message, where
+            continue
+        assert result.status is Status.OPTIMAL, where
+        assert close(result.objective, expected), where
+        assert result.bound >= expected - RTOL * max(1, abs(expected)), where
+
+
+@settings(max_examples=40)
+@given(general_problems(max_clients=4, max_experts=3), st.sampled_from(["variance", "range"]))
+def test_balance_terms_match_brute_force(problem, metric):
+    """Variance with free totals and weighted loads (the outer-approximation loop)."""
+    problem = problem.replace(balance_penalty=0.75, balance_metric=metric)
+    expected = brute_force(problem)
+    result = solve(problem, backend="milp")
+    where = f"{result.status} {result.message!r} {result.info} (brute force {expected})"
+    if expected is None:
+        assert result.status is Status.INFEASIBLE, where
+    else:
+        assert result.status is Status.OPTIMAL and close(result.objective, expected), where
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_variance_with_fixed_totals_matches_a_one_hot_model(seed):
+    rng = np.random.default_rng(seed)
+    p = AssignmentProblem(
+        rng.random((12, 5)), max_experts=2, load_min=1, load_max=8, balance_penalty=0.3
+    )
+    result = solve(p, backend="milp")
+    assert result.status is Status.OPTIMAL
+    assert close(result.objective, one_hot_variance_reference(p), 1e-9)
+    assert "exact at integer loads" in result.info["balance_model"]
+
+
+@settings(max_examples=25)
+@given(
+    st.integers(0, 10_000),
+    st.sampled_from([(20, 6, 2), (40, 8, 3), (30, 5, 1)]),
+    st.sampled_from([0.0, 0.05, 0.5]),
+)
+def test_equals_flow_inside_the_flow_structure(seed, size, lam):
+    n, e, k = size
+    p = generate("clustered", n, e, k, seed=seed).replace(balance_penalty=lam)
+    flow, exact = solve(p, backend="flow"), solve(p, backend="milp")
+    assert flow.status is exact.status is Status.OPTIMAL
+    assert close(flow.objective, exact.objective, 1e-9), (flow, exact)
+
+
+# -- classic instances with provable optima -----------------------------------------
+
+
+def test_linear_assignment_matches_the_hungarian_method():
+    """LAP: one expert each, every load exactly 1; costs as negative utilities."""
+    cost = np.random.default_rng(7).integers(1, 100, (9, 9)).astype(float)
+    rows, cols = linear_sum_assignment(cost)
+    p = AssignmentProblem(-cost, max_experts=1, load_min=1, load_max=1)
+    for spec in ENGINES:
+        result = solve(p, backend=spec)
+        assert result.status is Status.OPTIMAL, spec
+        assert result.objective == -cost[rows, cols].sum(), spec
+
+
+def test_generalized_assignment_matches_enumeration():
+    """GAP: each client exactly one expert, client-dependent weights per pair, a weighted
+    capacity per expert (load_max) and load_min = 0; costs as negative utilities. The
+    optimum is checked against all 3^6 maps of clients to experts."""
+    cost = np.array([[9, 2, 7], [6, 4, 3], [5, 8, 1], [7, 6, 9], [4, 3, 8], [2, 7, 6]], float)
+    weight = np.array([[5, 3, 4], [2, 6, 3], [4, 4, 2], [3, 5, 6], [6, 2, 3], [2, 3, 5]], float)
+    capacity = np.array([8.0, 7.0, 9.0])
+    best = math.inf
+    for choice in itertools.product(range(3), repeat=6):
+        used = np.zeros(3)
+        for n, e in enumerate(choice):
+            used[e] += weight[n, e]
+        if (used <= capacity).all():
+            best = min(best, sum(cost[n, e] for n, e in enumerate(choice)))
+    p = AssignmentProblem(-cost, max_experts=1, load_weight=weight, load_max=capacity)
+    for spec in ENGINES:
+        result = solve(p, backend=spec)
+        assert result.status is Status.OPTIMAL, spec
+        assert result.objective == -best, spec
+        assert (result.loads <= capacity).all()
+
+
+def test_generalized_assignment_without_room_is_infeasible_with_a_reason():
+    weight = np.array([[5.0, 6.0], [5.0, 6.0], [5.0, 6.0]])
+    p = AssignmentProblem(np.ones((3, 2)), max_experts=1, load_weight=weight, load_max=[9, 11])
+    result = solve(p, backend="milp")
+    assert result.status is Status.INFEASIBLE
+    assert "no assignment satisfies" in result.message and "HiGHS" in result.message
+
+
+# -- status mapping, limits, options ----------------------------------------------------
+
+
+def hard_problem() -> AssignmentProblem:
+    return generate("heterogeneous", 300, 32, 8, seed=1)
+
+
+@pytest.mark.parametrize("warm_start", [True, False])
+def test_time_limit_is_never_optimal(warm_start):
+    result = solve(hard_problem(), backend="milp", time_limit=0.05, warm_start=warm_start)
+    assert result.status in (Status.FEASIBLE, Status.LIMIT_NO_SOLUTION), result
+    assert "limit" in result.message
+    if result.status is Status.FEASIBLE:
+        assert result.gap > 0 and result.bound >= result.objective
+    assert result.wall_time < 30
+
+
+def test_a_finished_solve_states_its_gap():
+    result = solve(generate("clustered", 60, 8, 2, seed=3), backend="milp", mip_gap=1e-4)
+    assert result.status is Status.OPTIMAL and 0 <= result.gap <= 1e-4
+    assert result.info["engine"] == "highs" and result.info["rounds"] == 1
+
+
+def test_warm_start_comes_from_greedy_balanced():
+    result = solve(generate("uniform", 50, 8, 2, seed=0), backend="milp")
+    assert result.info["warm_start"] == "greedy:balanced"
+    cold = solve(generate("uniform", 50, 8, 2, seed=0), backend="milp", warm_start=False)
+    assert cold.info["warm_start"] == "off" and close(cold.objective, result.objective, 1e-9)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"engine": "gurobi"}, "`engine` must be one of highs, pulp, scipy; got 'gurobi'"),
+        ({"engine": "highs", "solver": "HiGHS"}, "`solver` picks a PuLP solver"),
+        ({"mip_gap": -1}, r"`mip_gap` must be a number in \[0, 1\); got -1"),
+        ({"threads": 0}, "`threads` must be a positive integer; got 0"),
+        ({"engine": "scipy", "highs_options": {"presolve": "on"}}, "`highs_options` are for"),
+        ({"highs_options": {"no_such_option": 1}}, "HiGHS rejects option 'no_such_option'"),
+        ({"solver": "NO_SUCH_SOLVER"}, "unknown PuLP solver 'NO_SUCH_SOLVER'"),
+    ],
+)
+def test_bad_options_are_named(options, match):
+    with pytest.raises(ValueError, match=match):
+        solve(generate("uniform", 6, 3, 1, seed=0), backend="milp", **options)
+
+
+def test_pulp_solvers_by_name_and_instance():
+    import pulp
+
+    p = generate("heterogeneous", 20, 6, 2, seed=4)
+    reference = solve(p, backend="milp")
+    with pytest.warns(DeprecationWarning, match="PULP_CBC_CMD is deprecated"):
+        cbc = solve(p, backend="milp", solver="PULP_CBC_CMD")
+    via_highs = solve(p, backend="milp", solver=pulp.HiGHS(msg=False))
+    for result in (cbc, via_highs):
+        assert result.status is Status.OPTIMAL
+        assert close(result.objective, reference.objective, 1e-6)
+
+
+def test_pulp_writes_nothing_in_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    with pytest.warns(DeprecationWarning):
+        result = solve(
+            generate("weighted", 15, 4, 2, seed=0), backend="milp", solver="PULP_CBC_CMD"
+        )
+    assert result.status is Status.OPTIMAL
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_banner_on_stdout_in_a_fresh_process():
+    """HiGHS prints its banner from C++ when a process makes its first Highs object."""
+    code = (
+        "import numpy as np\n"
+        "from flexmoe.assign import AssignmentProblem, solve\n"
+        "p = AssignmentProblem(np.eye(3), max_experts=1, expert_size=[1, 1, 1], storage=1)\n"
+        "for spec in ('milp', 'milp:pulp', 'milp:scipy', 'convex'):\n"
+        "    assert solve(p, backend=spec).has_solution\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and done.stderr == ""
+
+
+def test_no_output_in_process(capfd):
+    p = generate("heterogeneous", 12, 4, 2, seed=0)
+    for spec in ENGINES:
+        solve(p, backend=spec)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+# -- the model itself ---------------------------------------------------------------------
+
+
+def test_model_rows_read_like_the_math():
+    p = generate("heterogeneous", 10, 4, 2, seed=0).replace(
+        allowed=np.arange(40).reshape(10, 4) % 7 != 0, balance_penalty=1.0, balance_metric="range"
+    )
+    model = milp_backend.build_model(p)
+    pairs = int(p.allowed.sum())
+    assert model.columns["x"] == slice(0, pairs)
+    assert model.shape == (3 * 10 + 4 + 2 * 4, pairs + 4 + 2)
+    # one count, storage and compute entry per pair, two load entries, range rows
+    assert model.matrix.nnz == 3 * pairs + (pairs + 4) + 4 * 4
+    np.testing.assert_array_equal(model.integer, np.arange(model.shape[1]) < pairs)
+
+
+def test_vectorised_build_is_linear_in_the_pairs():
+    p = generate("heterogeneous", 2_000, 64, 8, seed=0)
+    model = milp_backend.build_model(p)
+    assert model.matrix.nnz == 4 * 2_000 * 64 + 64
