@@ -360,8 +360,6 @@ def final_table(history: Any, every: int | None = None) -> str:
 
 
 def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    import torch
-
     from flexmoe.fedloop import run
     from flexmoe.fedloop.checkpoint import load_checkpoint
 
@@ -371,14 +369,13 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         config = _config(args)
     except ValueError as err:
         parser.error(_flagged(str(err)))
-    torch.set_num_threads(args.threads)
     start = 0
     if args.resume:
         found = load_checkpoint(args.out / "checkpoint", config.fitness)
         start = 0 if found is None else found.next_round
     hook, bar = _progress_hook(config.rounds, min(start, config.rounds), args.quiet)
     try:
-        history = run(config, out=args.out, resume=args.resume, hooks=[hook])
+        history = run(config, out=args.out, resume=args.resume, hooks=[hook], threads=args.threads)
     except (FileNotFoundError, ImportError, ValueError) as err:
         bar.close()
         parser.error(_flagged(str(err)))

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from flexmoe.fedloop.checkpoint import load_checkpoint, save_checkpoint
 from flexmoe.fedloop.clients import sample_round
@@ -106,6 +107,7 @@ def run(
     out: str | Path | None = None,
     resume: bool = False,
     hooks: Sequence[RoundHook] = (),
+    threads: int | None = None,
 ) -> History:
     """Run a federated MoE experiment.
 
@@ -119,6 +121,9 @@ def run(
         configuration; ``rounds`` may differ). Without a checkpoint it starts afresh.
     hooks : sequence of callables
         Extra ``hook(round, state, history)`` after every round (progress, logging).
+    threads : int, optional
+        Torch threads during the run (restored afterwards). The models are small: one
+        thread per process is usually fastest. None leaves torch's setting alone.
 
     Returns
     -------
@@ -127,11 +132,24 @@ def run(
     Examples
     --------
     >>> from flexmoe.fedloop import FedConfig, run
-    >>> cfg = FedConfig(clients=4, experts=4, rounds=1, partition="iid", min_size=5)
-    >>> history = run(cfg)
+    >>> cfg = FedConfig(dataset="clustered", n_samples=200, clients=4, experts=4, rounds=1,
+    ...                 partition="iid", min_size=5)
+    >>> history = run(cfg, threads=1)
     >>> history.rounds[0]["holders"]["cv"]
     0.0
     """
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _run(config, out, resume, hooks)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(
+    config: FedConfig, out: str | Path | None, resume: bool, hooks: Sequence[RoundHook]
+) -> History:
     sim = Simulation(config)
     strategy = MoEStrategy(
         config.method, sim.capacity, config.experts, config.fitness,

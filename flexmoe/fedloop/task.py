@@ -193,7 +193,8 @@ def train_client(
     experts = tuple(sorted(plan.experts))
     held = held_mask(experts, spec.n_experts)
     _load(model, {k: weights[k] for k in shared_keys(weights, list(experts))}, gate)
-    model.train()
+    if not model.training:
+        model.train()
     before = _stats(model, held, x, y) if config.feedback == "before" else None
     stats, train_loss = _fit(model, held, x, y, plan, config)
     if config.feedback == "before":
@@ -217,8 +218,10 @@ def train_client(
 
 
 def evaluate(model: MoEClassifier, held: Tensor, x: Tensor, y: Tensor, batch: int = 1024) -> int:
-    """Correct predictions of `model` (with the gate and weights it holds) on (x, y)."""
-    model.eval()
+    """Correct predictions of `model` (with the gate and weights it holds) on (x, y), in
+    eval mode."""
+    if model.training:
+        model.eval()
     correct = 0
     with torch.no_grad():
         for start in range(0, len(y), batch):

@@ -72,17 +72,19 @@ class MoEOutput:
     def expert_stats(self, target: Tensor) -> ExpertStats:
         """Per-expert routed counts, loss and accuracy on the samples routed to it."""
         n_experts = self.weights.shape[1]
-        count = torch.zeros(n_experts)
-        loss = torch.zeros(n_experts)
-        correct = torch.zeros(n_experts)
+        count, loss, correct = (torch.zeros(n_experts) for _ in range(3))
+        if not self.expert_logits:
+            return ExpertStats(count, loss, correct)
         with torch.no_grad():
-            for e, out in self.expert_logits.items():
-                routed = self.weights[:, e] > 0
-                if not routed.any():
-                    continue
-                count[e] = routed.sum()
-                loss[e] = F.cross_entropy(out[routed], target[routed], reduction="sum")
-                correct[e] = (out[routed].argmax(1) == target[routed]).sum()
+            experts = torch.tensor(list(self.expert_logits), dtype=torch.long)
+            logits = torch.stack(list(self.expert_logits.values()), dim=1)  # (batch, held, C)
+            routed = (self.weights[:, experts] > 0).float()
+            labels = target[:, None].expand(-1, len(experts))
+            nll = -logits.log_softmax(-1).gather(-1, labels[..., None])[..., 0]
+            hits = (logits.argmax(-1) == labels).float()
+            count[experts] = routed.sum(0)
+            loss[experts] = (nll * routed).sum(0)
+            correct[experts] = (hits * routed).sum(0)
         return ExpertStats(count, loss, correct)
 
 
