@@ -1,24 +1,26 @@
 """Greedy heuristics in numpy: ``topk`` (personalisation only) and ``balanced`` (load-aware).
 
 ``topk`` gives each client its best experts and ignores the load band: the personalisation
-baseline that FLEX-MoE beats. ``balanced`` respects every constraint: clients take their
-best experts rank by rank while experts accept holders up to ``load_max``, then a repair
-pass moves holders onto experts below ``load_min`` at the smallest utility loss. Neither
-proves anything: ``bound`` is ``inf`` and the status is never ``OPTIMAL``.
+baseline that FLEX-MoE beats. ``balanced`` meets every constraint it can: clients propose
+their best experts rank by rank while experts accept holders up to ``load_max``; a batched
+repair then moves holders onto experts below ``load_min`` at the smallest utility loss, and
+augmenting paths fix what is left. Neither proves optimality: ``bound`` is ``inf`` and the
+status is never ``OPTIMAL``.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
-from flexmoe.assign.problem import AssignmentProblem
+from flexmoe.assign.problem import AssignmentProblem, BalanceMetric
 from flexmoe.assign.result import Assignment, Status
-from flexmoe.assign.verify import verify
+from flexmoe.assign.verify import imbalance
 
 __all__ = [
     "EXACT",
@@ -26,6 +28,7 @@ __all__ = [
     "REQUIRED_MODULES",
     "VARIANTS",
     "VARIANT_OPTION",
+    "balanced_assignment",
     "solve",
     "topk_assignment",
 ]
@@ -38,6 +41,10 @@ VARIANTS = ("balanced", "topk")
 
 Float = NDArray[np.float64]
 Bool = NDArray[np.bool_]
+Index = NDArray[np.intp]
+
+#: Slack on float comparisons of loads and budgets (tighter than the verifier's).
+EPS = 1e-9
 
 
 def solve(
@@ -53,56 +60,60 @@ def solve(
     ----------
     problem : AssignmentProblem
     time_limit, seed : ignored
-        Both methods are deterministic and run in milliseconds.
+        Both methods are deterministic (ties go to the lower expert index) and fast.
     method : {"balanced", "topk"}
-        ``topk``: each client its best `max_experts` allowed experts that fit its storage
-        and compute budgets, load ignored; the answer is ``RELAXED`` when it breaks the
-        load band (``FEASIBLE`` if it happens to meet it). ``balanced``: see the module
-        docstring; ``FEASIBLE``, or ``LIMIT_NO_SOLUTION`` when the heuristic cannot meet
-        every constraint (that proves nothing about feasibility).
+        ``topk``: :func:`topk_assignment`; ``RELAXED`` when it breaks a constraint
+        (by design it ignores the load band), ``FEASIBLE`` when it happens to meet all.
+        ``balanced``: :func:`balanced_assignment`; ``FEASIBLE``, or
+        ``LIMIT_NO_SOLUTION`` when it ends without a feasible assignment.
 
-    Notes
-    -----
-    Ties are broken by expert index. The soft balance term is not optimised beyond the
-    load band; the switch cost is, through the effective utility.
+    Returns
+    -------
+    Assignment
+        ``bound`` is ``inf``: a heuristic proves nothing. A heuristic that ends without a
+        feasible point is not a proof of infeasibility, so ``balanced`` never answers
+        ``INFEASIBLE``; when its augmenting-path search does prove it (count loads, no
+        budgets) the message says so and ``info["proven_infeasible"]`` is True.
     """
     if method not in VARIANTS:
         raise ValueError(f"`method` must be one of {', '.join(VARIANTS)}; got {method!r}")
     start = time.perf_counter()
-    if method == "topk":
-        x = topk_assignment(problem)
-        status = Status.RELAXED
-    else:
-        x = _balanced(problem)
-        status = Status.FEASIBLE
+    state = _topk_state(problem) if method == "topk" else _balanced_state(problem)
     solve_time = time.perf_counter() - start
+    violations = state.violations()
     spec = f"{NAME}:{method}"
-    if method == "balanced":
-        verdict = verify(problem, x)
-        if not verdict.ok:
-            return Assignment.no_solution(
-                Status.LIMIT_NO_SOLUTION,
-                spec,
-                f"greedy balanced found no feasible assignment (a heuristic: an exact "
-                f"backend decides feasibility); its best try violates {verdict.reason}",
-                solve_time=solve_time,
-            )
+    info: dict[str, object] = {"method": method, **state.info}
+    if method == "balanced" and violations:
+        proof = state.info.get("proven_infeasible", False)
+        head = "no feasible assignment exists" if proof else "greedy balanced found no feasible"
+        return Assignment.no_solution(
+            Status.LIMIT_NO_SOLUTION,
+            spec,
+            f"{head} assignment (a heuristic: an exact backend decides feasibility); "
+            f"its best try violates {'; '.join(violations)}",
+            solve_time=solve_time,
+            info=info,
+        )
+    status = Status.RELAXED if violations else Status.FEASIBLE
     return Assignment.from_x(
         problem,
-        x,
+        state.x,
         status=status,
-        bound=np.inf,
+        bound=math.inf,
         backend=spec,
         solve_time=solve_time,
-        info={"method": method},
+        message=f"violates {'; '.join(violations)}" if violations else "",
+        info=info,
     )
 
 
 def topk_assignment(problem: AssignmentProblem) -> Bool:
-    """Each client's best `max_experts` allowed experts by effective utility, ignoring load.
+    """Each client's best `max_experts` allowed experts by effective utility, load ignored.
 
-    Storage and compute budgets are respected greedily (an expert that does not fit is
-    skipped). This is the personalisation baseline.
+    Experts are taken best first; one that does not fit the client's storage or compute
+    budget is skipped. Past `min_experts` only experts with positive effective utility are
+    taken (holding one more can only lower the objective otherwise). This is the
+    personalisation baseline: on a problem with a load band it usually breaks it.
 
     Examples
     --------
@@ -113,210 +124,780 @@ def topk_assignment(problem: AssignmentProblem) -> Bool:
     array([[0, 1, 1],
            [1, 1, 0]])
     """
+    return _topk_state(problem).x
+
+
+def balanced_assignment(problem: AssignmentProblem) -> Bool:
+    """The ``balanced`` greedy assignment (it may break constraints it could not meet).
+
+    1. Propose: rank by rank each client below `min_experts`, then below `max_experts`
+       (positive utility only), proposes its next best expert that fits its budgets
+       (keeping room for the cheapest experts it still needs); an expert accepts the
+       proposals of largest utility up to ``load_max``.
+    2. Repair: experts below ``load_min`` take holders from clients with a free slot or
+       clients that drop an expert with load to spare, smallest utility loss first, in
+       batches.
+    3. Augment: each remaining unit of deficit (an expert below ``load_min``, a client
+       below `min_experts`) is fixed along an augmenting path of adds and drops found by
+       breadth-first search, never breaking another bound. With count loads and no
+       storage or compute budgets this is Hoffman's circulation argument: the search
+       fails only when no feasible assignment exists.
+    4. Balance: with ``balance_penalty > 0``, single-client moves that lower the
+       objective's imbalance term more than they cost in utility, in checked batches.
+
+    Guarantee: with count loads and no storage or compute budgets the result is feasible
+    whenever the problem is (any allowed mask, switch cost or balance penalty).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flexmoe.assign import AssignmentProblem
+    >>> p = AssignmentProblem(np.array([[3.0, 1.0], [2.0, 1.5]]), max_experts=1, load_min=1)
+    >>> balanced_assignment(p).astype(int)
+    array([[1, 0],
+           [0, 1]])
+    """
+    return _balanced_state(problem).x
+
+
+def _topk_state(problem: AssignmentProblem) -> _State:
     state = _State.start(problem)
-    state.take_by_rank(accept_all=True)
-    return state.x
+    state.propose(problem.min_experts, capacity=False, positive=False)
+    state.propose(problem.max_experts, capacity=False, positive=True)
+    return state
+
+
+def _balanced_state(problem: AssignmentProblem) -> _State:
+    state = _State.start(problem)
+    if state.budgeted:  # clients whose favourites break their budgets choose first
+        tight = _tight_clients(state)
+        state.propose(np.where(tight, problem.min_experts, 0), capacity=True, positive=False)
+    state.propose(problem.min_experts, capacity=True, positive=False)
+    state.propose(problem.max_experts, capacity=True, positive=True)
+    _fill_clients(state)
+    _repair_experts(state)
+    _augment(state)
+    if problem.balance_penalty > 0:
+        _improve(state)
+    return state
+
+
+def _tight_clients(state: _State) -> Bool:
+    """Clients whose `min_experts` favourites do not fit their budgets."""
+    p = state.problem
+    ranks = max(int(p.min_experts.max()), 1)
+    top = _best_first(state.score, ranks)
+    top_mask = np.arange(ranks) < p.min_experts[:, None]
+    tight = np.zeros(p.n_clients, bool)
+    for left, use in ((state.storage_left, _storage_use), (state.compute_left, _compute_use)):
+        if left is not None:
+            used = np.where(top_mask, use(p, np.arange(p.n_clients), top), 0.0).sum(axis=1)
+            tight |= used > left + EPS
+    return tight
 
 
 @dataclass
 class _State:
-    """Partial assignment with running counts, loads and budgets."""
+    """A partial assignment with running counts, loads and budgets."""
 
     problem: AssignmentProblem
     score: Float  # effective utility, -inf where not allowed
-    order: NDArray[np.int64]  # each client's best experts, best first (widened on demand)
     weight: Float  # load weight of every pair
     x: Bool
     held: NDArray[np.int64]
     loads: Float
     storage_left: Float | None
     compute_left: Float | None
-    storage_reserve: Float | None  # [k]: the k smallest expert sizes, summed
-    compute_reserve: Float | None  # [n, k]: client n's k cheapest compute costs, summed
+    order: Index | None = None  # each client's experts best first (the first ranks)
+    cheap: Index | None = None  # each client's experts cheapest first (budgets only)
+    shares: Float | None = None  # budget share of every pair (budgets only)
+    info: dict[str, object] = field(default_factory=dict)
 
     @classmethod
     def start(cls, p: AssignmentProblem) -> _State:
-        score = np.where(p.allowed_mask(), p.effective_utility(), -np.inf)
-        ranks = min(p.n_experts, 2 * int(p.max_experts.max()) + 2)
-        sizes, costs, budget = p.expert_size, p.compute_cost, p.compute_budget
+        score = p.effective_utility()
+        if p.allowed is not None:
+            score = np.where(p.allowed, score, -np.inf)
+        budget = p.compute_budget
         return cls(
             problem=p,
             score=score,
-            order=_best_first(score, ranks),
             weight=p.weights(),
             x=np.zeros(p.shape, bool),
             held=np.zeros(p.n_clients, np.int64),
             loads=np.zeros(p.n_experts),
-            storage_left=None if p.storage is None else p.storage.astype(np.float64).copy(),
-            compute_left=None if budget is None else budget.astype(np.float64).copy(),
-            storage_reserve=None if sizes is None else _prefix(np.sort(sizes)),
-            compute_reserve=None if costs is None else _prefix(np.sort(costs, axis=1)),
+            storage_left=None if p.storage is None else p.storage.copy(),
+            compute_left=None if budget is None else budget.copy(),
         )
 
-    def fits(self, clients: NDArray[np.int64], experts: NDArray[np.int64]) -> Bool:
-        """Whether each (client, expert) pair is allowed, new, and within the budgets,
-        keeping budget for the cheapest experts still needed to reach min_experts (counting
-        the cheapest overall, a lower bound)."""
-        p = self.problem
-        ok = np.isfinite(self.score[clients, experts]) & ~self.x[clients, experts]
-        need = np.maximum(p.min_experts[clients] - self.held[clients] - 1, 0)
-        if self.storage_left is not None and self.storage_reserve is not None:
-            size = p.expert_size[experts]  # type: ignore[index]
-            ok &= size + self.storage_reserve[need] <= self.storage_left[clients] + 1e-9
-        if self.compute_left is not None and self.compute_reserve is not None:
-            cost = p.compute_cost[clients, experts]  # type: ignore[index]
-            reserve = self.compute_reserve[clients, need]
-            ok &= cost + reserve <= self.compute_left[clients] + 1e-9
-        return ok
+    @property
+    def budgeted(self) -> bool:
+        return self.storage_left is not None or self.compute_left is not None
 
-    def add(self, clients: NDArray[np.int64], experts: NDArray[np.int64], sign: int = 1) -> None:
-        """Add (sign=1) or remove (sign=-1) holdings; pairs must be distinct."""
+    def add(self, clients: Index, experts: Index, sign: int = 1) -> None:
+        """Add (``sign=1``) or drop (``sign=-1``) distinct (client, expert) pairs."""
         p = self.problem
         self.x[clients, experts] = sign > 0
-        np.add.at(self.held, clients, sign)
-        np.add.at(self.loads, experts, sign * self.weight[clients, experts])
+        self.held += sign * np.bincount(clients, minlength=p.n_clients)
+        w = self.weight[clients, experts]
+        self.loads += sign * np.bincount(experts, weights=w, minlength=p.n_experts)
         if self.storage_left is not None and p.expert_size is not None:
-            np.add.at(self.storage_left, clients, -sign * p.expert_size[experts])
+            used = np.bincount(clients, weights=p.expert_size[experts], minlength=p.n_clients)
+            self.storage_left -= sign * used
         if self.compute_left is not None and p.compute_cost is not None:
-            np.add.at(self.compute_left, clients, -sign * p.compute_cost[clients, experts])
+            cost = p.compute_cost[clients, experts]
+            self.compute_left -= sign * np.bincount(clients, weights=cost, minlength=p.n_clients)
 
-    def take_by_rank(self, *, accept_all: bool, limit: NDArray[np.int64] | None = None) -> None:
-        """Rank by rank, every client below its limit proposes its next expert; experts
-        accept the best proposals up to ``load_max`` (everything if `accept_all`)."""
+    def fits(self, clients: Index, experts: Index, need: Index | None = None) -> Bool:
+        """Whether each client can add its expert within its budgets, keeping room for
+        its `need` cheapest other experts (those it still needs to reach min_experts)."""
         p = self.problem
-        limit = p.max_experts if limit is None else limit
-        for rank in range(p.n_experts):
-            clients = np.flatnonzero(self.held < limit)
-            if clients.size == 0:
-                break
-            if rank == self.order.shape[1]:
-                self.order = _best_first(self.score, p.n_experts)
-            experts = self.order[clients, rank]
-            keep = self.fits(clients, experts)
-            clients, experts = clients[keep], experts[keep]
-            if not accept_all:
-                clients, experts = self._within_capacity(clients, experts)
-            self.add(clients, experts)
+        ok = np.ones(clients.size, bool)
+        extra_s, extra_c = np.zeros(clients.size), np.zeros(clients.size)
+        if need is not None and self.budgeted and need.any():
+            rows = np.flatnonzero(need > 0)
+            extra_s[rows], extra_c[rows] = self._reserve(clients[rows], experts[rows], need[rows])
+        if self.storage_left is not None and p.expert_size is not None:
+            ok &= p.expert_size[experts] + extra_s <= self.storage_left[clients] + EPS
+        if self.compute_left is not None and p.compute_cost is not None:
+            cost = p.compute_cost[clients, experts]
+            ok &= cost + extra_c <= self.compute_left[clients] + EPS
+        return ok
 
-    def _within_capacity(
-        self, clients: NDArray[np.int64], experts: NDArray[np.int64]
-    ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-        """The proposals each expert accepts, best first, without passing ``load_max``."""
+    def _reserve(self, clients: Index, experts: Index, need: Index) -> tuple[Float, Float]:
+        """Storage and compute of each client's `need` cheapest experts that it does not
+        hold, other than `experts` (``inf`` if it has too few)."""
         p = self.problem
-        weight = self.weight[clients, experts]
-        room = p.load_max - self.loads
-        demand = np.bincount(experts, weights=weight, minlength=p.n_experts)
-        hot = np.flatnonzero((demand > room + 1e-9)[experts])  # proposals to crowded experts
-        if hot.size == 0:
-            return clients, experts
-        by = np.argsort(-self.score[clients[hot], experts[hot]], kind="stable")
-        by = hot[by[np.argsort(experts[hot][by], kind="stable")]]  # by expert, best first
-        ordered = experts[by]
-        before = np.cumsum(weight[by]) - weight[by]
-        first = np.searchsorted(ordered, ordered)  # start of each expert's block
-        within = before - before[first] + weight[by]  # each proposal's expert load if accepted
-        keep = np.ones(clients.size, bool)
-        keep[by[within > room[ordered] + 1e-9]] = False
-        return clients[keep], experts[keep]
+        order = self.cheapest_first()[clients]
+        free = ~np.take_along_axis(self.x[clients], order, axis=1) & (order != experts[:, None])
+        free &= np.isfinite(np.take_along_axis(self.score[clients], order, axis=1))
+        room = self.loads[order] + np.take_along_axis(self.weight[clients], order, axis=1)
+        free &= room <= p.load_max[order] + EPS
+        count = np.cumsum(free, axis=1)
+        at = np.argmax(count >= need[:, None], axis=1)
+        short = count[:, -1] < need
+        out = []
+        for used in (_storage_use(p, clients, order), _compute_use(p, clients, order)):
+            total = np.cumsum(np.where(free, used, 0.0), axis=1)[np.arange(clients.size), at]
+            out.append(np.where(short, np.inf, total))
+        return out[0], out[1]
+
+    def cheapest_first(self) -> Index:
+        """Every client's experts by budget share, cheapest first (forbidden ones last)."""
+        if self.cheap is None:
+            share = np.where(np.isfinite(self.score), self.share(), np.inf)
+            self.cheap = np.argsort(share, axis=1, kind="stable")
+        return self.cheap
+
+    def share(self) -> Float:
+        """Per pair: the share of the client's storage plus the share of its compute
+        budget that the expert takes."""
+        if self.shares is None:
+            p = self.problem
+            self.shares = np.zeros(p.shape)
+            if p.expert_size is not None and p.storage is not None:
+                self.shares += p.expert_size / np.maximum(p.storage, EPS)[:, None]
+            if p.compute_cost is not None and p.compute_budget is not None:
+                self.shares += p.compute_cost / np.maximum(p.compute_budget, EPS)[:, None]
+        return self.shares
+
+    def best_first(self, rank: int, *, exact: bool) -> Index:
+        """Every client's experts best first, valid at least up to `rank`.
+
+        `exact` orders by the float64 score with ties by index, widening a partial sort
+        on demand; otherwise one full sort of float32 keys (the greedy's proposal order).
+        """
+        p = self.problem
+        if self.order is not None and rank < self.order.shape[1]:
+            return self.order
+        if exact:
+            wide = p.n_experts if self.order is not None else int(p.max_experts.max()) * 2 + 2
+            self.order = _best_first(self.score, min(wide, p.n_experts))
+        else:
+            with np.errstate(over="ignore"):
+                keys = (-self.score).astype(np.float32)
+            self.order = np.argsort(keys, axis=1)
+        return self.order
+
+    def violations(self) -> list[str]:
+        """The constraints the current assignment breaks (from the running totals)."""
+        p = self.problem
+        lo, hi = p.load_min, p.load_max
+        checks = [
+            ("min_experts", self.held < p.min_experts),
+            ("max_experts", self.held > p.max_experts),
+            ("load_min", self.loads < lo - EPS * np.maximum(1, lo)),
+            ("load_max", self.loads > hi + EPS * np.maximum(1, np.where(np.isinf(hi), 0, hi))),
+        ]
+        for name, left in (("storage", self.storage_left), ("compute", self.compute_left)):
+            if left is not None:
+                checks.append((name, left < -EPS * np.maximum(1, np.abs(left))))
+        return [f"{name} ({int(bad.sum())} broken)" for name, bad in checks if bad.any()]
+
+    # -- step 1: proposals ---------------------------------------------------------------
+
+    def propose(self, limit: NDArray[np.int64], *, capacity: bool, positive: bool) -> None:
+        """Every client below `limit` proposes its next expert, round after round.
+
+        With `capacity`, experts accept the best proposals up to ``load_max`` and clients
+        keep budget for the cheapest experts they still need; a proposal to a full expert
+        still costs the client its round, so that clients reach each expert in rank order
+        (skipping ahead lets runners-up take the room of clients that rank it higher).
+        With `positive`, a client stops at its first expert of utility <= 0.
+        """
+        p = self.problem
+        at = np.zeros(p.n_clients, np.intp)  # each client's next rank
+        clients = np.flatnonzero(self.held < limit)
+        while clients.size:
+            clients, experts = self._next(clients, at, capacity=capacity, positive=positive)
+            at[clients] += 1
+            need = np.maximum(p.min_experts[clients] - self.held[clients] - 1, 0)
+            ok = self.fits(clients, experts, need if capacity else None)
+            if capacity:  # a full expert costs the client its turn (later ranks wait)
+                ok &= self.loads[experts] < p.load_max[experts] - EPS
+            take, chosen = clients[ok], experts[ok]
+            if capacity:
+                value = self.score[take, chosen]
+                keep = self._within_capacity(chosen, self.weight[take, chosen], value)
+                take, chosen = take[keep], chosen[keep]
+            self.add(take, chosen)
+            clients = clients[(self.held[clients] < limit[clients]) & (at[clients] < p.n_experts)]
+
+    def _next(
+        self, clients: Index, at: Index, *, capacity: bool, positive: bool
+    ) -> tuple[Index, Index]:
+        """Move each client's rank past experts it holds or may not hold; drop clients
+        with nothing left worth proposing. Returns the clients and their proposals."""
+        p = self.problem
+        rows = np.arange(clients.size)
+        experts = np.empty(clients.size, np.intp)
+        alive = np.ones(clients.size, bool)
+        while rows.size:
+            order = self.best_first(int(at[clients[rows]].max()), exact=not capacity)
+            c = clients[rows]
+            e = order[c, at[c]]
+            experts[rows] = e
+            value = self.score[c, e]
+            stop = positive & (value <= 0)  # ranked best first: nothing after is better
+            if not capacity:  # the exact order puts forbidden pairs (-inf) last
+                stop |= np.isneginf(value)
+            alive[rows[stop]] = False
+            skip = ~stop & (self.x[c, e] | np.isneginf(value))
+            at[c[skip]] += 1
+            alive[rows[skip & (at[c] >= p.n_experts)]] = False
+            rows = rows[skip & (at[c] < p.n_experts)]
+        return clients[alive], experts[alive]
+
+    def _within_capacity(self, experts: Index, weight: Float, value: Float) -> Bool:
+        """Which proposals each expert accepts, largest value first, within ``load_max``."""
+        room = self.problem.load_max - self.loads
+        demand = np.bincount(experts, weights=weight, minlength=room.size)
+        keep = np.ones(experts.size, bool)
+        hot = np.flatnonzero((demand > room + EPS)[experts])  # proposals to crowded experts
+        if hot.size:
+            by = hot[np.lexsort((-value[hot], experts[hot]))]  # by expert, best first
+            load = _group_cumsum(experts[by], weight[by])
+            keep[by[load > room[experts[by]] + EPS]] = False
+        return keep
 
 
-def _best_first(score: Float, ranks: int) -> NDArray[np.int64]:
-    """Each row's `ranks` best columns, best first (ties by index)."""
+def _best_first(score: Float, ranks: int) -> Index:
+    """Each row's `ranks` best columns, best first (ties by column index)."""
     if ranks < score.shape[1]:
         top = np.argpartition(-score, ranks - 1, axis=1)[:, :ranks]
         top.sort(axis=1)  # ties by index before the stable sort below
-    else:
-        top = np.broadcast_to(np.arange(score.shape[1]), score.shape)
-    by = np.argsort(-np.take_along_axis(score, top, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(top, by, axis=1)
+        by = np.argsort(-np.take_along_axis(score, top, axis=1), axis=1, kind="stable")
+        return np.take_along_axis(top, by, axis=1)
+    return np.argsort(-score, axis=1, kind="stable")
 
 
-def _prefix(ordered: Float) -> Float:
-    """Prefix sums along the last axis with a leading 0: ``[..., k]`` sums k items."""
-    zeros = np.zeros((*ordered.shape[:-1], 1))
-    return np.concatenate([zeros, np.cumsum(ordered, axis=-1)], axis=-1)
+def _storage_use(p: AssignmentProblem, clients: Index, experts: Index) -> Float:
+    if p.expert_size is None:
+        return np.zeros(experts.shape)
+    return p.expert_size[experts]
 
 
-def _balanced(problem: AssignmentProblem) -> Bool:
-    state = _State.start(problem)
-    state.take_by_rank(accept_all=False, limit=problem.min_experts)  # every client its minimum
-    state.take_by_rank(accept_all=False)  # then up to its maximum
-    _repair_load_min(state)
-    return state.x
+def _compute_use(p: AssignmentProblem, clients: Index, experts: Index) -> Float:
+    if p.compute_cost is None:
+        return np.zeros(experts.shape)
+    rows = clients if experts.ndim == 1 else clients[:, None]
+    return p.compute_cost[rows, experts]
 
 
-def _repair_load_min(state: _State) -> None:
-    """Bring experts under ``load_min`` up: add them to clients with a free slot, else move
-    a holding from an expert with load to spare, smallest utility loss first."""
+def _group_cumsum(groups: Index, values: Float) -> Float:
+    """Running sum of `values` within runs of equal `groups` (sorted), inclusive."""
+    total = np.cumsum(values)
+    first = np.searchsorted(groups, groups)  # start of each run
+    return total - total[first] + values[first]
+
+
+def _fill_clients(state: _State) -> None:
+    """Clients still below `min_experts` take their best expert with load room that fits
+    their budgets (keeping room for the rest), revisiting experts the proposals passed.
+    A client whose budget is spent gives up its hungriest expert with load to spare for
+    cheaper ones."""
     p = state.problem
-    for e in np.argsort(state.loads - p.load_min):
-        for _ in range(3):  # adds first; moves may free room for more
-            deficit = p.load_min[e] - state.loads[e]
-            if deficit <= 1e-9:
-                break
-            _add_holders(state, int(e), deficit)
-            deficit = p.load_min[e] - state.loads[e]
-            if deficit > 1e-9:
-                _move_holders(state, int(e), deficit)
+    for _ in range(p.n_experts):
+        _take_best_fitting(state)
+        short = np.flatnonzero(state.held < p.min_experts)
+        if short.size == 0 or not state.budgeted or not _downgrade(state, short):
+            return
 
 
-def _add_holders(state: _State, e: int, deficit: float) -> None:
+def _take_best_fitting(state: _State) -> None:
     p = state.problem
-    clients = np.flatnonzero(state.held < p.max_experts)
-    clients = clients[state.fits(clients, np.full(clients.size, e))]
-    clients = clients[np.argsort(-state.score[clients, e], kind="stable")]
-    _take_until(state, clients, np.full(clients.size, e), deficit)
+    for _ in range(p.n_experts):
+        clients = np.flatnonzero(state.held < p.min_experts)
+        if clients.size == 0:
+            return
+        value = np.where(_fill_candidates(state, clients), state.score[clients], -np.inf)
+        experts = value.argmax(axis=1)
+        value = value[np.arange(clients.size), experts]
+        ok = np.isfinite(value)
+        clients, experts, value = clients[ok], experts[ok], value[ok]
+        keep = state._within_capacity(experts, state.weight[clients, experts], value)
+        if not keep.any():
+            return
+        state.add(clients[keep], experts[keep])
 
 
-def _move_holders(state: _State, e: int, deficit: float) -> None:
-    """Clients swap a held expert f (with load to spare) for `e`, cheapest loss first."""
+def _downgrade(state: _State, clients: Index) -> bool:
+    """Each client drops its held expert of largest budget share whose load can spare it."""
     p = state.problem
-    w = state.weight
-    spare = state.loads - p.load_min  # load each expert can give away
-    candidates = state.x & (w <= spare + 1e-9) & (np.arange(p.n_experts) != e)
-    candidates &= ~state.x[:, [e]] & np.isfinite(state.score[:, [e]])
-    loss = np.where(candidates, state.score - state.score[:, [e]], np.inf)
-    drop = np.argmin(loss, axis=1)
-    clients = np.flatnonzero(np.isfinite(loss[np.arange(p.n_clients), drop]))
-    clients = clients[np.argsort(loss[clients, drop[clients]], kind="stable")]
-    clients = clients[_swap_fits(state, clients, drop[clients], e)]
-    f = drop[clients]
-    # per dropped expert f: keep swaps while the load drawn from f stays within its spare
-    by = np.lexsort((np.arange(f.size), f))
-    drawn = np.empty(f.size)
-    weight = w[clients[by], f[by]]
-    before = np.cumsum(weight) - weight
-    drawn[by] = before - before[np.searchsorted(f[by], f[by])] + weight
-    keep = drawn <= spare[f] + 1e-9
-    clients, f = clients[keep], f[keep]
-    gain = np.cumsum(w[clients, e])
-    count = int(np.searchsorted(gain, deficit - 1e-9)) + 1
-    count = min(count, int(np.searchsorted(gain, p.load_max[e] - state.loads[e] + 1e-9, "right")))
-    state.add(clients[:count], f[:count], sign=-1)
-    state.add(clients[:count], np.full(count, e))
+    share = state.share()[clients]
+    spare = state.loads - p.load_min
+    droppable = state.x[clients] & (state.weight[clients] <= spare + EPS)
+    share = np.where(droppable, share, -np.inf)
+    f = share.argmax(axis=1)
+    ok = np.isfinite(share[np.arange(clients.size), f])
+    clients, f = _within_spare(state, clients[ok], f[ok])
+    state.add(clients, f, sign=-1)
+    return clients.size > 0
 
 
-def _swap_fits(state: _State, clients: Any, f: Any, e: int) -> Bool:
-    """Whether replacing expert f by `e` keeps each client within its budgets."""
+def _fill_candidates(state: _State, clients: Index) -> Bool:
+    """Which experts each client could add now: allowed, new, with load room, and within
+    its budgets while keeping room for its cheapest other experts still needed."""
+    p = state.problem
+    can = ~state.x[clients] & np.isfinite(state.score[clients])
+    can &= state.loads + state.weight[clients] <= p.load_max + EPS
+    if not state.budgeted:
+        return can
+    need = p.min_experts[clients] - state.held[clients] - 1
+    order = state.cheapest_first()[clients]
+    free = np.take_along_axis(can, order, axis=1)  # candidates, cheapest first
+    count = np.cumsum(free, axis=1, dtype=np.int64)
+    rank = np.empty_like(count)
+    np.put_along_axis(rank, order, count - 1, axis=1)  # rank among the free experts
+    everyone = np.broadcast_to(np.arange(p.n_experts), can.shape)
+    for left, use in ((state.storage_left, _storage_use), (state.compute_left, _compute_use)):
+        if left is None:
+            continue
+        cost = use(p, clients, everyone)
+        total = np.cumsum(np.where(free, np.take_along_axis(cost, order, 1), 0.0), axis=1)
+        first = _prefix_at(total, count, need)  # the `need` cheapest free experts
+        more = _prefix_at(total, count, need + 1)  # ... and one more, if e is among them
+        reserve = np.where(rank < need[:, None], more[:, None] - cost, first[:, None])
+        can &= cost + reserve <= left[clients, None] + EPS
+    return can
+
+
+def _prefix_at(total: Float, count: NDArray[np.int64], need: NDArray[np.int64]) -> Float:
+    """Per row: the running total where `count` first reaches `need` (0 for need <= 0,
+    ``inf`` when it never does)."""
+    rows = np.arange(total.shape[0])
+    at = np.argmax(count >= need[:, None], axis=1)
+    out = np.where(count[rows, -1] >= need, total[rows, at], np.inf)
+    return np.where(need <= 0, 0.0, out)
+
+
+# -- step 2: batched repair of load_min ----------------------------------------------------
+
+
+def _repair_experts(state: _State, rounds: int = 8) -> None:
+    """Bring experts below ``load_min`` up in batches: each round, every such expert takes
+    the clients that lose least by adding it (free slot) or swapping it for their cheapest
+    expert with load to spare; each client moves at most once per round."""
+    p = state.problem
+    for _ in range(rounds):
+        short = np.flatnonzero(state.loads < p.load_min - EPS * np.maximum(1, p.load_min))
+        if short.size == 0:
+            return
+        drop, drop_value = _cheapest_spare(state)
+        moved = np.zeros(p.n_clients, bool)
+        progress = False
+        for e in short[np.argsort(state.loads[short] - p.load_min[short], kind="stable")]:
+            progress |= _fill_expert(state, int(e), drop, drop_value, moved)
+        if not progress:
+            return
+
+
+def _cheapest_spare(state: _State) -> tuple[Index, Float]:
+    """Per client: its held expert of least utility whose load can spare the client
+    (``inf`` value when none)."""
+    p = state.problem
+    spare = state.loads - p.load_min
+    droppable = state.x & (state.weight <= spare + EPS)
+    value = np.where(droppable, state.score, np.inf)
+    drop = np.argmin(value, axis=1)
+    return drop, value[np.arange(p.n_clients), drop]
+
+
+def _fill_expert(state: _State, e: int, drop: Index, drop_value: Float, moved: Bool) -> bool:
+    """Add holders to expert `e` (below ``load_min``), least utility lost first."""
+    p = state.problem
+    clients = np.flatnonzero(~moved & ~state.x[:, e] & np.isfinite(state.score[:, e]))
+    gain = state.score[clients, e]
+    experts = np.full(clients.size, e)
+    need = p.min_experts[clients] - state.held[clients]  # > 0: the client is still short
+    slot = state.held[clients] < p.max_experts[clients]
+    slot &= state.fits(clients, experts, np.maximum(need - 1, 0))
+    swap = np.isfinite(drop_value[clients]) & _swap_fits(state, clients, drop[clients], e)
+    swap &= (need <= 0) | (not state.budgeted)  # a short client keeps its budget for itself
+    loss = np.full(clients.size, np.inf)
+    loss[swap] = drop_value[clients[swap]] - gain[swap]
+    loss[slot] = np.minimum(loss[slot], -gain[slot])  # a free slot never loses more
+    use = np.isfinite(loss)
+    clients, loss, slot = clients[use], loss[use], slot[use] & (loss[use] == -gain[use])
+    order = _smallest(loss, _enough(state, clients, e))
+    clients, slot = clients[order], slot[order]
+    f = np.where(slot, -1, drop[clients])
+    clients, f = _within_spare(state, clients, f)
+    return _take_until_covered(state, clients, f, e, moved)
+
+
+def _enough(state: _State, clients: Index, e: int) -> int:
+    """How many candidates to rank for expert `e`: a margin over its deficit in holders."""
+    if clients.size == 0:
+        return 0
+    deficit = state.problem.load_min[e] - state.loads[e]
+    typical = float(state.weight[clients, e].mean())
+    return int(4 * math.ceil(deficit / max(typical, EPS))) + 64
+
+
+def _smallest(values: Float, count: int) -> Index:
+    """Indices of the `count` smallest `values`, in increasing order (ties by index)."""
+    if count < values.size:
+        part = np.argpartition(values, count)[:count]
+        part.sort()
+        return part[np.argsort(values[part], kind="stable")]
+    return np.argsort(values, kind="stable")
+
+
+def _swap_fits(state: _State, clients: Index, f: Index, e: int) -> Bool:
+    """Whether replacing expert `f` by `e` keeps each client within its budgets."""
     p = state.problem
     ok = np.ones(clients.size, bool)
     if state.storage_left is not None and p.expert_size is not None:
-        ok &= p.expert_size[e] - p.expert_size[f] <= state.storage_left[clients] + 1e-9
+        ok &= p.expert_size[e] - p.expert_size[f] <= state.storage_left[clients] + EPS
     if state.compute_left is not None and p.compute_cost is not None:
         cost = p.compute_cost
-        ok &= cost[clients, e] - cost[clients, f] <= state.compute_left[clients] + 1e-9
+        ok &= cost[clients, e] - cost[clients, f] <= state.compute_left[clients] + EPS
     return ok
 
 
-def _take_until(state: _State, clients: Any, experts: Any, deficit: float) -> None:
-    """Add pairs in order until `deficit` of load is covered (or ``load_max`` reached)."""
+def _within_spare(state: _State, clients: Index, f: Index) -> tuple[Index, Index]:
+    """Keep, in order, the swaps whose dropped expert `f` keeps its load >= ``load_min``
+    (``f = -1``: a free slot, always kept)."""
+    spare = state.loads - state.problem.load_min
+    swaps = np.flatnonzero(f >= 0)
+    if swaps.size == 0:
+        return clients, f
+    by = swaps[np.lexsort((swaps, f[swaps]))]  # by dropped expert, in the given order
+    drawn = _group_cumsum(f[by], state.weight[clients[by], f[by]])
+    keep = np.ones(clients.size, bool)
+    keep[by[drawn > spare[f[by]] + EPS]] = False
+    return clients[keep], f[keep]
+
+
+def _take_until_covered(state: _State, clients: Index, f: Index, e: int, moved: Bool) -> bool:
+    """Apply moves onto `e` in order until its deficit is covered or ``load_max`` hit."""
     p = state.problem
     if clients.size == 0:
-        return
-    weight = state.weight[clients, experts]
-    e = int(experts[0])
-    cover = np.cumsum(weight)
-    count = int(np.searchsorted(cover, deficit - 1e-9)) + 1
+        return False
+    cover = np.cumsum(state.weight[clients, e])
+    count = int(np.searchsorted(cover, p.load_min[e] - state.loads[e] - EPS)) + 1
     room = p.load_max[e] - state.loads[e]
-    count = min(count, int(np.searchsorted(cover, room + 1e-9, side="right")))
-    state.add(clients[:count], experts[:count])
+    count = min(count, int(np.searchsorted(cover, room + EPS, side="right")), clients.size)
+    clients, f = clients[:count], f[:count]
+    swap = f >= 0
+    state.add(clients[swap], f[swap], sign=-1)
+    state.add(clients, np.full(count, e))
+    moved[clients] = True
+    return count > 0
+
+
+# -- step 3: augmenting paths ---------------------------------------------------------------
+
+
+def _augment(state: _State) -> None:
+    """Fix every remaining deficit by augmenting paths (count loads only).
+
+    The network is source → client (``min_experts..max_experts``) → expert (allowed
+    pairs, 0..1) → sink (``load_min..load_max``) with a sink → source arc. A deficit arc
+    gets one more unit along a cycle through it in the residual graph, where arcs can drop
+    only to their lower bound; without budgets, a failed search leaves a cut that proves
+    the problem infeasible (Hoffman).
+    """
+    p = state.problem
+    if p.load_weight is not None:
+        return
+    lo = np.ceil(p.load_min - 1e-6 * np.maximum(1, p.load_min))
+    hi = np.floor(p.load_max + 1e-6 * np.maximum(1, np.where(np.isinf(p.load_max), 0, p.load_max)))
+    deficit = (
+        np.maximum(lo - state.loads, 0).sum() + np.maximum(p.min_experts - state.held, 0).sum()
+    )
+    paths = 0
+    for _ in range(int(deficit)):  # each path removes one unit of deficit
+        experts = np.flatnonzero(state.loads < lo)
+        clients = np.flatnonzero(state.held < p.min_experts)
+        if experts.size == 0 and clients.size == 0:
+            break
+        search = _Search(state, lo, hi)
+        if clients.size:  # clients first: an expert's path may spend a client's budget
+            path = search.to_source(int(clients[0]))
+        else:
+            path = search.to_expert(int(experts[0]))
+        if path is None:
+            state.info["proven_infeasible"] = not state.budgeted
+            break
+        search.apply(path)
+        paths += 1
+    state.info["augmenting_paths"] = paths
+
+
+@dataclass
+class _Search:
+    """Breadth-first search in the residual graph of the current assignment.
+
+    Nodes: clients ``0..N-1``, experts ``N..N+E-1``, the source ``S`` and sink ``T``.
+    A client reached from an expert drops it; a client moving on to an expert adds it.
+    """
+
+    state: _State
+    lo: Float
+    hi: Float
+
+    def __post_init__(self) -> None:
+        n, e = self.state.problem.shape
+        self.S, self.T = n + e, n + e + 1
+        self.parent = np.full(n + e + 2, -2, dtype=np.int64)  # -2: not reached
+
+    def to_expert(self, target: int) -> list[int] | None:
+        """A path sink ⇝ expert `target` (below ``load_min``)."""
+        n = self.state.problem.n_clients
+        self.parent[self.T] = -1
+        return self._run(start_clients=[], start_experts=[], sink=True, target=n + target)
+
+    def to_source(self, client: int) -> list[int] | None:
+        """A path client ⇝ source (the client is below ``min_experts``)."""
+        self.parent[client] = -1
+        return self._run(start_clients=[client], start_experts=[], sink=False, target=self.S)
+
+    def _run(
+        self, start_clients: list[int], start_experts: list[int], sink: bool, target: int
+    ) -> list[int] | None:
+        clients = np.array(start_clients, dtype=np.intp)
+        experts = np.array(start_experts, dtype=np.intp)
+        source = False
+        while self.parent[target] == -2:
+            new_experts, new_clients = self._from_clients(clients), self._from_experts(experts)
+            new_source = self._to_source(clients) | (sink and self._reach(self.S, self.T))
+            new_sink = self._to_sink(experts)
+            if sink:
+                new_experts = np.union1d(new_experts, self._sink_to_experts())
+            if source:
+                new_clients = np.union1d(new_clients, self._source_to_clients())
+            if new_experts.size + new_clients.size == 0 and not (new_source or new_sink):
+                return None
+            clients, experts, source, sink = new_clients, new_experts, new_source, new_sink
+        return self._path(target)
+
+    def _reach(self, node: int, parent: int) -> bool:
+        if self.parent[node] != -2:
+            return False
+        self.parent[node] = parent
+        return True
+
+    def _from_clients(self, clients: Index) -> Index:
+        """Experts the frontier clients can add (dropping their parent frees budget)."""
+        st, n = self.state, self.state.problem.n_clients
+        if clients.size == 0:
+            return clients
+        can = ~st.x[clients] & np.isfinite(st.score[clients]) & (self.parent[n:-2] == -2)
+        if st.budgeted:
+            can &= self._budget_ok(clients)
+        new = np.flatnonzero(can.any(axis=0))
+        self.parent[n + new] = clients[np.argmax(can[:, new], axis=0)]
+        return new
+
+    def _budget_ok(self, clients: Index) -> Bool:
+        p, st, n = self.state.problem, self.state, self.state.problem.n_clients
+        dropped = self.parent[clients] - n  # the expert each client drops, if any
+        swap = (dropped >= 0) & (dropped < p.n_experts)
+        ok = np.ones((clients.size, p.n_experts), bool)
+        # a client below min_experts keeps budget for the experts it still needs
+        need = np.maximum(p.min_experts[clients] - st.held[clients] - (~swap).astype(np.int64), 0)
+        reserve = st._reserve(clients, np.full(clients.size, -1), need) if need.any() else None
+        for i, (left, use) in enumerate(
+            ((st.storage_left, _storage_use), (st.compute_left, _compute_use))
+        ):
+            if left is None:
+                continue
+            room = left[clients].copy()
+            room[swap] += use(p, clients[swap], dropped[swap])
+            if reserve is not None:
+                room -= reserve[i]
+            full = np.broadcast_to(np.arange(p.n_experts), ok.shape)
+            ok &= use(p, clients, full) <= room[:, None] + EPS
+        return ok
+
+    def _from_experts(self, experts: Index) -> Index:
+        """Clients holding a frontier expert (they would drop it)."""
+        st, n = self.state, self.state.problem.n_clients
+        if experts.size == 0:
+            return experts
+        holds = st.x[:, experts] & (self.parent[:n] == -2)[:, None]
+        new = np.flatnonzero(holds.any(axis=1))
+        self.parent[new] = n + experts[np.argmax(holds[new], axis=1)]
+        return new
+
+    def _to_source(self, clients: Index) -> bool:
+        """A frontier client above ``min_experts`` can end with one expert fewer."""
+        p, st = self.state.problem, self.state
+        spare = clients[st.held[clients] > p.min_experts[clients]]
+        return spare.size > 0 and self._reach(self.S, int(spare[0]))
+
+    def _to_sink(self, experts: Index) -> bool:
+        """A frontier expert below ``load_max`` can take one more holder."""
+        room = experts[self.state.loads[experts] < self.hi[experts]]
+        n = self.state.problem.n_clients
+        return room.size > 0 and self._reach(self.T, n + int(room[0]))
+
+    def _sink_to_experts(self) -> Index:
+        """Experts above ``load_min`` can lose a holder."""
+        n = self.state.problem.n_clients
+        new = np.flatnonzero((self.state.loads > self.lo) & (self.parent[n:-2] == -2))
+        self.parent[n + new] = self.T
+        return new
+
+    def _source_to_clients(self) -> Index:
+        """Clients below ``max_experts`` can hold one more expert."""
+        p, st, n = self.state.problem, self.state, self.state.problem.n_clients
+        new = np.flatnonzero((st.held < p.max_experts) & (self.parent[:n] == -2))
+        self.parent[new] = self.S
+        return new
+
+    def _path(self, target: int) -> list[int]:
+        path = [target]
+        while self.parent[path[-1]] >= 0:
+            path.append(int(self.parent[path[-1]]))
+        return path[::-1]
+
+    def apply(self, path: list[int]) -> None:
+        """Flip the client–expert pairs along `path`: client → expert adds, expert →
+        client drops."""
+        n, st = self.state.problem.n_clients, self.state
+        for a, b in itertools.pairwise(path):
+            if a < n <= b < self.S:
+                st.add(np.array([a]), np.array([b - n]))
+            elif b < n <= a < self.S:
+                st.add(np.array([b]), np.array([a - n]), sign=-1)
+
+
+# -- step 4: the soft balance term ----------------------------------------------------------
+
+
+def _improve(state: _State, rounds: int = 100) -> None:
+    """Single-client moves (add, drop or swap one expert) whose utility change beats the
+    change of ``λ·imbalance``, at most one move into and one out of each expert per round.
+    A batch is kept only if the exact objective improves, else its better half is tried."""
+    done = 0
+    while done < rounds:
+        clients, add, drop = _best_moves(state)
+        if not _try_moves(state, clients, add, drop):
+            break
+        done += 1
+    state.info["improving_rounds"] = done
+
+
+def _try_moves(state: _State, clients: Index, add: Index, drop: Index) -> bool:
+    """Apply the longest prefix of halving length that improves the objective."""
+    before = _penalised(state)
+    while clients.size:
+        _apply_moves(state, clients, add, drop)
+        if _penalised(state) > before + EPS * max(1.0, abs(before)):
+            return True
+        _apply_moves(state, clients, drop, add)  # undo
+        half = clients.size // 2
+        clients, add, drop = clients[:half], add[:half], drop[:half]
+    return False
+
+
+def _penalised(state: _State) -> float:
+    """Σ utility·x − λ·imbalance(loads): the objective up to the constant switch term."""
+    p = state.problem
+    value = float(state.score[state.x].sum())
+    return value - p.balance_penalty * imbalance(state.loads, p.balance_metric)
+
+
+def _marginals(state: _State) -> tuple[Float, Float]:
+    """Approximate change of the penalty when each pair is added or dropped (variance
+    formula, exact for one count move; the range metric is scaled to the current spread)."""
+    p, loads, w = state.problem, state.loads, state.weight
+    lam, total, e = p.balance_penalty, state.loads.sum(), p.n_experts
+    if p.balance_metric is BalanceMetric.RANGE:
+        lam /= max(loads.max() - loads.min(), 1.0)
+    add = lam * (w * (2 * loads + w) - w * (2 * total + w) / e)
+    drop = lam * (w * (w - 2 * loads) + w * (2 * total - w) / e)
+    return add, drop
+
+
+def _budget_room(state: _State) -> Bool:
+    """Which pairs each client could add within its budgets now."""
+    p = state.problem
+    ok = np.ones(p.shape, bool)
+    if state.storage_left is not None and p.expert_size is not None:
+        ok = p.expert_size <= state.storage_left[:, None] + EPS
+    if state.compute_left is not None and p.compute_cost is not None:
+        ok = ok & (p.compute_cost <= state.compute_left[:, None] + EPS)
+    return ok
+
+
+def _best_moves(state: _State) -> tuple[Index, Index, Index]:
+    """Each client's best improving move by the marginal estimate, one per expert
+    touched, best first. ``add``/``drop`` are -1 where the move has no such side."""
+    p = state.problem
+    add_pen, drop_pen = _marginals(state)
+    rows = np.arange(p.n_clients)
+    addable = ~state.x & np.isfinite(state.score) & (state.loads + state.weight <= p.load_max + EPS)
+    addable &= _budget_room(state)
+    droppable = state.x & (state.loads - state.weight >= p.load_min - EPS)
+    add_gain = np.where(addable, state.score - add_pen, -np.inf)
+    drop_gain = np.where(droppable, -state.score - drop_pen, -np.inf)
+    add, drop = add_gain.argmax(axis=1), drop_gain.argmax(axis=1)
+    a, d = add_gain[rows, add], drop_gain[rows, drop]
+    can_add, can_drop = state.held < p.max_experts, state.held > p.min_experts
+    options = np.stack([np.where(can_add, a, -np.inf), np.where(can_drop, d, -np.inf), a + d])
+    kind = options.argmax(axis=0)
+    gain = options[kind, rows]
+    add = np.where(kind == 1, -1, add)
+    drop = np.where(kind == 0, -1, drop)
+    good = np.flatnonzero(gain > EPS)
+    good = good[np.argsort(-gain[good], kind="stable")]
+    good = good[_first_use(add[good]) & _first_use(drop[good])]
+    return good, add[good], drop[good]
+
+
+def _first_use(experts: Index) -> Bool:
+    """True at the first occurrence of each expert (-1 is always kept)."""
+    _, first = np.unique(experts, return_index=True)
+    keep = np.zeros(experts.size, bool)
+    keep[first] = True
+    return keep | (experts < 0)
+
+
+def _apply_moves(state: _State, clients: Index, add: Index, drop: Index) -> None:
+    dropping, adding = drop >= 0, add >= 0
+    state.add(clients[dropping], drop[dropping], sign=-1)
+    state.add(clients[adding], add[adding])
