@@ -117,6 +117,18 @@ def general_problem(seed: int) -> AssignmentProblem:
 # -- topk -----------------------------------------------------------------------------------
 
 
+def reference_topk(p: AssignmentProblem) -> np.ndarray:
+    """Each client in turn: its experts by a stable sort, the first `min_experts`, then
+    more while they pay, up to `max_experts`."""
+    score = np.where(p.allowed_mask(), p.effective_utility(), -np.inf)
+    x = np.zeros(p.shape, bool)
+    for n, row in enumerate(score):
+        for rank, e in enumerate(np.argsort(-row, kind="stable")[: p.max_experts[n]]):
+            if np.isfinite(row[e]) and (rank < p.min_experts[n] or row[e] > 0):
+                x[n, e] = True
+    return x
+
+
 @given(st.integers(1, 30), st.integers(1, 12), st.data())
 def test_topk_is_each_clients_best(n, e, data):
     k = data.draw(st.integers(1, e))
@@ -124,6 +136,11 @@ def test_topk_is_each_clients_best(n, e, data):
     x = topk_assignment(AssignmentProblem(utility, max_experts=k))
     expected = np.argsort(-utility, axis=1)[:, :k]
     np.testing.assert_array_equal(np.sort(np.flatnonzero(x).reshape(n, k) % e), np.sort(expected))
+
+
+@given(count_problems(penalty=False))
+def test_topk_matches_a_stable_sort_with_ties_masks_and_optional_experts(p):
+    np.testing.assert_array_equal(topk_assignment(p), reference_topk(p))
 
 
 def test_topk_takes_optional_experts_only_when_they_pay():

@@ -162,8 +162,18 @@ def balanced_assignment(problem: AssignmentProblem) -> Bool:
 
 def _topk_state(problem: AssignmentProblem) -> _State:
     state = _State.start(problem)
-    state.propose(problem.min_experts, capacity=False, positive=False)
-    state.propose(problem.max_experts, capacity=False, positive=True)
+    if state.budgeted:  # budgets: expert by expert, skipping what does not fit
+        state.propose(problem.min_experts, capacity=False, positive=False)
+        state.propose(problem.max_experts, capacity=False, positive=True)
+        return state
+    ranks = min(int(problem.max_experts.max()), problem.n_experts)
+    top = _best_first(state.score, max(ranks, 1))
+    value = np.take_along_axis(state.score, top, axis=1)
+    rank = np.arange(top.shape[1])
+    take = (rank < problem.min_experts[:, None]) | (value > 0)
+    take &= (rank < problem.max_experts[:, None]) & np.isfinite(value)
+    clients, at = np.nonzero(take)
+    state.add(clients, top[clients, at])
     return state
 
 
@@ -403,12 +413,18 @@ class _State:
 
 def _best_first(score: Float, ranks: int) -> Index:
     """Each row's `ranks` best columns, best first (ties by column index)."""
-    if ranks < score.shape[1]:
-        top = np.argpartition(-score, ranks - 1, axis=1)[:, :ranks]
-        top.sort(axis=1)  # ties by index before the stable sort below
-        by = np.argsort(-np.take_along_axis(score, top, axis=1), axis=1, kind="stable")
-        return np.take_along_axis(top, by, axis=1)
-    return np.argsort(-score, axis=1, kind="stable")
+    n, e = score.shape
+    if ranks >= e:
+        return np.argsort(-score, axis=1, kind="stable")
+    part = np.argpartition(-score, ranks - 1, axis=1)[:, ranks - 1 : ranks]
+    cut = np.take_along_axis(score, part, axis=1)  # each row's ranks-th best value
+    above = score > cut
+    level = score == cut  # ties at the cut: the lowest columns go in
+    room = ranks - above.sum(axis=1, keepdims=True)
+    chosen = above | (level & (np.cumsum(level, axis=1) <= room))
+    top = np.nonzero(chosen)[1].reshape(n, ranks)  # in column order
+    by = np.argsort(-np.take_along_axis(score, top, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(top, by, axis=1)
 
 
 def _storage_use(p: AssignmentProblem, clients: Index, experts: Index) -> Float:
