@@ -322,7 +322,7 @@ def _progress_hook(total: int, start: int, quiet: bool) -> tuple[Any, Any]:
 
     def hook(rnd: int, state: Any, history: Any) -> None:
         last = history.rounds[-1]
-        bar.set_postfix(acc=f"{last['personalized_acc']:.3f}", cv=f"{last['holders']['cv']:.2f}",
+        bar.set_postfix(acc=_fmt(last["personalized_acc"]), cv=_fmt(last["holders"]["cv"], ".2f"),
                         refresh=False)  # fmt: skip
         bar.update(1)
 
