@@ -138,9 +138,12 @@ def test_topk_is_each_clients_best(n, e, data):
     np.testing.assert_array_equal(np.sort(np.flatnonzero(x).reshape(n, k) % e), np.sort(expected))
 
 
-@given(count_problems(penalty=False))
-def test_topk_matches_a_stable_sort_with_ties_masks_and_optional_experts(p):
+@given(count_problems(penalty=False), st.integers(0, 6))
+def test_topk_matches_a_stable_sort_with_ties_masks_and_optional_experts(p, k):
     np.testing.assert_array_equal(topk_assignment(p), reference_topk(p))
+    k = min(k, p.n_experts)  # every client exactly k: the one-sort fast path
+    fixed = p.replace(min_experts=k, max_experts=k)
+    np.testing.assert_array_equal(topk_assignment(fixed), reference_topk(fixed))
 
 
 def test_topk_takes_optional_experts_only_when_they_pay():

@@ -167,7 +167,13 @@ def _topk_state(problem: AssignmentProblem) -> _State:
         state.propose(problem.max_experts, capacity=False, positive=True)
         return state
     ranks = min(int(problem.max_experts.max()), problem.n_experts)
-    top = _best_first(state.score, max(ranks, 1))
+    if ranks == 0:
+        return state
+    if ranks < problem.n_experts and (problem.min_experts == ranks).all():
+        clients, experts = np.nonzero(_top_mask(state.score, ranks) & np.isfinite(state.score))
+        state.add(clients, experts)
+        return state
+    top = _best_first(state.score, ranks)
     value = np.take_along_axis(state.score, top, axis=1)
     rank = np.arange(top.shape[1])
     take = (rank < problem.min_experts[:, None]) | (value > 0)
@@ -416,15 +422,22 @@ def _best_first(score: Float, ranks: int) -> Index:
     n, e = score.shape
     if ranks >= e:
         return np.argsort(-score, axis=1, kind="stable")
-    part = np.argpartition(-score, ranks - 1, axis=1)[:, ranks - 1 : ranks]
-    cut = np.take_along_axis(score, part, axis=1)  # each row's ranks-th best value
-    above = score > cut
-    level = score == cut  # ties at the cut: the lowest columns go in
-    room = ranks - above.sum(axis=1, keepdims=True)
-    chosen = above | (level & (np.cumsum(level, axis=1) <= room))
-    top = np.nonzero(chosen)[1].reshape(n, ranks)  # in column order
+    top = np.nonzero(_top_mask(score, ranks))[1].reshape(n, ranks)  # in column order
     by = np.argsort(-np.take_along_axis(score, top, axis=1), axis=1, kind="stable")
     return np.take_along_axis(top, by, axis=1)
+
+
+def _top_mask(score: Float, ranks: int) -> Bool:
+    """Each row's `ranks` best columns as a mask; ties at the cut go to lower columns."""
+    part = np.argpartition(-score, ranks - 1, axis=1)[:, ranks - 1 : ranks]
+    cut = np.take_along_axis(score, part, axis=1)  # each row's ranks-th best value
+    chosen = score >= cut
+    extra = np.flatnonzero(chosen.sum(axis=1) > ranks)  # rows with surplus ties at the cut
+    if extra.size:
+        level = score[extra] == cut[extra]
+        room = ranks - (score[extra] > cut[extra]).sum(axis=1, keepdims=True)
+        chosen[extra] &= ~level | (np.cumsum(level, axis=1) <= room)
+    return chosen
 
 
 def _storage_use(p: AssignmentProblem, clients: Index, experts: Index) -> Float:
