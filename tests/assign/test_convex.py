@@ -1,0 +1,150 @@
+"""The convex backend: its bound brackets the optimum from above, its assignment from
+below; the compiled relaxation is reused across rounds; infeasibility comes with a proof."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flexmoe.assign import AssignmentProblem, Status, solve, verify
+from flexmoe.assign.backends import convex
+from flexmoe.assign.instances import generate
+
+TOL = 1e-6
+
+
+@st.composite
+def problems(draw) -> AssignmentProblem:
+    """Small general problems: sizes, compute, weighted loads, balance terms, churn."""
+    n, e = draw(st.integers(1, 8)), draw(st.integers(1, 5))
+
+    def ints(lo: int, hi: int, size: int) -> np.ndarray:
+        return np.array(draw(st.lists(st.integers(lo, hi), min_size=size, max_size=size)))
+
+    hi = ints(1, e, n)
+    kw: dict = {"max_experts": hi, "min_experts": np.array([draw(st.integers(0, h)) for h in hi])}
+    if draw(st.booleans()):
+        kw["expert_size"], kw["storage"] = ints(1, 3, e), ints(1, 6, n)
+    if draw(st.booleans()):
+        kw["compute_cost"], kw["compute_budget"] = ints(0, 3, n * e).reshape(n, e), ints(1, 6, n)
+    if draw(st.booleans()):
+        kw["load_weight"] = ints(1, 4, n * e).reshape(n, e) / 2
+    kw["load_max"] = ints(1, 2 * n, e)
+    kw["balance_penalty"] = draw(st.sampled_from([0.0, 0.1, 1.0]))
+    kw["balance_metric"] = draw(st.sampled_from(["variance", "range"]))
+    if draw(st.booleans()):
+        kw["previous"] = ints(0, 1, n * e).reshape(n, e).astype(bool)
+        kw["switch_cost"] = 0.5
+    return AssignmentProblem(ints(-8, 12, n * e).reshape(n, e) / 4, **kw)
+
+
+@settings(max_examples=40)
+@given(problems())
+def test_bound_above_optimum_above_objective(problem):
+    exact = solve(problem, backend="milp")
+    result = solve(problem, backend="convex")
+    where = f"{result.status} {result.message!r} {result.info} / milp {exact}"
+    assert result.status is not Status.ERROR, where
+    if exact.status is Status.INFEASIBLE:
+        assert not result.has_solution, where
+        return
+    assert exact.status is Status.OPTIMAL, where
+    assert result.status is Status.FEASIBLE, where
+    scale = max(1.0, abs(exact.objective))
+    assert result.bound >= exact.objective - TOL * scale, where
+    assert result.objective <= exact.objective + TOL * scale, where
+    assert result.gap >= 0 and verify(problem, result.x).ok, where
+
+
+def test_the_relaxation_is_the_quadratic_program():
+    """Two clients, two experts: the relaxation splits each client evenly when the
+    variance penalty outweighs the utility difference; its value is closed-form."""
+    p = AssignmentProblem([[1.0, 0.8], [1.0, 0.8]], max_experts=1, balance_penalty=0.2)
+    relaxation = convex.ConvexSolver(p).relax(p)
+    # z[n, 0] = a for both clients: value 2·(0.8 + 0.2a) − 0.2·2·(2a − 1)², max at a = 5/8
+    a = 5 / 8
+    assert relaxation.status == "optimal"
+    assert relaxation.value == pytest.approx(2 * (0.8 + 0.2 * a) - 0.4 * (2 * a - 1) ** 2, 1e-7)
+    np.testing.assert_allclose(relaxation.z[:, 0], a, atol=1e-6)
+
+
+def test_re_solves_reuse_the_compiled_relaxation():
+    convex.clear_cache()
+    p = generate("clustered", 60, 8, 2, seed=0).replace(balance_penalty=0.01)
+    rng = np.random.default_rng(0)
+    first = solve(p, backend="convex")
+    assert first.info["compiled"] is True
+    for _ in range(3):
+        q = p.replace(utility=rng.random(p.shape), load_max=p.load_max + rng.integers(0, 2))
+        again = solve(q, backend="convex")
+        fresh = convex.solve(q, cache=False)
+        assert again.info["compiled"] is False and fresh.info["compiled"] is True
+        assert again.info["relaxation_value"] == pytest.approx(
+            fresh.info["relaxation_value"], rel=1e-7
+        )
+
+
+def test_a_new_structure_compiles_again():
+    convex.clear_cache()
+    p = generate("uniform", 20, 6, 2, seed=0)
+    assert solve(p, backend="convex").info["compiled"]
+    masked = p.replace(allowed=np.arange(120).reshape(20, 6) % 5 != 0)
+    assert solve(masked, backend="convex").info["compiled"]
+    assert convex.structure_key(p) != convex.structure_key(masked)
+    with pytest.raises(ValueError, match="another structure"):
+        convex.ConvexSolver(p).set_data(masked)
+
+
+def test_cache_keeps_a_few_structures():
+    convex.clear_cache()
+    for n in range(2, 3 + convex.CACHE_SIZE):
+        solve(generate("uniform", n, 3, 1, seed=0), backend="convex")
+    assert len(convex._CACHE) == convex.CACHE_SIZE
+
+
+def test_infeasible_relaxation_is_a_proof():
+    p = AssignmentProblem(np.ones((2, 2)), max_experts=1, allowed=[[1, 0], [1, 0]], load_max=1)
+    result = solve(p, backend="convex")
+    assert result.status is Status.INFEASIBLE
+    assert "relaxation" in result.info["proof"] and "no assignment exists" in result.message
+
+
+def test_integral_relaxation_gives_zero_gap():
+    p = generate("uniform", 40, 8, 2, seed=1)  # a TU structure: the LP is integral
+    result = solve(p, backend="convex")
+    assert result.status is Status.FEASIBLE and result.gap <= 2 * convex.BOUND_SLACK
+    assert result.info["fractional_pairs"] == 0
+    assert result.info["rounding"].startswith("support")
+
+
+def test_rounding_widens_then_falls_back_to_the_full_problem():
+    """A generalized assignment whose relaxation support has no integral point."""
+    p = AssignmentProblem(
+        [[6, 1], [5, 4], [1, 6]], max_experts=1, load_weight=[[3, 2], [2, 2], [2, 3]], load_max=4
+    )
+    result = solve(p, backend="convex")
+    assert result.status is Status.FEASIBLE and result.objective == 7.0
+    assert result.info["rounding"].split(":")[0] in ("support", "widened support")
+
+
+@pytest.mark.parametrize("solver", ["CLARABEL", "HIGHS"])
+def test_solver_option(solver):
+    p = generate("heterogeneous", 30, 6, 2, seed=2)
+    result = solve(p, backend="convex", solver=solver)
+    assert result.info["solver"] == solver and result.status is Status.FEASIBLE
+    assert result.bound >= result.objective
+
+
+def test_time_limit_reaches_the_rounding():
+    p = generate("heterogeneous", 200, 16, 4, seed=0)
+    result = solve(p, backend="convex", time_limit=60)
+    assert result.status is Status.FEASIBLE and result.wall_time < 60
+
+
+def test_no_output(capfd):
+    solve(generate("uniform", 10, 4, 2, seed=0), backend="convex", solver="HIGHS")
+    solve(generate("uniform", 10, 4, 2, seed=0).replace(balance_penalty=0.1), backend="convex")
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
