@@ -227,7 +227,6 @@ class _State:
     order: Index | None = None  # each client's experts best first (the first ranks)
     cheap: Index | None = None  # each client's experts cheapest first (budgets only)
     shares: Float | None = None  # budget share of every pair (budgets only)
-    costliest: Float | None = None  # each client's largest compute cost (budgets only)
     info: dict[str, object] = field(default_factory=dict)
 
     @classmethod
@@ -273,27 +272,12 @@ class _State:
         extra_s, extra_c = np.zeros(clients.size), np.zeros(clients.size)
         if need is not None and self.budgeted and need.any():
             rows = np.flatnonzero(need > 0)
-            rows = rows[~self._roomy(clients[rows], experts[rows], need[rows])]
             extra_s[rows], extra_c[rows] = self._reserve(clients[rows], experts[rows], need[rows])
         if self.storage_left is not None and p.expert_size is not None:
             ok &= p.expert_size[experts] + extra_s <= self.storage_left[clients] + EPS
         if self.compute_left is not None and p.compute_cost is not None:
             cost = p.compute_cost[clients, experts]
             ok &= cost + extra_c <= self.compute_left[clients] + EPS
-        return ok
-
-    def _roomy(self, clients: Index, experts: Index, need: Index) -> Bool:
-        """Clients whose budgets hold their expert plus `need` of their costliest: no
-        reserve to compute."""
-        p, ok = self.problem, np.ones(clients.size, bool)
-        if self.storage_left is not None and p.expert_size is not None:
-            worst = p.expert_size[experts] + need * p.expert_size.max()
-            ok &= worst <= self.storage_left[clients]
-        if self.compute_left is not None and p.compute_cost is not None:
-            if self.costliest is None:
-                self.costliest = p.compute_cost.max(axis=1)
-            worst = p.compute_cost[clients, experts] + need * self.costliest[clients]
-            ok &= worst <= self.compute_left[clients]
         return ok
 
     def _reserve(self, clients: Index, experts: Index, need: Index) -> tuple[Float, Float]:
@@ -398,9 +382,8 @@ class _State:
     def _next(
         self, clients: Index, at: Index, *, capacity: bool, positive: bool
     ) -> tuple[Index, Index]:
-        """Move each client's rank past experts it holds, may not hold or cannot fit in its
-        budgets; drop clients with nothing left worth proposing. Returns the clients and
-        their proposals."""
+        """Move each client's rank past experts it holds or may not hold; drop clients
+        with nothing left worth proposing. Returns the clients and their proposals."""
         p = self.problem
         rows = np.arange(clients.size)
         experts = np.empty(clients.size, np.intp)
@@ -416,8 +399,6 @@ class _State:
                 stop |= np.isneginf(value)
             alive[rows[stop]] = False
             skip = ~stop & (self.x[c, e] | np.isneginf(value))
-            if self.budgeted:  # budgets only shrink here: an expert that does not fit never will
-                skip |= ~stop & ~self.fits(c, e)
             at[c[skip]] += 1
             alive[rows[skip & (at[c] >= p.n_experts)]] = False
             rows = rows[skip & (at[c] < p.n_experts)]
