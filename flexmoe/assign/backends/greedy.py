@@ -185,17 +185,40 @@ def _topk_state(problem: AssignmentProblem) -> _State:
 
 def _balanced_state(problem: AssignmentProblem) -> _State:
     state = _State.start(problem)
+    if problem.balance_penalty > 0:
+        state.cap = np.minimum(problem.load_max, _balance_cap(state))
     if state.budgeted:  # clients whose favourites break their budgets choose first
         tight = _tight_clients(state)
         state.propose(np.where(tight, problem.min_experts, 0), capacity=True, positive=False)
     state.propose(problem.min_experts, capacity=True, positive=False)
     state.propose(problem.max_experts, capacity=True, positive=True)
+    state.cap = problem.load_max
     _fill_clients(state)
     _repair_experts(state)
     _augment(state)
     if problem.balance_penalty > 0:
         _improve(state)
     return state
+
+
+def _balance_cap(state: _State) -> Float:
+    """A load cap for the proposals that anticipates the balance penalty.
+
+    A client of typical weight ``w`` moving onto an expert ``d`` above the mean load
+    costs about ``2λ·w·d`` (variance), so experts stop being worth the typical utility
+    spread ``Δu`` (the standard deviation of the scores) at ``d = Δu / (2λ·w)``. With the
+    range metric the cap is the mean when ``λ·w >= Δu``, else none.
+    """
+    p = state.problem
+    finite = state.score[np.isfinite(state.score)]
+    spread = float(finite.std()) if finite.size else 0.0
+    w = float(state.weight.mean())
+    mean = float((p.min_experts * state.weight.mean(axis=1)).sum()) / p.n_experts
+    if p.balance_metric is BalanceMetric.RANGE:
+        over = 0.0 if p.balance_penalty * w >= spread else np.inf
+    else:
+        over = spread / (2 * p.balance_penalty * w)
+    return np.full(p.n_experts, np.ceil(mean + over + w))
 
 
 def _tight_clients(state: _State) -> Bool:
@@ -227,6 +250,7 @@ class _State:
     order: Index | None = None  # each client's experts best first (the first ranks)
     cheap: Index | None = None  # each client's experts cheapest first (budgets only)
     shares: Float | None = None  # budget share of every pair (budgets only)
+    cap: Float = field(default_factory=lambda: np.zeros(0))  # load cap for proposals
     info: dict[str, object] = field(default_factory=dict)
 
     @classmethod
@@ -244,6 +268,7 @@ class _State:
             loads=np.zeros(p.n_experts),
             storage_left=None if p.storage is None else p.storage.copy(),
             compute_left=None if budget is None else budget.copy(),
+            cap=p.load_max,
         )
 
     @property
@@ -370,7 +395,7 @@ class _State:
             need = np.maximum(p.min_experts[clients] - self.held[clients] - 1, 0)
             ok = self.fits(clients, experts, need if capacity else None)
             if capacity:  # a full expert costs the client its turn (later ranks wait)
-                ok &= self.loads[experts] < p.load_max[experts] - EPS
+                ok &= self.loads[experts] < self.cap[experts] - EPS
             take, chosen = clients[ok], experts[ok]
             if capacity:
                 value = self.score[take, chosen]
@@ -406,7 +431,7 @@ class _State:
 
     def _within_capacity(self, experts: Index, weight: Float, value: Float) -> Bool:
         """Which proposals each expert accepts, largest value first, within ``load_max``."""
-        room = self.problem.load_max - self.loads
+        room = self.cap - self.loads
         demand = np.bincount(experts, weights=weight, minlength=room.size)
         keep = np.ones(experts.size, bool)
         hot = np.flatnonzero((demand > room + EPS)[experts])  # proposals to crowded experts
@@ -837,22 +862,25 @@ class _Search:
 # -- step 4: the soft balance term ----------------------------------------------------------
 
 
-def _improve(state: _State, rounds: int = 100) -> None:
-    """Single-client moves (add, drop or swap one expert) whose utility change beats the
-    change of ``λ·imbalance``, at most one move into and one out of each expert per round.
-    A batch is kept only if the exact objective improves, else its better half is tried."""
+def _improve(state: _State, rounds: int = 100, rtol: float = 1e-6) -> None:
+    """Rounds of single-client moves (add, drop or swap one expert) whose utility change
+    beats the change of ``λ·imbalance``; many clients move per round. A batch is kept only
+    if the exact objective improves, else its better half is tried. Stops after `rounds`
+    or when a round gains less than `rtol` of the objective."""
     done = 0
     while done < rounds:
+        before = _penalised(state)
         clients, add, drop = _best_moves(state)
-        if not _try_moves(state, clients, add, drop):
+        if not _try_moves(state, clients, add, drop, before):
             break
         done += 1
+        if _penalised(state) - before < rtol * max(1.0, abs(before)):
+            break
     state.info["improving_rounds"] = done
 
 
-def _try_moves(state: _State, clients: Index, add: Index, drop: Index) -> bool:
-    """Apply the longest prefix of halving length that improves the objective."""
-    before = _penalised(state)
+def _try_moves(state: _State, clients: Index, add: Index, drop: Index, before: float) -> bool:
+    """Apply the longest prefix of halving length that improves on `before`."""
     while clients.size:
         _apply_moves(state, clients, add, drop)
         if _penalised(state) > before + EPS * max(1.0, abs(before)):
@@ -894,8 +922,10 @@ def _budget_room(state: _State) -> Bool:
 
 
 def _best_moves(state: _State) -> tuple[Index, Index, Index]:
-    """Each client's best improving move by the marginal estimate, one per expert
-    touched, best first. ``add``/``drop`` are -1 where the move has no such side."""
+    """Each client's best improving move by the marginal estimate, best first, kept while
+    it still improves once the moves before it into and out of the same experts are
+    counted, and within the load band. ``add``/``drop`` are -1 where a move has no such
+    side."""
     p = state.problem
     add_pen, drop_pen = _marginals(state)
     rows = np.arange(p.n_clients)
@@ -914,16 +944,39 @@ def _best_moves(state: _State) -> tuple[Index, Index, Index]:
     drop = np.where(kind == 0, -1, drop)
     good = np.flatnonzero(gain > EPS)
     good = good[np.argsort(-gain[good], kind="stable")]
-    good = good[_first_use(add[good]) & _first_use(drop[good])]
+    good = good[_still_improving(state, good, add[good], drop[good], gain[good])]
     return good, add[good], drop[good]
 
 
-def _first_use(experts: Index) -> Bool:
-    """True at the first occurrence of each expert (-1 is always kept)."""
-    _, first = np.unique(experts, return_index=True)
-    keep = np.zeros(experts.size, bool)
-    keep[first] = True
-    return keep | (experts < 0)
+def _still_improving(state: _State, clients: Index, add: Index, drop: Index, gain: Float) -> Bool:
+    """Which moves (best first) still gain once the earlier moves of the batch are
+    counted: each unit of load moved earlier into `add` (out of `drop`) raises (lowers)
+    its marginal penalty by 2λ per unit; and the loads stay within the band."""
+    p = state.problem
+    lam = p.balance_penalty
+    if p.balance_metric is BalanceMetric.RANGE:
+        lam /= max(state.loads.max() - state.loads.min(), 1.0)
+    w_in = np.where(add >= 0, state.weight[clients, np.maximum(add, 0)], 0.0)
+    w_out = np.where(drop >= 0, state.weight[clients, np.maximum(drop, 0)], 0.0)
+    before_in, before_out = _earlier_in_group(add, w_in), _earlier_in_group(drop, w_out)
+    gain = gain - 2 * lam * (before_in * w_in + before_out * w_out)
+    ok = gain > EPS
+    into, out = np.maximum(add, 0), np.maximum(drop, 0)
+    ok &= (add < 0) | (state.loads[into] + before_in + w_in <= p.load_max[into] + EPS)
+    ok &= (drop < 0) | (state.loads[out] - before_out - w_out >= p.load_min[out] - EPS)
+    return ok
+
+
+def _earlier_in_group(groups: Index, values: Float) -> Float:
+    """For each item: the sum of `values` of the items before it with the same group
+    (groups < 0 form no group: 0)."""
+    by = np.argsort(groups, kind="stable")
+    ordered = values[by]
+    before = np.cumsum(ordered) - ordered
+    start = np.searchsorted(groups[by], groups[by])
+    out = np.empty(values.size)
+    out[by] = before - before[start]
+    return np.where(groups < 0, 0.0, out)
 
 
 def _apply_moves(state: _State, clients: Index, add: Index, drop: Index) -> None:
