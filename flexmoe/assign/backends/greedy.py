@@ -4,8 +4,9 @@
 baseline that FLEX-MoE beats. ``balanced`` meets every constraint it can: clients propose
 their best experts rank by rank while experts accept holders up to ``load_max``; a batched
 repair then moves holders onto experts below ``load_min`` at the smallest utility loss, and
-augmenting paths fix what is left. Neither proves optimality: ``bound`` is ``inf`` and the
-status is never ``OPTIMAL``.
+augmenting paths fix what is left (with count loads and no budgets: always, when the
+problem is feasible). Neither proves optimality: ``bound`` is ``inf`` and the status is
+never ``OPTIMAL``.
 """
 
 from __future__ import annotations
@@ -80,30 +81,38 @@ def solve(
     start = time.perf_counter()
     state = _topk_state(problem) if method == "topk" else _balanced_state(problem)
     solve_time = time.perf_counter() - start
-    violations = state.violations()
+    violations = "; ".join(state.violations())
     spec = f"{NAME}:{method}"
     info: dict[str, object] = {"method": method, **state.info}
     if method == "balanced" and violations:
-        proof = state.info.get("proven_infeasible", False)
-        head = "no feasible assignment exists" if proof else "greedy balanced found no feasible"
         return Assignment.no_solution(
             Status.LIMIT_NO_SOLUTION,
             spec,
-            f"{head} assignment (a heuristic: an exact backend decides feasibility); "
-            f"its best try violates {'; '.join(violations)}",
+            f"{_failure(state)}; its best try violates {violations}",
             solve_time=solve_time,
             info=info,
         )
-    status = Status.RELAXED if violations else Status.FEASIBLE
     return Assignment.from_x(
         problem,
         state.x,
-        status=status,
+        status=Status.RELAXED if violations else Status.FEASIBLE,
         bound=math.inf,
         backend=spec,
         solve_time=solve_time,
-        message=f"violates {'; '.join(violations)}" if violations else "",
+        message=f"violates {violations}" if violations else "",
         info=info,
+    )
+
+
+def _failure(state: _State) -> str:
+    if state.info.get("proven_infeasible"):
+        return (
+            "no feasible assignment exists: the augmenting-path search found a cut "
+            "(count loads, no budgets), though a heuristic reports no INFEASIBLE status"
+        )
+    return (
+        "greedy balanced found no feasible assignment (a heuristic: it proves nothing; "
+        "an exact backend decides feasibility)"
     )
 
 
@@ -133,7 +142,9 @@ def balanced_assignment(problem: AssignmentProblem) -> Bool:
     1. Propose: rank by rank each client below `min_experts`, then below `max_experts`
        (positive utility only), proposes its next best expert that fits its budgets
        (keeping room for the cheapest experts it still needs); an expert accepts the
-       proposals of largest utility up to ``load_max``.
+       proposals of largest utility up to ``load_max``. Clients whose favourites break
+       their budgets propose first; clients still short take the best expert that fits,
+       giving up a budget-hungry one if they must.
     2. Repair: experts below ``load_min`` take holders from clients with a free slot or
        clients that drop an expert with load to spare, smallest utility loss first, in
        batches.
@@ -142,8 +153,10 @@ def balanced_assignment(problem: AssignmentProblem) -> Bool:
        breadth-first search, never breaking another bound. With count loads and no
        storage or compute budgets this is Hoffman's circulation argument: the search
        fails only when no feasible assignment exists.
-    4. Balance: with ``balance_penalty > 0``, single-client moves that lower the
-       objective's imbalance term more than they cost in utility, in checked batches.
+    4. Balance: with ``balance_penalty > 0`` the proposals run under a load cap that
+       anticipates λ (:func:`_balance_cap`); after the repairs, rounds of single-client
+       moves (add, drop, swap) that lower λ·imbalance more than they cost in utility,
+       in batches checked against the exact objective.
 
     Guarantee: with count loads and no storage or compute budgets the result is feasible
     whenever the problem is (any allowed mask, switch cost or balance penalty).
@@ -741,18 +754,17 @@ class _Search:
         """A path sink ⇝ expert `target` (below ``load_min``)."""
         n = self.state.problem.n_clients
         self.parent[self.T] = -1
-        return self._run(start_clients=[], start_experts=[], sink=True, target=n + target)
+        return self._run([], sink=True, target=n + target)
 
     def to_source(self, client: int) -> list[int] | None:
         """A path client ⇝ source (the client is below ``min_experts``)."""
         self.parent[client] = -1
-        return self._run(start_clients=[client], start_experts=[], sink=False, target=self.S)
+        return self._run([client], sink=False, target=self.S)
 
-    def _run(
-        self, start_clients: list[int], start_experts: list[int], sink: bool, target: int
-    ) -> list[int] | None:
-        clients = np.array(start_clients, dtype=np.intp)
-        experts = np.array(start_experts, dtype=np.intp)
+    def _run(self, start: list[int], *, sink: bool, target: int) -> list[int] | None:
+        """Expand layer by layer from the `start` clients (and the sink, if `sink`)."""
+        clients = np.array(start, dtype=np.intp)
+        experts = np.zeros(0, dtype=np.intp)
         source = False
         while self.parent[target] == -2:
             new_experts, new_clients = self._from_clients(clients), self._from_experts(experts)
