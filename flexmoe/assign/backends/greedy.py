@@ -275,7 +275,7 @@ class _State:
         return cls(
             problem=p,
             score=score,
-            weight=p.weights(),
+            weight=p.weights() if p.weighted_loads else np.broadcast_to(1.0, p.shape),
             x=np.zeros(p.shape, bool),
             held=np.zeros(p.n_clients, np.int64),
             loads=np.zeros(p.n_experts),
