@@ -131,17 +131,13 @@ class Simulation:
 
     def evaluate(self, weights: State, held: np.ndarray) -> dict[str, Any]:
         """Personalised accuracy (own test / validation split, own gate and experts) and
-        global accuracy (each client's model on the pooled test / validation set, averaged).
-
-        A client never asked to train yet evaluates with experts ``0 .. capacity − 1``.
-        """
+        global accuracy (each client's model on the pooled test / validation set, averaged)."""
         model = workspace(self.spec)
         model.load_state_dict(weights | self.gates[0], strict=True)
         own, val, pooled, pooled_val = [], [], [], []
         for n, data in enumerate(self.clients):
             model.load_state_dict(self.gates[n], strict=False)
-            experts = np.flatnonzero(held[n]).tolist() or list(range(self.capacity[n]))
-            mask = held_mask(experts, self.spec.n_experts)
+            mask = held_mask(np.flatnonzero(held[n]).tolist(), self.spec.n_experts)
             own.append((evaluate(model, mask, data.x_test, data.y_test), len(data.y_test)))
             val.append((evaluate(model, mask, data.x_val, data.y_val), len(data.y_val)))
             pooled.append((evaluate(model, mask, *self.pooled_test), len(self.pooled_test[1])))

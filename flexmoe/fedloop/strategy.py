@@ -39,8 +39,8 @@ class ServerState:
     deficit : ndarray, shape (n_experts,)
         Historical load deficit per expert (holders below the fair share, carried).
     held : ndarray of bool, shape (n_clients, n_experts)
-        Each client's most recent assignment (what it evaluates with; an empty row for a
-        client never asked yet, except under ``full``).
+        Each client's most recent assignment (what it evaluates with); before its first
+        round, experts ``0 .. capacity − 1`` (every expert under ``full``).
     """
 
     weights: State
@@ -111,7 +111,9 @@ class MoEStrategy:
     def initial_state(self, weights: State) -> ServerState:
         """Round-0 state: the initial weights, optimistic fitness, no deficit."""
         n = len(self.capacity)
-        held = np.full((n, self.n_experts), self.method == "full")
+        held = np.zeros((n, self.n_experts), dtype=bool)
+        for client, cap in enumerate(self.capacity):
+            held[client, : (self.n_experts if self.method == "full" else cap)] = True
         return ServerState(
             weights=dict(weights),
             fitness=Fitness.start(n, self.n_experts, self.fitness_config),
@@ -133,7 +135,7 @@ class MoEStrategy:
             rng=rng,
             backend=self.backend,
             deficit=state.deficit if self.carry_deficit else None,
-            previous=state.held[rows] if self.switch_cost > 0 else None,
+            previous=self._previous(state, rows) if self.switch_cost > 0 else None,
             switch_cost=self.switch_cost,
         )
         seeds = rng.integers(2**31, size=len(rows))
@@ -142,6 +144,13 @@ class MoEStrategy:
             for n, x, seed in zip(rows, assignment.x, seeds, strict=True)
         )
         return RoundPlan(rnd, tuple(int(n) for n in rows), plans, assignment)
+
+    @staticmethod
+    def _previous(state: ServerState, rows: NDArray[np.int64]) -> NDArray[np.bool_]:
+        """Last holdings of `rows`; none for a client that never reported (its initial
+        holdings are an evaluation default, not downloaded experts)."""
+        reported = state.fitness.tries[rows].sum(axis=1) > 0
+        return state.held[rows] & reported[:, None]
 
     def aggregate_round(
         self, state: ServerState, plan: RoundPlan, replies: list[ClientReply]

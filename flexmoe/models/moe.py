@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["ExpertStats", "MoEClassifier", "MoEOutput", "route", "shared_keys"]
