@@ -128,8 +128,8 @@ def _holder_band(problem: AssignmentProblem, total: int) -> tuple[Int, Int]:
 def _fixed_total(problem: AssignmentProblem) -> int | None:
     """The total number of holders when every feasible assignment has the same one."""
     most = _most_experts(problem)
-    if np.array_equal(problem.min_experts, most):
-        return int(most.sum())
+    if (problem.min_experts >= most).all():  # min == capped max, or infeasible anyway
+        return int(problem.min_experts.sum())
     lo, hi = _holder_band(problem, int(most.sum()))
     return int(lo.sum()) if lo.sum() == hi.sum() else None
 
@@ -183,7 +183,8 @@ def _build_network(problem: AssignmentProblem) -> _Network:
     lo, hi = _holder_band(problem, int(most.sum()))
     unit_expert, unit_cost = _penalty_units(problem, lo, hi)
     utility = problem.effective_utility()
-    reach = float(np.abs(utility if problem.allowed is None else utility[problem.allowed]).max())
+    allowed = utility if problem.allowed is None else utility[problem.allowed]
+    reach = float(np.abs(allowed).max(initial=0.0))
     magnitude = max(reach, float(np.abs(unit_cost).max(initial=0.0)))
     scale = _scale(magnitude, n + e + 2, 2 * min(n, e) + 6)
     cost, error = _rounded(utility, -scale, problem.allowed)
@@ -221,10 +222,10 @@ def _scale(magnitude: float, n_nodes: int, path_nodes: int) -> float:
     limit = _COST_BUDGET // (4 * (path_nodes + 1) * (n_nodes + 1))
     if magnitude == 0.0:
         return 1.0
-    exponent = math.floor(math.log2(limit) - math.log2(magnitude))
+    exponent = min(math.floor(math.log2(limit) - math.log2(magnitude)), 1000)
     while magnitude * 2.0**exponent > limit:  # guard the floating-point log
         exponent -= 1
-    return 2.0 ** min(exponent, 900)
+    return 2.0**exponent
 
 
 def _rounded(values: NDArray[np.float64], scale: float, mask: Bool | None) -> tuple[Int, float]:
@@ -233,11 +234,11 @@ def _rounded(values: NDArray[np.float64], scale: float, mask: Bool | None) -> tu
     A power-of-two `scale` makes the product exact, so the error is exact too.
     """
     scaled = values * scale
+    if mask is not None:  # pairs that are never arcs may lie outside the scaled range
+        scaled[~mask] = 0.0
     rounded = np.rint(scaled)
     scaled -= rounded
     np.abs(scaled, out=scaled)
-    if mask is not None:
-        scaled[~mask] = 0.0
     return rounded.astype(np.int64), float(scaled.max(initial=0.0))
 
 
@@ -330,11 +331,37 @@ def _candidate_pairs(network: _Network, candidates: int | None) -> _Pairs:
     return _Pairs(clients, experts, True)
 
 
+def _widened_pairs(network: _Network, pairs: _Pairs) -> _Pairs:
+    """`pairs` plus, for every expert, the clients that lose least by holding it.
+
+    A client's loss on a pair is how far its profit falls below the client's worst
+    candidate. Each expert gets its ``2·max(ceil(load_min), mean holders) + 8`` clients of
+    least loss, which usually makes a network that was infeasible for want of holders (or
+    of room) feasible again.
+    """
+    problem = network.problem
+    n, e = problem.shape
+    keep = np.zeros(problem.shape, dtype=bool)
+    keep[pairs.clients, pairs.experts] = True
+    profit = -network.cost
+    worst = np.where(keep, profit, profit.max(initial=0)).min(axis=1)
+    loss = worst[:, None] - profit
+    if problem.allowed is not None:
+        loss[~problem.allowed] = np.iinfo(np.int64).max
+    least = max(int(-network.supplies[n : n + e].min()), -(-int(problem.min_experts.sum()) // e))
+    r = min(n, 2 * least + _EXTRA_CANDIDATES)
+    keep |= loss <= np.partition(loss, r - 1, axis=0)[r - 1]
+    if problem.allowed is not None:
+        keep &= problem.allowed
+    clients, experts = np.nonzero(keep)
+    return _Pairs(clients, experts, True)
+
+
 def _network_arcs(network: _Network, pairs: _Pairs) -> _Arcs:
     """Client→expert arcs of `pairs` (first, in order) followed by the fixed arcs."""
     n = network.problem.n_clients
     m = pairs.clients.size
-    if m == network.cost.size:  # every pair, row-major: no gather needed
+    if not pairs.pruned and network.problem.allowed is None:  # every pair, row-major
         costs = network.cost.ravel()
     else:
         costs = network.cost[pairs.clients, pairs.experts]
@@ -479,6 +506,7 @@ class _Search:
     build_time: float = 0.0
     solve_time: float = 0.0
     rounds: int = 0
+    widened: bool = False
     fallback: bool = False
     pairs: _Pairs = field(init=False)
     arcs: _Arcs = field(init=False)
@@ -496,26 +524,43 @@ class _Search:
     def until_proven(self, pairs: _Pairs) -> _Outcome:
         """Solve; while pairs are pruned, certify or add the improving pairs and re-solve.
 
-        A pruned network that is infeasible, or still uncertified after `_MAX_ROUNDS`
-        solves, is replaced by every pair: only that network decides infeasibility.
+        A pruned network that is infeasible is widened once by each expert's likeliest
+        clients (:func:`_widened_pairs`); infeasible again, or still uncertified after
+        `_MAX_ROUNDS` solves, it is replaced by every pair: only that network decides
+        infeasibility.
         """
         outcome = self.solve_on(pairs)
         while self.pairs.pruned and outcome.status in ("OPTIMAL", "INFEASIBLE"):
+            if outcome.status == "INFEASIBLE" and not self.widened:
+                self.widened = True
+                outcome = self.solve_on(self._timed_build(_widened_pairs, self.pairs))
+                continue
             if outcome.status == "INFEASIBLE" or self.rounds >= _MAX_ROUNDS:
                 self.fallback = True
                 return self.solve_on(_every_pair(self.network.problem))
             assert outcome.flows is not None
-            start = time.perf_counter()
-            path_nodes = 2 * min(self.network.problem.shape) + 6
-            dist = _potentials(self.arcs, outcome.flows, self.network.n_nodes, path_nodes)
-            improving = None if dist is None else _improving_pairs(self.network, self.pairs, dist)
-            self.solve_time += time.perf_counter() - start
+            improving = self.certify(outcome.flows)
             if improving is None:
                 return _Outcome("NEGATIVE_CYCLE")
             if not improving[0].size:
                 return outcome
             outcome = self.solve_on(self.pairs.plus(*improving))
         return outcome
+
+    def certify(self, flows: Int) -> tuple[Int, Int] | None:
+        """Pairs outside the network that would improve `flows` (None: a negative cycle)."""
+        start = time.perf_counter()
+        path_nodes = 2 * min(self.network.problem.shape) + 6
+        dist = _potentials(self.arcs, flows, self.network.n_nodes, path_nodes)
+        improving = None if dist is None else _improving_pairs(self.network, self.pairs, dist)
+        self.solve_time += time.perf_counter() - start
+        return improving
+
+    def _timed_build(self, widen: Callable[[_Network, _Pairs], _Pairs], pairs: _Pairs) -> _Pairs:
+        start = time.perf_counter()
+        wider = widen(self.network, pairs)
+        self.build_time += time.perf_counter() - start
+        return wider
 
 
 def solve(
@@ -615,6 +660,7 @@ def _result(search: _Search, outcome: _Outcome, engine: str) -> Assignment:
         "arcs": int(search.pairs.clients.size),
         "solves": search.rounds,
         "pruned": search.pairs.pruned,
+        "widened": search.widened,
         "fallback": search.fallback,
         "max_rounding_error": network.max_error,
     }
