@@ -148,3 +148,33 @@ def test_no_output(capfd):
     solve(generate("uniform", 10, 4, 2, seed=0).replace(balance_penalty=0.1), backend="convex")
     out, err = capfd.readouterr()
     assert out == "" and err == ""
+
+
+@pytest.mark.parametrize(
+    "problem",
+    [
+        generate("clustered", 150, 32, 3, seed=0).replace(balance_penalty=0.02),
+        generate("heterogeneous", 120, 24, 4, seed=1).replace(
+            balance_penalty=0.1, balance_metric="range"
+        ),
+    ],
+    ids=["clustered-variance", "heterogeneous-range"],
+)
+def test_candidate_pairs_are_certified_by_pricing(problem):
+    """On candidate pairs the relaxation reaches the full relaxation's value, and later
+    rounds with changed utilities stay certified (value + pricing gain ≥ full value)."""
+    rng = np.random.default_rng(0)
+    restricted = convex.ConvexSolver(problem, candidates=True)
+    assert restricted.mask.sum() < problem.allowed_mask().sum()
+    for _ in range(3):
+        full = convex.ConvexSolver(problem).relax(problem)
+        part = restricted.relax(problem)
+        assert part.status == full.status == "optimal"
+        assert part.value == pytest.approx(full.value, rel=1e-6)
+        assert part.bound >= full.value - 1e-6 * abs(full.value)
+        held = part.z > 0.5
+        utility = problem.utility.copy()
+        utility[held] = 0.7 * utility[held] + 0.3 * rng.random(held.sum())
+        problem = problem.replace(utility=utility)
+    result = solve(problem, backend="convex", candidates=True)
+    assert result.status is Status.FEASIBLE and result.bound >= result.objective

@@ -70,6 +70,16 @@ REQUIRED_MODULES = ("cvxpy",)
 BOUND_SLACK = 1e-6
 #: Pairs with a relaxation value above this are the support handed to the rounding.
 SUPPORT = 1e-6
+#: The rounding's restricted solves stop at this gap and after this many seconds: they
+#: need a good assignment, the relaxation certifies how good.
+ROUNDING_GAP = 1e-4
+ROUNDING_TIME = 20.0
+#: Relaxation solves per call at most while pricing adds candidate pairs, and the
+#: relative improvement the excluded pairs may still promise when it stops.
+PRICING_ROUNDS = 8
+PRICING_TOL = 1e-7
+#: Pairs whose reduced cost is above −PRICING_MARGIN·mean|ū| join with the improving ones.
+PRICING_MARGIN = 0.1
 #: Compiled relaxations kept, most recently used first.
 CACHE_SIZE = 4
 #: Solvers CVXPY warm-starts usefully. Not HiGHS: CVXPY hands it the previous solution,
@@ -108,7 +118,13 @@ class ConvexSolver:
     """The relaxation of one problem structure, compiled once by CVXPY.
 
     :meth:`relax` sets the parameters from a problem of the same structure and solves;
-    the second and later calls skip CVXPY's compilation.
+    later calls skip CVXPY's compilation. With ``candidates=True`` and many experts the
+    variables cover only candidate pairs (each client's best and cheapest experts, each
+    expert's best clients); the solve is then certified on every pair by pricing: with
+    the duals of the client, capacity and load rows, an excluded pair's reduced cost
+    ``r = ū + α_n − β_n − σ_n·size[e] − κ_n·cost[n, e] + ν_e·w[n, e]`` is what it could
+    add, so ``value + Σ max(r, 0)`` bounds the full relaxation (weak duality). Pairs with
+    ``r > 0`` join the candidates and the relaxation is compiled again.
 
     Examples
     --------
@@ -122,22 +138,28 @@ class ConvexSolver:
     (3.0, 6.0, True, False)
     """
 
-    def __init__(self, problem: AssignmentProblem):
+    def __init__(self, problem: AssignmentProblem, *, candidates: bool = False):
+        self.key = structure_key(problem)
+        self.allowed = problem.allowed_mask().copy()
+        chosen = _candidates(problem) if candidates else None
+        self.mask = self.allowed if chosen is None else chosen
+        self._model(problem)
+
+    def _model(self, problem: AssignmentProblem) -> None:
+        """Data → variables → constraints → objective over the candidate pairs."""
         import cvxpy as cp
         from scipy import sparse
 
-        self.key = structure_key(problem)
-        # data: one entry per allowed pair, fixed incidence matrices
-        clients, experts = np.nonzero(problem.allowed_mask())
+        # data: one entry per candidate pair, fixed incidence matrices
+        clients, experts = np.nonzero(self.mask)
         self.clients, self.experts = clients, experts
         n, e, pairs = problem.n_clients, problem.n_experts, clients.size
-        column = np.arange(pairs)
 
         def rows(index: np.ndarray, values: Float, count: int) -> Any:
-            return sparse.csr_array((values, (index, column)), shape=(count, pairs))
+            return sparse.csr_array((values, (index, np.arange(pairs))), shape=(count, pairs))
 
         # parameters (flat vectors)
-        self.params = {
+        p = self.params = {
             "utility": cp.Parameter(pairs),
             "min_experts": cp.Parameter(n),
             "max_experts": cp.Parameter(n),
@@ -147,42 +169,39 @@ class ConvexSolver:
         # variables
         z, loads, gain = cp.Variable(pairs), cp.Variable(e), cp.Variable()
         self.z = z
-        p = self.params
         held = rows(clients, np.ones(pairs), n) @ z
         weight = problem.weights()[clients, experts]
-        constraints = [
-            gain <= p["utility"] @ z,  # epigraph of the utility: keeps ū out of the objective
-            z >= 0,
-            z <= 1,
+        self.rows = {
+            "utility": gain <= p["utility"] @ z,  # epigraph: keeps ū out of the objective
             # each client holds between min_experts and max_experts experts
-            held >= p["min_experts"],
-            held <= p["max_experts"],
-            # loads and their band
-            loads == rows(experts, weight, e) @ z,
-            loads >= p["load_min"],
-            loads <= p["load_max"],
-        ]
-        constraints += self._capacities(problem, rows, z)
+            "at_least": held >= p["min_experts"],
+            "at_most": held <= p["max_experts"],
+            # loads, and their band
+            "loads": loads == rows(experts, weight, e) @ z,
+        }
+        self.rows |= self._capacities(problem, rows, z)
+        constraints = [*self.rows.values(), z >= 0, z <= 1]
+        constraints += [loads >= p["load_min"], loads <= p["load_max"]]
         objective = gain - self._balance(problem, loads, constraints)
         self.problem = cp.Problem(cp.Maximize(objective), constraints)
         self.compiled = False
 
-    def _capacities(self, problem: AssignmentProblem, rows: Any, z: Any) -> list[Any]:
+    def _capacities(self, problem: AssignmentProblem, rows: Any, z: Any) -> dict[str, Any]:
         """Storage and compute rows, when the problem has them."""
         import cvxpy as cp
 
-        out = []
+        out = {}
         c, e = self.clients, self.experts
         # storage: Σ_e expert_size[e]·z[n, e] ≤ storage[n]
         if problem.expert_size is not None:
             self.params["storage"] = cp.Parameter(problem.n_clients)
             size = rows(c, problem.expert_size[e], problem.n_clients)
-            out.append(size @ z <= self.params["storage"])
+            out["storage"] = size @ z <= self.params["storage"]
         # compute: Σ_e compute_cost[n, e]·z[n, e] ≤ compute_budget[n]
         if problem.compute_cost is not None:
             self.params["compute_budget"] = cp.Parameter(problem.n_clients)
             cost = rows(c, problem.compute_cost[c, e], problem.n_clients)
-            out.append(cost @ z <= self.params["compute_budget"])
+            out["compute"] = cost @ z <= self.params["compute_budget"]
         return out
 
     def _balance(self, problem: AssignmentProblem, loads: Any, constraints: list) -> Any:
@@ -223,41 +242,119 @@ class ConvexSolver:
         solver: str | None = None,
         time_limit: float | None = None,
     ) -> Relaxation:
-        """Solve the relaxation of `problem` (same structure)."""
-        self.set_data(problem)
+        """Solve the relaxation of `problem` (same structure); price the pairs outside
+        the candidates and, while some could improve it, add them and solve again."""
         name = solver or _default_solver(problem)
+        start, compiled, caught, gain = time.perf_counter(), False, [], 0.0
+        for _ in range(PRICING_ROUNDS):
+            self.set_data(problem)
+            compiled |= not self.compiled
+            left = None if time_limit is None else time_limit - (time.perf_counter() - start)
+            caught += self._solve(name, left)
+            status, value = str(self.problem.status), self.problem.value
+            value = math.nan if value is None else float(value)
+            if self.mask is self.allowed or status not in ("optimal", "infeasible"):
+                gain = 0.0
+                break
+            # infeasible on the candidates proves nothing: take every pair
+            gain, better = (
+                (math.inf, self.allowed) if status != "optimal" else self._priced(problem)
+            )
+            if gain <= PRICING_TOL * max(1.0, abs(value)):
+                break
+            self.mask = self.allowed if better.sum() > self.allowed.sum() // 2 else better
+            self._model(problem)
+        return Relaxation(
+            status=status,
+            value=value,
+            z=self._z(problem),
+            solver=name,
+            time=time.perf_counter() - start,
+            compiled=compiled,
+            warnings=tuple(caught),
+            pricing_gain=gain,
+            pairs=int(self.mask.sum()),
+        )
+
+    def _solve(self, name: str, time_limit: float | None) -> list[str]:
+        """One CVXPY solve; returns the warnings it raised (kept in the result's info)."""
         options, limit_name = _SOLVER_OPTIONS.get(name, ({}, ""))
         options = dict(options)
         if time_limit is not None and limit_name:
-            options[limit_name] = time_limit
+            options[limit_name] = max(time_limit, 1e-3)
         if name == "HIGHS":
             from flexmoe.assign.backends.milp import silence_highs_banner
 
             silence_highs_banner()
-        start = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             self.problem.solve(solver=name, warm_start=name in WARM_STARTS, **options)
-        elapsed = time.perf_counter() - start
-        first, self.compiled = not self.compiled, True
+        self.compiled = True
+        return [str(w.message) for w in caught]
+
+    def _priced(self, problem: AssignmentProblem) -> tuple[float, Bool]:
+        """Σ max(r, 0) over the allowed pairs outside the candidates, and the candidates
+        with the pairs of positive reduced cost added."""
+        n, e = np.nonzero(self.allowed & ~self.mask)
+        dual = {key: np.asarray(row.dual_value, np.float64) for key, row in self.rows.items()}
+        r = dual["utility"] * problem.effective_utility()[n, e]
+        r += dual["at_least"][n] - dual["at_most"][n] + dual["loads"][e] * problem.weights()[n, e]
+        if problem.expert_size is not None:
+            r -= dual["storage"][n] * problem.expert_size[e]
+        if problem.compute_cost is not None:
+            r -= dual["compute"][n] * problem.compute_cost[n, e]
+        # add the improving pairs and those close to improving, so that the next rounds'
+        # utilities rarely need another compilation
+        near = r > -PRICING_MARGIN * float(np.abs(problem.effective_utility()).mean())
+        better = self.mask.copy()
+        better[n[near], e[near]] = True
+        return float(np.maximum(r, 0.0).sum()), better
+
+    def _z(self, problem: AssignmentProblem) -> Float:
         z = np.zeros(problem.shape)
         if self.z.value is not None:
             z[self.clients, self.experts] = np.clip(self.z.value, 0.0, 1.0)
-        value = self.problem.value if self.problem.value is not None else math.nan
-        return Relaxation(
-            status=str(self.problem.status),
-            value=float(value),
-            z=z,
-            solver=name,
-            time=elapsed,
-            compiled=first,
-            warnings=tuple(str(w.message) for w in caught),
-        )
+        return z
+
+
+def _candidates(problem: AssignmentProblem) -> Bool | None:
+    """Each client's best ``max_experts + 8`` experts by utility and cheapest
+    ``max_experts`` by storage and compute, its previous ones, and each expert's best
+    ``load_min / mean weight + 8`` clients — or None (every allowed pair) when there
+    are fewer than 16 experts or the candidates are more than half the pairs."""
+    allowed = problem.allowed_mask()
+    if problem.n_experts < 16:
+        return None
+    utility = np.where(allowed, problem.effective_utility(), -np.inf)
+    mask = _top(utility, problem.max_experts + 8)
+    cheap = np.zeros(problem.shape)
+    if problem.expert_size is not None and problem.storage is not None:
+        cheap += problem.expert_size[None, :] / np.maximum(problem.storage, 1e-12)[:, None]
+    if problem.compute_cost is not None and problem.compute_budget is not None:
+        cheap += problem.compute_cost / np.maximum(problem.compute_budget, 1e-12)[:, None]
+    mask |= _top(np.where(allowed, -cheap, -np.inf), problem.max_experts)
+    if problem.previous is not None:
+        mask |= problem.previous
+    mean_weight = max(float(problem.weights().mean()), 1e-12)
+    per_expert = np.ceil(problem.load_min / mean_weight).astype(np.int64) + 8
+    mask |= _top(utility.T, per_expert).T
+    mask &= allowed
+    return mask if mask.sum() <= allowed.sum() // 2 else None
+
+
+def _top(score: Float, count: np.ndarray) -> Bool:
+    """Per row, the `count[row]` highest finite scores."""
+    order = np.argsort(-score, axis=1, kind="stable")
+    rank = np.arange(score.shape[1])[None, :] < np.asarray(count)[:, None]
+    chosen = np.zeros(score.shape, dtype=bool)
+    np.put_along_axis(chosen, order, rank, axis=1)
+    return chosen & np.isfinite(score)
 
 
 @dataclass(frozen=True)
 class Relaxation:
-    """One solve of the relaxation: CVXPY's status and value, ``z`` as (N, E)."""
+    """One solve of the relaxation: CVXPY's status and value, ``z`` as (N, E), what the
+    pairs outside the candidates could still add, and how many pairs it had."""
 
     status: str
     value: float
@@ -266,13 +363,15 @@ class Relaxation:
     time: float
     compiled: bool
     warnings: tuple[str, ...] = ()
+    pricing_gain: float = 0.0
+    pairs: int = 0
 
     @property
     def bound(self) -> float:
         """An upper bound on the integer optimum, or NaN when the solve proves nothing."""
-        if self.status != "optimal" or not math.isfinite(self.value):
+        if self.status != "optimal" or not math.isfinite(self.value + self.pricing_gain):
             return math.nan
-        return self.value + BOUND_SLACK * max(1.0, abs(self.value))
+        return self.value + self.pricing_gain + BOUND_SLACK * max(1.0, abs(self.value))
 
 
 def _default_solver(problem: AssignmentProblem) -> str:
@@ -295,13 +394,13 @@ def clear_cache() -> None:
     _CACHE.clear()
 
 
-def _compiled(problem: AssignmentProblem) -> ConvexSolver:
+def _compiled(problem: AssignmentProblem, candidates: bool = False) -> ConvexSolver:
     """The cached relaxation for `problem`'s structure (compiled on first use)."""
-    key = structure_key(problem)
+    key = (*structure_key(problem), candidates)
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
-    solver = ConvexSolver(problem)
+    solver = ConvexSolver(problem, candidates=candidates)
     _CACHE[key] = solver
     while len(_CACHE) > CACHE_SIZE:
         _CACHE.popitem(last=False)
@@ -318,6 +417,7 @@ def solve(
     seed: int | None = None,
     solver: str | None = None,
     cache: bool = True,
+    candidates: bool = False,
 ) -> Assignment:
     """Solve the relaxation, round it to a feasible assignment, bound the gap.
 
@@ -333,6 +433,10 @@ def solve(
         HiGHS for linear relaxations, Clarabel with the quadratic balance term.
     cache : bool
         Reuse the compiled relaxation of a problem with the same structure (default).
+    candidates : bool
+        Solve the relaxation on candidate pairs, certified by pricing (see
+        :class:`ConvexSolver`): faster per solve with many experts, but a round whose
+        utilities make excluded pairs attractive compiles a larger relaxation again.
 
     Returns
     -------
@@ -343,7 +447,10 @@ def solve(
     """
     start = time.perf_counter()
     deadline = None if time_limit is None else start + time_limit
-    compiled = _compiled(problem) if cache else ConvexSolver(problem)
+    if cache:
+        compiled = _compiled(problem, candidates)
+    else:
+        compiled = ConvexSolver(problem, candidates=candidates)
     relaxation = compiled.relax(problem, solver=solver, time_limit=time_limit)
     info = _relaxation_info(relaxation, compiled)
     build_time = float(info.pop("compile_time"))
@@ -382,6 +489,8 @@ def _relaxation_info(relaxation: Relaxation, compiled: ConvexSolver) -> dict[str
         "relaxation_time": relaxation.time,
         "compiled": relaxation.compiled,
         "compile_time": max(relaxation.time - inner, 0.0),
+        "candidate_pairs": relaxation.pairs,
+        "pricing_gain": relaxation.pricing_gain,
         "support_pairs": int((z > SUPPORT).sum()),
         "fractional_pairs": int(((z > SUPPORT) & (z < 1 - SUPPORT)).sum()),
         "solver_warnings": list(relaxation.warnings),
@@ -392,20 +501,34 @@ def _round(
     problem: AssignmentProblem, z: Float, deadline: float | None, seed: int | None
 ) -> tuple[Assignment | None, str]:
     """An exact solve on the relaxation's support, then a wider one, then the full problem."""
-    from flexmoe.assign.registry import solve as solve_with
-
     allowed = problem.allowed_mask()
     for how, mask in (("support", z > SUPPORT), ("widened support", _widened(problem, z))):
         restricted = problem.replace(allowed=mask & allowed)
         if infeasibility_reason(restricted) is not None:
             continue
-        result = solve_with(restricted, "auto", time_limit=_left(deadline), seed=seed)
+        result = _exact(restricted, deadline, seed, ROUNDING_TIME)
         if result.has_solution:
             return result, f"{how}: {result.backend} on {int((mask & allowed).sum())} pairs"
-        if result.status is Status.LIMIT_NO_SOLUTION:
+        out_of_time = deadline is not None and time.perf_counter() >= deadline
+        if result.status is Status.LIMIT_NO_SOLUTION and out_of_time:
             return None, f"{how}: time limit before a feasible assignment"
-    result = solve_with(problem, "milp", time_limit=_left(deadline), seed=seed)
-    return result, "full problem: milp"
+    return _exact(problem, deadline, seed, None), "full problem: milp"
+
+
+def _exact(
+    problem: AssignmentProblem, deadline: float | None, seed: int | None, cap: float | None
+) -> Assignment:
+    """Flow when the structure allows, else the MILP stopped at `ROUNDING_GAP`: the
+    rounding needs a good assignment, the relaxation already certifies the gap."""
+    from flexmoe.assign.registry import choose_backend
+    from flexmoe.assign.registry import solve as solve_with
+
+    backend = choose_backend(problem).name
+    options: dict[str, Any] = {"mip_gap": ROUNDING_GAP} if backend == "milp" else {}
+    limit = _left(deadline)
+    if cap is not None:
+        limit = cap if limit is None else min(limit, cap)
+    return solve_with(problem, backend, time_limit=limit, seed=seed, **options)
 
 
 def _widened(problem: AssignmentProblem, z: Float) -> Bool:
