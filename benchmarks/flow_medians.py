@@ -49,7 +49,9 @@ def mid(rounds: int) -> None:
             times["flow-dense"].append(timed(flow.solve, problem, candidates=64))
             times["bare"].append(timed(bare_ortools, *arrays))
         med = {k: statistics.median(v) for k, v in times.items()}
-        print(f"10,000 × 64 × 8, band ±{slack * 100:.0f} %, {rounds} interleaved rounds (median s):")
+        print(
+            f"10,000 × 64 × 8, band ±{slack * 100:.0f} %, {rounds} interleaved rounds (median s):"
+        )
         for name, value in med.items():
             print(f"  {name:<11} {value:.3f}   (min {min(times[name]):.3f})")
         print(

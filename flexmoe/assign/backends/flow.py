@@ -195,10 +195,10 @@ def _build_network(problem: AssignmentProblem) -> _Network:
     supplies[n : n + e] = -lo
     supplies[n + e] = -int(problem.min_experts.sum())
     supplies[n + e + 1] = int(lo.sum())
-    flow = min(int(most.sum()), int(hi.sum()))
-    units = max(0, flow - int(lo.sum())) if unit_expert.size else 0
+    total = min(int(most.sum()), int(hi.sum()))
+    units = max(0, total - int(lo.sum())) if unit_expert.size else 0
     return _Network(
-        problem, cost, fixed, supplies, scale, max(error, penalty_error) / scale, flow + units
+        problem, cost, fixed, supplies, scale, max(error, penalty_error) / scale, total + units
     )
 
 
