@@ -59,12 +59,25 @@ def large() -> AssignmentProblem:
     return general(10_000, 64)
 
 
-def test_milp_1000x64_general(benchmark, medium):
+def test_milp_1000x64_general_gap_0_1pct(benchmark, medium):
+    """Time to a certified 0.1 % gap: ``mip_gap=1e-3`` makes that "optimal"."""
     result = benchmark.pedantic(
-        milp.solve, args=(medium,), kwargs={"time_limit": 10.0}, rounds=3, iterations=1
+        milp.solve,
+        args=(medium,),
+        kwargs={"time_limit": 10.0, "mip_gap": 1e-3},
+        rounds=5,
+        iterations=1,
     )
     benchmark.extra_info.update(status=str(result.status), gap=result.gap)
-    assert result.status is Status.OPTIMAL or result.gap <= 1e-3, result
+    assert result.status is Status.OPTIMAL and result.gap <= 1e-3, result
+
+
+def test_milp_1000x64_general_optimal(benchmark, medium):
+    """Time to the default 1e-6 gap (a 60 s limit; reported, not asserted)."""
+    result = benchmark.pedantic(
+        milp.solve, args=(medium,), kwargs={"time_limit": 60.0}, rounds=1, iterations=1
+    )
+    benchmark.extra_info.update(status=str(result.status), gap=result.gap)
 
 
 def _build(problem: AssignmentProblem) -> object:
