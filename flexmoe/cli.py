@@ -4,6 +4,8 @@ Example::
 
     flexmoe train --dataset digits --partition dirichlet:0.3 --clients 20 --experts 8 \\
         --capacity 2 --rounds 30 --method flex --seed 0 --out runs/x
+
+``--engine flower`` runs the same experiment on Flower's simulation engine (Ray).
 """
 
 from __future__ import annotations
@@ -262,7 +264,43 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     out.add_argument("--threads", type=_number(int, 1), default=1, help="torch threads (default 1)")
     out.add_argument("--quiet", action="store_true", help="no progress bar")  # fmt: skip
+    _add_engine_flags(train)
     return parser
+
+
+def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "engine", "where the clients run: in this process (local), or as Flower virtual "
+        "nodes on Ray (flower; needs the `flower` extra, same seeded assignments)",
+    )  # fmt: skip
+    group.add_argument("--engine", choices=("local", "flower"), default="local",
+                       help="default local")  # fmt: skip
+    group.add_argument(
+        "--client-cpus",
+        type=_number(float, 0, open_low=True),
+        default=1.0,
+        metavar="C",
+        help="flower: CPUs Ray reserves per client (also its torch threads); default 1",
+    )
+    group.add_argument(
+        "--client-gpus",
+        type=_number(float, 0),
+        default=0.0,
+        metavar="G",
+        help="flower: GPUs Ray reserves per client (default 0)",
+    )
+    group.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="flower: an existing Ray cluster ('auto' or <head-ip>:6379); default: a "
+        "private local Ray instance",
+    )
+    group.add_argument(
+        "--ray-cpus",
+        type=_number(int, 1),
+        metavar="N",
+        help="flower: CPUs of the private local Ray instance (default all)",
+    )
 
 
 def _config(args: argparse.Namespace) -> Any:
@@ -359,11 +397,37 @@ def final_table(history: Any, every: int | None = None) -> str:
     return "\n".join(lines)
 
 
+def _check_engine(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.engine == "flower":
+        if args.resume:
+            parser.error("argument --resume: the flower engine does not checkpoint; "
+                         "resume runs of --engine local")  # fmt: skip
+        if args.threads != parser.get_default("threads"):
+            parser.error("argument --threads: with --engine flower each client trains with "
+                         "--client-cpus threads")  # fmt: skip
+        return
+    for flag in ("client_cpus", "client_gpus", "ray_address", "ray_cpus"):
+        if getattr(args, flag) != parser.get_default(flag):
+            parser.error(f"argument --{flag.replace('_', '-')}: only for --engine flower")
+
+
+def _run_engine(args: argparse.Namespace, config: Any, hook: Any) -> Any:
+    if args.engine == "local":
+        from flexmoe.fedloop import run
+
+        return run(config, out=args.out, resume=args.resume, hooks=[hook], threads=args.threads)
+    from flexmoe.flower import RayOptions, run_flower
+
+    ray = RayOptions(client_cpus=args.client_cpus, client_gpus=args.client_gpus,
+                     address=args.ray_address, num_cpus=args.ray_cpus)  # fmt: skip
+    return run_flower(config, out=args.out, ray=ray, hooks=[hook])
+
+
 def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from flexmoe.fedloop import run
     from flexmoe.fedloop.checkpoint import load_checkpoint
 
     _check_backend(parser, args.backend)
+    _check_engine(parser, args)
     _check_out(parser, args.out, args.resume)
     try:
         config = _config(args)
@@ -375,10 +439,14 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         start = 0 if found is None else found.next_round
     hook, bar = _progress_hook(config.rounds, min(start, config.rounds), args.quiet)
     try:
-        history = run(config, out=args.out, resume=args.resume, hooks=[hook], threads=args.threads)
+        history = _run_engine(args, config, hook)
     except (FileNotFoundError, ImportError, ValueError) as err:
         bar.close()
         parser.error(_flagged(str(err)))
+    except RuntimeError as err:  # e.g. the simulation engine found no resources
+        bar.close()
+        print(f"flexmoe train: error: {err}", file=sys.stderr)
+        return 1
     bar.close()
     print(final_table(history))
     print(f"history: {args.out / 'history.json'}")

@@ -7,6 +7,7 @@
 [1]
 """
 
+from flexmoe.assign import instances
 from flexmoe.assign.errors import (
     AssignError,
     BackendUnavailableError,
@@ -52,6 +53,7 @@ __all__ = [
     "get_backend",
     "imbalance",
     "infeasibility_reason",
+    "instances",
     "load_problem",
     "load_stats",
     "objective_value",

@@ -158,7 +158,8 @@ def run_flower(
     options = ray if ray is not None else RayOptions()
     sim = Simulation(config)
     moe = MoEStrategy(config.method, sim.capacity, config.experts, config.fitness,
-                      backend=config.backend, carry_deficit=config.carry_deficit)  # fmt: skip
+                      backend=config.backend, carry_deficit=config.carry_deficit,
+                      switch_cost=config.switch_cost)  # fmt: skip
     history = History(config.to_dict(), _setup(sim))
     strategy = FlexMoEStrategy(moe, seed=config.seed, participation=config.participation,
                                dropout=config.dropout, history=history, hooks=hooks)  # fmt: skip

@@ -47,6 +47,12 @@ def test_resume_continues_and_a_second_fresh_run_is_refused(tmp_path: Path, caps
         (["--lr", "abc"], "argument --lr: expected float"),
         (["--dataset", "mnist"], "pass the directory as --data-dir"),
         (["--dataset", "cifar10", "--data-dir", "."], "CIFAR-10: no data_batch_1.bin"),
+        (["--engine", "ray"], "argument --engine: invalid choice"),
+        (["--client-cpus", "2"], "argument --client-cpus: only for --engine flower"),
+        (["--ray-address", "auto"], "argument --ray-address: only for --engine flower"),
+        (["--engine", "flower", "--resume"], "the flower engine does not checkpoint"),
+        (["--engine", "flower", "--client-cpus", "0"], "argument --client-cpus: must be > 0"),
+        (["--engine", "flower", "--threads", "2"], "each client trains with --client-cpus"),
     ],
 )
 def test_bad_input_names_the_flag(tmp_path: Path, capsys, flags: list[str], message: str) -> None:

@@ -86,9 +86,7 @@ def _numbers(history: History) -> list[float]:
 def test_flower_matches_local_engine(fake_home: Path, tmp_path: Path) -> None:
     before, temp_before = _ray_processes(), _flexmoe_temp_dirs()
     local = _local_run(threads=1)  # as each Ray client (one CPU each)
-    started = time.perf_counter()
     flower = run_flower(CONFIG, out=tmp_path / "run", ray=RayOptions(num_cpus=2))
-    elapsed = time.perf_counter() - started
 
     assert flower.series("assignment.experts") == local.series("assignment.experts")
     assert flower.series("participants") == local.series("participants")
@@ -98,7 +96,6 @@ def test_flower_matches_local_engine(fake_home: Path, tmp_path: Path) -> None:
     assert flower.setup == local.setup
     assert [r.keys() for r in flower.rounds] == [r.keys() for r in local.rounds]
     assert (tmp_path / "run" / "history.json").is_file()
-    assert elapsed < 120  # ~25-40 s on 2 cores; a hang would show here
 
     assert list(fake_home.iterdir()) == []
     assert _flexmoe_temp_dirs() <= temp_before
@@ -120,3 +117,26 @@ def test_ray_options_cluster_address_skips_local_settings() -> None:
         "client_resources": {"num_cpus": 1.0, "num_gpus": 0.5},
         "init_args": {"address": "auto", "log_to_driver": False},
     }
+
+
+@pytest.mark.slow
+def test_cli_engine_flower_gives_the_local_engines_assignments(
+    fake_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flexmoe.cli import main
+
+    flags = ["train", "--clients", "4", "--experts", "4", "--capacity", "2", "--rounds", "2",
+             "--min-size", "10", "--local-epochs", "1", "--seed", "1", "--quiet"]  # fmt: skip
+    saved = torch.get_num_threads()
+    try:
+        assert main([*flags, "--out", str(tmp_path / "local"), "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(saved)
+    assert main([*flags, "--out", str(tmp_path / "flower"), "--engine", "flower",
+                 "--ray-cpus", "2"]) == 0  # fmt: skip
+    assert "final: personalised" in capsys.readouterr().out
+    local = History.load(tmp_path / "local" / "history.json")
+    flower = History.load(tmp_path / "flower" / "history.json")
+    assert flower.series("assignment.experts") == local.series("assignment.experts")
+    assert _numbers(flower) == pytest.approx(_numbers(local), rel=1e-6, nan_ok=True)
+    assert list(fake_home.iterdir()) == []
