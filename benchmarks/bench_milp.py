@@ -60,7 +60,9 @@ def large() -> AssignmentProblem:
 
 
 def test_milp_1000x64_general_gap_0_1pct(benchmark, medium):
-    """Time to a certified 0.1 % gap: ``mip_gap=1e-3`` makes that "optimal"."""
+    """Optimal or a certified gap ≤ 0.1 % within 10 s. ``mip_gap=1e-3`` makes that
+    "optimal"; HiGHS stops at half of it (its own gap definition), so a run that ends at
+    the 10 s limit with a certified gap under 0.1 % is FEASIBLE and meets the target."""
     result = benchmark.pedantic(
         milp.solve,
         args=(medium,),
@@ -69,7 +71,7 @@ def test_milp_1000x64_general_gap_0_1pct(benchmark, medium):
         iterations=1,
     )
     benchmark.extra_info.update(status=str(result.status), gap=result.gap)
-    assert result.status is Status.OPTIMAL and result.gap <= 1e-3, result
+    assert result.status in (Status.OPTIMAL, Status.FEASIBLE) and result.gap <= 1e-3, result
 
 
 def test_milp_1000x64_general_optimal(benchmark, medium):

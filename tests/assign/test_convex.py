@@ -178,3 +178,18 @@ def test_candidate_pairs_are_certified_by_pricing(problem):
         problem = problem.replace(utility=utility)
     result = solve(problem, backend="convex", candidates=True)
     assert result.status is Status.FEASIBLE and result.bound >= result.objective
+
+
+def test_infeasible_candidates_fall_back_to_every_pair(monkeypatch):
+    """Candidates that cannot meet the load band prove nothing: the relaxation goes on
+    over every pair instead of declaring the problem infeasible."""
+    problem = generate("uniform", 40, 16, 2, seed=0)
+    few = np.zeros(problem.shape, dtype=bool)
+    few[:, :2] = True  # two experts for everyone: the other 14 miss their load_min
+    monkeypatch.setattr(convex, "_candidates", lambda p: few)
+    relaxation = convex.ConvexSolver(problem, candidates=True).relax(problem)
+    full = convex.ConvexSolver(problem).relax(problem)
+    assert relaxation.status == "optimal" and relaxation.pairs == problem.allowed_mask().sum()
+    assert relaxation.value == pytest.approx(full.value, rel=1e-6)
+    result = solve(problem, backend="convex", candidates=True, cache=False)
+    assert result.status is Status.FEASIBLE and verify(problem, result.x).ok

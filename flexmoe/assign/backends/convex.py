@@ -245,8 +245,8 @@ class ConvexSolver:
         """Solve the relaxation of `problem` (same structure); price the pairs outside
         the candidates and, while some could improve it, add them and solve again."""
         name = solver or _default_solver(problem)
-        start, compiled, caught, gain = time.perf_counter(), False, [], 0.0
-        for _ in range(PRICING_ROUNDS):
+        start, compiled, caught, gain, priced = time.perf_counter(), False, [], 0.0, 0
+        while True:
             self.set_data(problem)
             compiled |= not self.compiled
             left = None if time_limit is None else time_limit - (time.perf_counter() - start)
@@ -256,12 +256,13 @@ class ConvexSolver:
             if self.mask is self.allowed or status not in ("optimal", "infeasible"):
                 gain = 0.0
                 break
-            # infeasible on the candidates proves nothing: take every pair
-            gain, better = (
-                (math.inf, self.allowed) if status != "optimal" else self._priced(problem)
-            )
-            if gain <= PRICING_TOL * max(1.0, abs(value)):
-                break
+            if status == "infeasible":  # on the candidates this proves nothing: every pair
+                gain, better = math.inf, self.allowed
+            else:  # certified, or out of pricing rounds: the bound is value + gain
+                priced += 1
+                gain, better = self._priced(problem)
+                if gain <= PRICING_TOL * max(1.0, abs(value)) or priced >= PRICING_ROUNDS:
+                    break
             self.mask = self.allowed if better.sum() > self.allowed.sum() // 2 else better
             self._model(problem)
         return Relaxation(
