@@ -18,7 +18,7 @@ from flexmoe.fedloop.simulation import Simulation
 from flexmoe.fedloop.strategy import MoEStrategy, ServerState
 from flexmoe.fedloop.task import workspace
 
-__all__ = ["RoundHook", "federated_loop", "run"]
+__all__ = ["RoundHook", "federated_loop", "new_history", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,11 @@ def federated_loop(
     return state
 
 
-def _setup(sim: Simulation) -> dict[str, object]:
+def new_history(sim: Simulation) -> History:
+    """An empty history of `sim`'s run: its configuration and set-up (label skew,
+    capacities, budgets, model and expert sizes). Every engine starts from this one."""
     model = workspace(sim.spec)
-    return {
+    return History(sim.config.to_dict(), {
         "label_skew": sim.skew.to_dict(),
         "capacity": sim.capacity.tolist(),
         "storage_bytes": [p.storage_bytes for p in sim.profiles],
@@ -79,7 +81,7 @@ def _setup(sim: Simulation) -> dict[str, object]:
         "expert_bytes": model.expert_nbytes(),
         "expert_params": model.expert_num_params(),
         "backbone_bytes": model.backbone_nbytes(),
-    }
+    })  # fmt: skip
 
 
 def _log_round(rnd: int, state: ServerState, history: History) -> None:
@@ -171,7 +173,7 @@ def _run(
     else:
         state = strategy.initial_state(sim.initial_weights())
         rng, start = np.random.default_rng(config.seed), 0
-        history = History(config.to_dict(), _setup(sim))
+        history = new_history(sim)
     all_hooks = [_log_round, *hooks]
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)

@@ -30,9 +30,9 @@ from flexmoe.fedloop.task import (
     train_client,
     workspace,
 )
-from flexmoe.models import ModelSpec, shared_keys
+from flexmoe.models import ModelSpec, MoEClassifier, shared_keys
 
-__all__ = ["ClientData", "Simulation"]
+__all__ = ["ClientData", "Simulation", "summarise_evaluation"]
 
 State = dict[str, Tensor]
 
@@ -134,21 +134,22 @@ class Simulation:
         global accuracy (each client's model on the pooled test / validation set, averaged)."""
         model = workspace(self.spec)
         model.load_state_dict(weights | self.gates[0], strict=True)
-        own, val, pooled, pooled_val = [], [], [], []
-        for n, data in enumerate(self.clients):
+        counts = []
+        for n in range(len(self.clients)):
             model.load_state_dict(self.gates[n], strict=False)
-            mask = held_mask(np.flatnonzero(held[n]).tolist(), self.spec.n_experts)
-            own.append((evaluate(model, mask, data.x_test, data.y_test), len(data.y_test)))
-            val.append((evaluate(model, mask, data.x_val, data.y_val), len(data.y_val)))
-            pooled.append((evaluate(model, mask, *self.pooled_test), len(self.pooled_test[1])))
-            pooled_val.append((evaluate(model, mask, *self.pooled_val), len(self.pooled_val[1])))
-        return {
-            "personalized_acc": _pooled(own),
-            "personalized_val_acc": _pooled(val),
-            "global_acc": _mean_ratio(pooled),
-            "global_val_acc": _mean_ratio(pooled_val),
-            "client_acc": [c / t if t else None for c, t in own],
-        }
+            counts.append(self.evaluate_client(model, n, np.flatnonzero(held[n]).tolist()))
+        return summarise_evaluation(counts)
+
+    def evaluate_client(
+        self, model: MoEClassifier, client: int, experts: list[int]
+    ) -> dict[str, tuple[int, int]]:
+        """(correct, total) of `model` (holding `client`'s gate) with `experts` on each
+        split: ``test`` and ``val`` (the client's own), ``pooled_test``, ``pooled_val``."""
+        mask = held_mask(experts, self.spec.n_experts)
+        data = self.clients[client]
+        splits = {"test": (data.x_test, data.y_test), "val": (data.x_val, data.y_val),
+                  "pooled_test": self.pooled_test, "pooled_val": self.pooled_val}  # fmt: skip
+        return {name: (evaluate(model, mask, x, y), len(y)) for name, (x, y) in splits.items()}
 
     def state_dict(self) -> State:
         """The client-side state to checkpoint: every gate, keyed ``client<n>.gate.*``."""
@@ -164,6 +165,23 @@ class Simulation:
             }
             for n in range(len(self.clients))
         ]
+
+
+def summarise_evaluation(counts: list[dict[str, tuple[int, int]]]) -> dict[str, Any]:
+    """The round's accuracy metrics from each client's :meth:`Simulation.evaluate_client`:
+    personalised = pooled over the clients' own splits, global = the mean over clients of
+    their accuracy on the pooled split."""
+
+    def split(name: str) -> list[tuple[int, int]]:
+        return [c[name] for c in counts]
+
+    return {
+        "personalized_acc": _pooled(split("test")),
+        "personalized_val_acc": _pooled(split("val")),
+        "global_acc": _mean_ratio(split("pooled_test")),
+        "global_val_acc": _mean_ratio(split("pooled_val")),
+        "client_acc": [c / t if t else None for c, t in split("test")],
+    }
 
 
 def _mean_ratio(pairs: list[tuple[int, int]]) -> float | None:

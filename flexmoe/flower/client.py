@@ -4,7 +4,8 @@ Each node is one client of a :class:`~flexmoe.fedloop.FedConfig` (its Flower
 ``partition-id``). Its data come from :class:`~flexmoe.fedloop.Simulation` (built once
 per worker process, seeded like the in-process run), its training from
 :func:`~flexmoe.fedloop.train_client`, its evaluation from
-:func:`~flexmoe.fedloop.evaluate`. The gate lives in ``context.state`` across rounds.
+:meth:`~flexmoe.fedloop.Simulation.evaluate_client`. The gate lives in ``context.state``
+across rounds.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch import Tensor
 
 from flexmoe.fedloop.config import FedConfig
 from flexmoe.fedloop.simulation import Simulation
-from flexmoe.fedloop.task import evaluate, held_mask, train_client, workspace
+from flexmoe.fedloop.task import train_client, workspace
 from flexmoe.flower._flwr import (
     ClientApp,
     ConfigRecord,
@@ -84,16 +85,10 @@ def _evaluate(config: FedConfig, message: Message, context: Context) -> Message:
     model = workspace(sim.spec)
     state = from_record(message.content.array_records["arrays"])
     model.load_state_dict(state | _gate(context, sim, client), strict=False)
-    mask = held_mask([int(e) for e in experts], sim.spec.n_experts)  # type: ignore[union-attr]
-    data = sim.clients[client]
-    splits = {"test": (data.x_test, data.y_test), "val": (data.x_val, data.y_val),
-              "pooled_test": sim.pooled_test}  # fmt: skip
-    if hasattr(sim, "pooled_val"):
-        splits["pooled_val"] = sim.pooled_val
+    counts = sim.evaluate_client(model, client, [int(e) for e in experts])  # type: ignore[union-attr]
     result = MetricRecord({"client": client})
-    for name, (x, y) in splits.items():
-        result[f"{name}_correct"] = evaluate(model, mask, x, y)
-        result[f"{name}_total"] = len(y)
+    for name, (correct, total) in counts.items():
+        result[f"{name}_correct"], result[f"{name}_total"] = correct, total
     return Message(RecordDict({"evaluation": result}), reply_to=message)
 
 

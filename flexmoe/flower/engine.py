@@ -20,7 +20,7 @@ from typing import Any, cast
 
 from flexmoe.fedloop.config import FedConfig
 from flexmoe.fedloop.history import History
-from flexmoe.fedloop.loop import RoundHook, _setup
+from flexmoe.fedloop.loop import RoundHook, new_history
 from flexmoe.fedloop.simulation import Simulation
 from flexmoe.fedloop.strategy import MoEStrategy
 from flexmoe.flower._flwr import Context, Grid, ServerApp, require_flwr
@@ -160,7 +160,7 @@ def run_flower(
     moe = MoEStrategy(config.method, sim.capacity, config.experts, config.fitness,
                       backend=config.backend, carry_deficit=config.carry_deficit,
                       switch_cost=config.switch_cost)  # fmt: skip
-    history = History(config.to_dict(), _setup(sim))
+    history = new_history(sim)
     strategy = FlexMoEStrategy(moe, seed=config.seed, participation=config.participation,
                                dropout=config.dropout, history=history, hooks=hooks)  # fmt: skip
     with _private_state(options.temp_dir, options.verbose) as ray_dir:

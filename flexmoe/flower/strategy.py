@@ -21,6 +21,7 @@ import numpy as np
 from flexmoe.fedloop.clients import sample_round
 from flexmoe.fedloop.history import History
 from flexmoe.fedloop.loop import RoundHook
+from flexmoe.fedloop.simulation import summarise_evaluation
 from flexmoe.fedloop.strategy import MoEStrategy, RoundPlan, ServerState
 from flexmoe.flower._flwr import (
     ArrayRecord,
@@ -234,29 +235,11 @@ def _successful(replies: list[Message], what: str) -> list[Message]:
 
 
 def _evaluation(results: list[Any]) -> dict[str, Any]:
-    """The metrics of ``Simulation.evaluate`` from the clients' evaluation records:
-    personalised = pooled over the clients' own splits, global = mean over the clients
-    of their accuracy on the pooled split."""
-
-    def pairs(split: str) -> list[tuple[int, int]]:
-        return [(int(r[f"{split}_correct"]), int(r[f"{split}_total"])) for r in results]
-
-    def pooled(split: str) -> float | None:
-        total = sum(t for _, t in pairs(split))
-        return sum(c for c, _ in pairs(split)) / total if total else None
-
-    def mean_ratio(split: str) -> float | None:
-        ratios = [c / t for c, t in pairs(split) if t]
-        return float(np.mean(ratios)) if ratios else None
-
-    metrics = {
-        "personalized_acc": pooled("test"),
-        "personalized_val_acc": pooled("val"),
-        "global_acc": mean_ratio("pooled_test"),
-    }
-    if results and "pooled_val_correct" in results[0]:
-        metrics["global_val_acc"] = mean_ratio("pooled_val")
-    return metrics | {"client_acc": [c / t if t else None for c, t in pairs("test")]}
+    """The metrics of ``Simulation.evaluate`` from the clients' evaluation records."""
+    splits = ("test", "val", "pooled_test", "pooled_val")
+    return summarise_evaluation(
+        [{s: (int(r[f"{s}_correct"]), int(r[f"{s}_total"])) for s in splits} for r in results]
+    )
 
 
 class StoppableGrid:
