@@ -51,6 +51,9 @@ _FLAGS = {
     "n_samples": "--samples",
     "seed": "--seed",
     "root": "--data-dir",
+    "client_cpus": "--client-cpus",
+    "client_gpus": "--client-gpus",
+    "address": "--ray-address",
 }
 
 

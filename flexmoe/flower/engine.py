@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -66,6 +67,21 @@ class RayOptions:
             raise ValueError(f"`client_cpus` must be > 0 and `client_gpus` >= 0; got "
                              f"{self.client_cpus}, {self.client_gpus}")  # fmt: skip
 
+    def check_local(self) -> None:
+        """Refuse resources a private local Ray instance cannot give one client (Flower
+        would stop with an empty actor pool); a cluster (`address`) is not checked."""
+        if self.address:
+            return
+        cpus = self.num_cpus or os.cpu_count() or 1
+        if self.client_cpus > cpus:
+            raise ValueError(f"`client_cpus` = {self.client_cpus:g} exceeds the {cpus} CPUs "
+                             "of the local Ray instance")  # fmt: skip
+        gpus = _local_gpus()
+        if self.client_gpus > gpus:
+            raise ValueError(f"`client_gpus` = {self.client_gpus:g}, but the local Ray "
+                             f"instance has {gpus:g} GPU(s); set it to 0, or run on a Ray "
+                             "cluster with GPUs (`address`)")  # fmt: skip
+
     @property
     def threads(self) -> int:
         """Torch threads per client: its reserved CPUs, at least 1."""
@@ -81,6 +97,18 @@ class RayOptions:
                 init["num_cpus"] = self.num_cpus
         resources = {"num_cpus": self.client_cpus, "num_gpus": self.client_gpus}
         return {"client_resources": resources, "init_args": init}
+
+
+def _local_gpus() -> float:
+    """The GPUs Ray finds on this machine (its own detection); infinite when Ray's
+    detector is not where this Ray version keeps it (then nothing is refused)."""
+    try:
+        from ray._private.accelerators import get_accelerator_manager_for_resource
+
+        manager = get_accelerator_manager_for_resource("GPU")
+        return float(manager.get_current_node_num_accelerators())
+    except Exception:  # a private Ray API: any failure means "unknown"
+        return math.inf
 
 
 @contextlib.contextmanager
@@ -156,6 +184,7 @@ def run_flower(
     from flwr.simulation import run_simulation
 
     options = ray if ray is not None else RayOptions()
+    options.check_local()
     sim = Simulation(config)
     moe = MoEStrategy(config.method, sim.capacity, config.experts, config.fitness,
                       backend=config.backend, carry_deficit=config.carry_deficit,

@@ -140,3 +140,27 @@ def test_cli_engine_flower_gives_the_local_engines_assignments(
     assert flower.series("assignment.experts") == local.series("assignment.experts")
     assert _numbers(flower) == pytest.approx(_numbers(local), rel=1e-6, nan_ok=True)
     assert list(fake_home.iterdir()) == []
+
+
+def test_ray_options_refuse_what_a_local_instance_cannot_give(monkeypatch) -> None:
+    from flexmoe.flower import engine
+
+    monkeypatch.setattr(engine, "_local_gpus", lambda: 0.0)
+    with pytest.raises(ValueError, match="`client_cpus` = 4 exceeds the 2 CPUs"):
+        RayOptions(client_cpus=4, num_cpus=2).check_local()
+    with pytest.raises(ValueError, match="`client_gpus` = 1, but the local Ray instance has 0"):
+        RayOptions(client_gpus=1).check_local()
+    RayOptions(client_gpus=1, address="auto").check_local()  # a cluster: Ray decides
+    RayOptions(client_cpus=2, num_cpus=2).check_local()
+
+
+def test_cli_names_the_flag_of_resources_the_machine_lacks(tmp_path: Path, capsys) -> None:
+    from flexmoe.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--clients", "2", "--rounds", "1", "--out", str(tmp_path / "x"),
+              "--engine", "flower", "--client-cpus", "3", "--ray-cpus", "2"])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert (
+        "--client-cpus = 3 exceeds the 2 CPUs of the local Ray instance" in capsys.readouterr().err
+    )
