@@ -106,6 +106,8 @@ def _local_gpus() -> float:
         from ray._private.accelerators import get_accelerator_manager_for_resource
 
         manager = get_accelerator_manager_for_resource("GPU")
+        if manager is None:
+            return 0.0
         return float(manager.get_current_node_num_accelerators())
     except Exception:  # a private Ray API: any failure means "unknown"
         return math.inf
