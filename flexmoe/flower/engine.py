@@ -76,7 +76,7 @@ class RayOptions:
         if self.client_cpus > cpus:
             raise ValueError(f"`client_cpus` = {self.client_cpus:g} exceeds the {cpus} CPUs "
                              "of the local Ray instance")  # fmt: skip
-        gpus = _local_gpus()
+        gpus = _local_gpus() if self.client_gpus > 0 else 0.0
         if self.client_gpus > gpus:
             raise ValueError(f"`client_gpus` = {self.client_gpus:g}, but the local Ray "
                              f"instance has {gpus:g} GPU(s); set it to 0, or run on a Ray "
