@@ -58,10 +58,7 @@ def write_solver_results(
 ) -> SolverResults:
     """Write rows (JSONL, CSV), medians (CSV, Markdown), figures and ``meta.json``."""
     summaries = summarise(rows)
-    write_jsonl(out / "runs.jsonl", [row.to_dict() for row in rows])
-    write_csv(out / "runs.csv", [row.to_dict() for row in rows])
-    write_csv(out / "summary.csv", [s.to_dict() for s in summaries])
-    (out / "summary.md").write_text(summary_table(summaries, markdown=True) + "\n")
+    _write_tables(out, rows, summaries, summary_table(summaries, markdown=True))
     figures = solver_figures(summaries, out)
     modules = sorted({m for spec in grid.backends for m in spec_modules(spec)})
     grid_dict = {k: _plain(v) for k, v in asdict(grid).items()}
@@ -94,10 +91,7 @@ def write_fl_results(
 ) -> FlResults:
     """Write rows (JSONL, CSV), mean ± std (CSV, Markdown), figures and ``meta.json``."""
     summaries = summarise_fl(rows)
-    write_jsonl(out / "runs.jsonl", [row.to_dict() for row in rows])
-    write_csv(out / "runs.csv", [row.to_dict() for row in rows])
-    write_csv(out / "summary.csv", [s.to_dict() for s in summaries])
-    (out / "summary.md").write_text(fl_table(summaries, markdown=True) + "\n")
+    _write_tables(out, rows, summaries, fl_table(summaries, markdown=True))
     histories: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         if row.error:
@@ -116,6 +110,15 @@ def write_fl_results(
         counts={"runs": len(rows), "failed": sum(1 for row in rows if row.error)},
     )
     return FlResults(out, rows, summaries, figures)
+
+
+def _write_tables(out: Path, rows: list[Any], summaries: list[Any], markdown: str) -> None:
+    """Rows as ``runs.jsonl`` and ``runs.csv``, summaries as ``summary.csv``, and the
+    summary's Markdown table as ``summary.md``."""
+    write_jsonl(out / "runs.jsonl", [row.to_dict() for row in rows])
+    write_csv(out / "runs.csv", [row.to_dict() for row in rows])
+    write_csv(out / "summary.csv", [s.to_dict() for s in summaries])
+    (out / "summary.md").write_text(markdown + "\n")
 
 
 def now() -> str:
