@@ -150,16 +150,29 @@ def test_no_output(capfd):
     assert out == "" and err == ""
 
 
-@pytest.mark.parametrize(
+def _next_round(problem: AssignmentProblem, z: np.ndarray, rng) -> AssignmentProblem:
+    """The fitness update of a federated round on the held pairs: Q ← 0.7·Q + 0.3·s."""
+    held = z > 0.5
+    utility = problem.utility.copy()
+    utility[held] = 0.7 * utility[held] + 0.3 * rng.random(int(held.sum()))
+    return problem.replace(utility=utility)
+
+
+#: Rounds of a federated run at a size where candidates and working sets are a part of
+#: the pairs: count loads with the variance term (a QP) and budgets with the range (an LP).
+ROUND_PROBLEMS = pytest.mark.parametrize(
     "problem",
     [
-        generate("clustered", 150, 32, 3, seed=0).replace(balance_penalty=0.02),
-        generate("heterogeneous", 120, 24, 4, seed=1).replace(
+        generate("clustered", 200, 32, 3, seed=0).replace(balance_penalty=0.02),
+        generate("heterogeneous", 150, 32, 4, seed=1).replace(
             balance_penalty=0.1, balance_metric="range"
         ),
     ],
     ids=["clustered-variance", "heterogeneous-range"],
 )
+
+
+@ROUND_PROBLEMS
 def test_candidate_pairs_are_certified_by_pricing(problem):
     """On candidate pairs the relaxation reaches the full relaxation's value, and later
     rounds with changed utilities stay certified (value + pricing gain ≥ full value)."""
@@ -172,10 +185,7 @@ def test_candidate_pairs_are_certified_by_pricing(problem):
         assert part.status == full.status == "optimal"
         assert part.value == pytest.approx(full.value, rel=1e-6)
         assert part.bound >= full.value - 1e-6 * abs(full.value)
-        held = part.z > 0.5
-        utility = problem.utility.copy()
-        utility[held] = 0.7 * utility[held] + 0.3 * rng.random(held.sum())
-        problem = problem.replace(utility=utility)
+        problem = _next_round(problem, part.z, rng)
     result = solve(problem, backend="convex", candidates=True)
     assert result.status is Status.FEASIBLE and result.bound >= result.objective
 
@@ -193,3 +203,49 @@ def test_infeasible_candidates_fall_back_to_every_pair(monkeypatch):
     assert relaxation.value == pytest.approx(full.value, rel=1e-6)
     result = solve(problem, backend="convex", candidates=True, cache=False)
     assert result.status is Status.FEASIBLE and verify(problem, result.x).ok
+
+
+@ROUND_PROBLEMS
+def test_warm_re_solves_start_from_a_working_set_and_reach_the_full_value(problem):
+    """After an optimal solve, the next round's relaxation starts on a working set (the
+    last support plus the pairs the last duals price near or above zero) and is
+    certified on every pair: its value is the full relaxation's, its bound above it."""
+    rng = np.random.default_rng(0)
+    warm = convex.ConvexSolver(problem)
+    first = warm.relax(problem)
+    assert first.pairs == problem.allowed_mask().sum() and not first.working_set
+    for _ in range(3):
+        problem = _next_round(problem, first.z, rng)
+        cold = convex.ConvexSolver(problem).relax(problem)
+        again = warm.relax(problem)
+        assert again.status == cold.status == "optimal"
+        assert again.working_set and again.pairs < problem.allowed_mask().sum()
+        assert again.value == pytest.approx(cold.value, rel=1e-6)
+        assert again.bound >= cold.value - 1e-6 * abs(cold.value)
+        first = again
+
+
+def test_a_working_set_from_an_unrelated_problem_is_still_certified(monkeypatch):
+    """Same structure, utilities drawn afresh, and a working set of the last support
+    alone: a poor start, which pricing must grow until it certifies the full value."""
+    monkeypatch.setattr(convex, "WARM_TOP", 0)
+    monkeypatch.setattr(convex, "WARM_MARGIN", -np.inf)  # no pair priced in
+    p = generate("clustered", 200, 32, 3, seed=0).replace(balance_penalty=0.02)
+    solver = convex.ConvexSolver(p)
+    solver.relax(p)
+    q = p.replace(utility=np.random.default_rng(5).random(p.shape)[:, ::-1].copy())
+    again = solver.relax(q)
+    cold = convex.ConvexSolver(q).relax(q)
+    assert again.working_set and again.status == "optimal"
+    assert again.value == pytest.approx(cold.value, rel=1e-6)
+    assert again.bound >= cold.value - 1e-6 * abs(cold.value)
+
+
+def test_warm_false_re_solves_through_parameters_only():
+    p = generate("clustered", 200, 32, 3, seed=0).replace(balance_penalty=0.02)
+    solver = convex.ConvexSolver(p, warm=False)
+    solver.relax(p)
+    q = _next_round(p, solver.relax(p).z, np.random.default_rng(0))
+    again = solver.relax(q)
+    assert not again.compiled and not again.working_set
+    assert again.pairs == p.allowed_mask().sum()

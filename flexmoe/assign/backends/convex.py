@@ -80,6 +80,10 @@ PRICING_ROUNDS = 8
 PRICING_TOL = 1e-7
 #: Pairs whose reduced cost is above −PRICING_MARGIN·mean|ū| join with the improving ones.
 PRICING_MARGIN = 0.1
+#: A warm re-solve starts on the last support plus the pairs the last duals price above
+#: −WARM_MARGIN·mean|ū| and each client's WARM_TOP + max_experts best pairs by that price.
+WARM_MARGIN = 0.2
+WARM_TOP = 12
 #: Compiled relaxations kept, most recently used first.
 CACHE_SIZE = 4
 #: Solvers CVXPY warm-starts usefully. Not HiGHS: CVXPY hands it the previous solution,
@@ -126,6 +130,14 @@ class ConvexSolver:
     add, so ``value + Σ max(r, 0)`` bounds the full relaxation (weak duality). Pairs with
     ``r > 0`` join the candidates and the relaxation is compiled again.
 
+    With ``warm=True`` (default) a re-solve starts from the last optimal solve: on its
+    working set (:meth:`_working_set`: the last support and the pairs the last duals
+    price near or above zero with the new data), certified by the same pricing. An
+    interior-point solve cannot use a starting point, but its time grows faster than
+    the number of pairs: a working set of a quarter of the pairs solves about 5× faster,
+    compiling its model included. ``warm=False`` re-solves every pair through the
+    parameters and never compiles again.
+
     Examples
     --------
     >>> import numpy as np
@@ -138,12 +150,29 @@ class ConvexSolver:
     (3.0, 6.0, True, False)
     """
 
-    def __init__(self, problem: AssignmentProblem, *, candidates: bool = False):
+    def __init__(self, problem: AssignmentProblem, *, candidates: bool = False, warm: bool = True):
         self.key = structure_key(problem)
         self.allowed = problem.allowed_mask().copy()
         chosen = _candidates(problem) if candidates else None
         self.mask = self.allowed if chosen is None else chosen
+        self.warm = warm
+        self._last: _Dual | None = None  # z and duals of the last optimal solve
+        self._full: tuple[Any, ...] | None = None  # the model on every pair, compiled
         self._model(problem)
+
+    _FIELDS = ("problem", "z", "rows", "params", "clients", "experts", "compiled")
+
+    def _use(self, mask: Bool, problem: AssignmentProblem) -> None:
+        """Make the model over `mask` current; the model over every pair, once
+        compiled, is kept and comes back without compiling again."""
+        if self.mask is self.allowed and self.compiled:
+            self._full = tuple(getattr(self, name) for name in self._FIELDS)
+        self.mask = mask
+        if mask is self.allowed and self._full is not None:
+            for name, value in zip(self._FIELDS, self._full, strict=True):
+                setattr(self, name, value)
+        else:
+            self._model(problem)
 
     def _model(self, problem: AssignmentProblem) -> None:
         """Data → variables → constraints → objective over the candidate pairs."""
@@ -246,6 +275,12 @@ class ConvexSolver:
         the candidates and, while some could improve it, add them and solve again."""
         name = solver or _default_solver(problem)
         start, compiled, caught, gain, priced = time.perf_counter(), False, [], 0.0, 0
+        if structure_key(problem) != self.key:
+            raise ValueError("`problem` has another structure than this compiled relaxation")
+        working_set = self.warm and self._last is not None
+        if working_set:
+            self._use(self._working_set(problem), problem)
+            working_set = self.mask is not self.allowed
         while True:
             self.set_data(problem)
             compiled |= not self.compiled
@@ -263,8 +298,9 @@ class ConvexSolver:
                 gain, better = self._priced(problem)
                 if gain <= PRICING_TOL * max(1.0, abs(value)) or priced >= PRICING_ROUNDS:
                     break
-            self.mask = self.allowed if better.sum() > self.allowed.sum() // 2 else better
-            self._model(problem)
+            self._use(self.allowed if better.sum() > self.allowed.sum() // 2 else better, problem)
+        if status == "optimal":
+            self._last = _Dual(self._z(problem), self._duals())
         return Relaxation(
             status=status,
             value=value,
@@ -275,6 +311,7 @@ class ConvexSolver:
             warnings=tuple(caught),
             pricing_gain=gain,
             pairs=int(self.mask.sum()),
+            working_set=working_set,
         )
 
     def _solve(self, name: str, time_limit: float | None) -> list[str]:
@@ -293,17 +330,14 @@ class ConvexSolver:
         self.compiled = True
         return [str(w.message) for w in caught]
 
+    def _duals(self) -> dict[str, Float]:
+        return {key: np.asarray(row.dual_value, np.float64) for key, row in self.rows.items()}
+
     def _priced(self, problem: AssignmentProblem) -> tuple[float, Bool]:
         """Σ max(r, 0) over the allowed pairs outside the candidates, and the candidates
         with the pairs of positive reduced cost added."""
         n, e = np.nonzero(self.allowed & ~self.mask)
-        dual = {key: np.asarray(row.dual_value, np.float64) for key, row in self.rows.items()}
-        r = dual["utility"] * problem.effective_utility()[n, e]
-        r += dual["at_least"][n] - dual["at_most"][n] + dual["loads"][e] * problem.weights()[n, e]
-        if problem.expert_size is not None:
-            r -= dual["storage"][n] * problem.expert_size[e]
-        if problem.compute_cost is not None:
-            r -= dual["compute"][n] * problem.compute_cost[n, e]
+        r = _reduced_costs(problem, self._duals(), n, e)
         # add the improving pairs and those close to improving, so that the next rounds'
         # utilities rarely need another compilation
         near = r > -PRICING_MARGIN * float(np.abs(problem.effective_utility()).mean())
@@ -311,11 +345,49 @@ class ConvexSolver:
         better[n[near], e[near]] = True
         return float(np.maximum(r, 0.0).sum()), better
 
+    def _working_set(self, problem: AssignmentProblem) -> Bool:
+        """Where a warm re-solve starts: the last support, the pairs the last duals price
+        above ``−WARM_MARGIN·mean|ū|`` with this problem's data, and each client's
+        ``max_experts + WARM_TOP`` best pairs by that price — or every pair when that is
+        more than half of them. Any start is certified by pricing; a good one needs one
+        solve, on a quarter of the pairs."""
+        assert self._last is not None
+        n, e = np.nonzero(self.allowed)
+        price = np.full(problem.shape, -np.inf)
+        price[n, e] = _reduced_costs(problem, self._last.duals, n, e)
+        scale = float(np.abs(problem.effective_utility()).mean())
+        mask = (self._last.z > SUPPORT) | (price > -WARM_MARGIN * scale)
+        mask |= _top(price, problem.max_experts + WARM_TOP)
+        mask &= self.allowed
+        return self.allowed if mask.sum() > self.allowed.sum() // 2 else mask
+
     def _z(self, problem: AssignmentProblem) -> Float:
         z = np.zeros(problem.shape)
         if self.z.value is not None:
             z[self.clients, self.experts] = np.clip(self.z.value, 0.0, 1.0)
         return z
+
+
+@dataclass(frozen=True)
+class _Dual:
+    """What a warm re-solve starts from: the last relaxation's ``z`` and row duals."""
+
+    z: Float
+    duals: dict[str, Float]
+
+
+def _reduced_costs(
+    problem: AssignmentProblem, dual: dict[str, Float], n: np.ndarray, e: np.ndarray
+) -> Float:
+    """``r = ū + α_n − β_n − σ_n·size[e] − κ_n·cost[n, e] + ν_e·w[n, e]`` of the pairs
+    ``(n, e)``: what each could add to the relaxation at these duals."""
+    r = dual["utility"] * problem.effective_utility()[n, e]
+    r += dual["at_least"][n] - dual["at_most"][n] + dual["loads"][e] * problem.weights()[n, e]
+    if problem.expert_size is not None:
+        r -= dual["storage"][n] * problem.expert_size[e]
+    if problem.compute_cost is not None:
+        r -= dual["compute"][n] * problem.compute_cost[n, e]
+    return r
 
 
 def _candidates(problem: AssignmentProblem) -> Bool | None:
@@ -355,7 +427,8 @@ def _top(score: Float, count: np.ndarray) -> Bool:
 @dataclass(frozen=True)
 class Relaxation:
     """One solve of the relaxation: CVXPY's status and value, ``z`` as (N, E), what the
-    pairs outside the candidates could still add, and how many pairs it had."""
+    pairs outside the candidates could still add, how many pairs it had, and whether it
+    started from the last solve's working set."""
 
     status: str
     value: float
@@ -366,6 +439,7 @@ class Relaxation:
     warnings: tuple[str, ...] = ()
     pricing_gain: float = 0.0
     pairs: int = 0
+    working_set: bool = False
 
     @property
     def bound(self) -> float:
@@ -395,13 +469,15 @@ def clear_cache() -> None:
     _CACHE.clear()
 
 
-def _compiled(problem: AssignmentProblem, candidates: bool = False) -> ConvexSolver:
+def _compiled(
+    problem: AssignmentProblem, candidates: bool = False, warm: bool = True
+) -> ConvexSolver:
     """The cached relaxation for `problem`'s structure (compiled on first use)."""
-    key = (*structure_key(problem), candidates)
+    key = (*structure_key(problem), candidates, warm)
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
-    solver = ConvexSolver(problem, candidates=candidates)
+    solver = ConvexSolver(problem, candidates=candidates, warm=warm)
     _CACHE[key] = solver
     while len(_CACHE) > CACHE_SIZE:
         _CACHE.popitem(last=False)
@@ -419,6 +495,7 @@ def solve(
     solver: str | None = None,
     cache: bool = True,
     candidates: bool = False,
+    warm: bool = True,
 ) -> Assignment:
     """Solve the relaxation, round it to a feasible assignment, bound the gap.
 
@@ -438,6 +515,10 @@ def solve(
         Solve the relaxation on candidate pairs, certified by pricing (see
         :class:`ConvexSolver`): faster per solve with many experts, but a round whose
         utilities make excluded pairs attractive compiles a larger relaxation again.
+    warm : bool
+        Start a re-solve of a cached relaxation on the last solve's working set,
+        certified by pricing (default; see :class:`ConvexSolver`). ``False`` re-solves
+        every pair through the parameters, compiling nothing.
 
     Returns
     -------
@@ -449,9 +530,9 @@ def solve(
     start = time.perf_counter()
     deadline = None if time_limit is None else start + time_limit
     if cache:
-        compiled = _compiled(problem, candidates)
+        compiled = _compiled(problem, candidates, warm)
     else:
-        compiled = ConvexSolver(problem, candidates=candidates)
+        compiled = ConvexSolver(problem, candidates=candidates, warm=warm)
     relaxation = compiled.relax(problem, solver=solver, time_limit=time_limit)
     info = _relaxation_info(relaxation, compiled)
     build_time = float(info.pop("compile_time"))
@@ -491,6 +572,7 @@ def _relaxation_info(relaxation: Relaxation, compiled: ConvexSolver) -> dict[str
         "compiled": relaxation.compiled,
         "compile_time": max(relaxation.time - inner, 0.0),
         "candidate_pairs": relaxation.pairs,
+        "working_set": relaxation.working_set,
         "pricing_gain": relaxation.pricing_gain,
         "support_pairs": int((z > SUPPORT).sum()),
         "fractional_pairs": int(((z > SUPPORT) & (z < 1 - SUPPORT)).sum()),
