@@ -3,12 +3,14 @@ below; the compiled relaxation is reused across rounds; infeasibility comes with
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flexmoe.assign import AssignmentProblem, Status, solve, verify
+from flexmoe.assign import Assignment, AssignmentProblem, Status, solve, verify
 from flexmoe.assign.backends import convex
 from flexmoe.assign.instances import generate
 
@@ -249,3 +251,23 @@ def test_warm_false_re_solves_through_parameters_only():
     again = solver.relax(q)
     assert not again.compiled and not again.working_set
     assert again.pairs == p.allowed_mask().sum()
+
+
+@pytest.mark.parametrize("rounding", ["worse", "none"])
+def test_greedy_replaces_a_worse_rounding(monkeypatch, rounding):
+    """A rounding whose restricted MILP stopped at its cap with a poor incumbent (or none)
+    gives way to `greedy balanced` on every pair; the relaxation's bound stays."""
+    p = generate("heterogeneous", 40, 8, 2, seed=3)
+    greedy = solve(p, backend="greedy")
+    assert greedy.has_solution
+    worst = solve(p.replace(utility=-p.utility), backend="milp")
+    poor = None
+    if rounding == "worse":
+        poor = Assignment.from_x(p, worst.x, status=Status.FEASIBLE, bound=math.nan, backend="milp")
+    assert poor is None or poor.objective < greedy.objective
+    how = "support: time limit before a feasible assignment" if poor is None else "support: milp"
+    monkeypatch.setattr(convex, "_round", lambda *args: (poor, how))
+    result = solve(p, backend="convex", cache=False)
+    assert result.status is Status.FEASIBLE and result.objective == pytest.approx(greedy.objective)
+    assert result.info["rounding"].startswith("greedy balanced on every pair")
+    assert result.bound == pytest.approx(result.info["relaxation_value"], rel=1e-5)

@@ -32,7 +32,8 @@ integer optimum from above; the bound reported is that value plus the solver's t
 Rounding: the relaxation's support (pairs with ``z > 1e-6``) becomes the allowed mask of
 a restricted problem solved exactly (flow when the structure allows, MILP otherwise); if
 that is infeasible the support widens by each client's best and cheapest experts, and
-last the MILP takes the full problem.
+last the MILP takes the full problem. The better of that and ``greedy balanced`` on the
+whole problem is returned.
 
 Examples
 --------
@@ -553,9 +554,10 @@ def solve(
         )
     tick = time.perf_counter()
     rounded, how = _round(problem, relaxation.z, deadline, seed)
-    info |= {"rounding": how, "rounding_time": time.perf_counter() - tick}
     if how.startswith("full") and rounded is not None:
         info["full_problem_bound"] = rounded.bound
+    rounded, how = _keep_the_better(problem, rounded, how, seed)
+    info |= {"rounding": how, "rounding_time": time.perf_counter() - tick}
     solve_time = time.perf_counter() - start - build_time
     return _result(problem, relaxation, rounded, build_time, solve_time, info)
 
@@ -612,6 +614,25 @@ def _exact(
     if cap is not None:
         limit = cap if limit is None else min(limit, cap)
     return solve_with(problem, backend, time_limit=limit, seed=seed, **options)
+
+
+def _keep_the_better(
+    problem: AssignmentProblem, rounded: Assignment | None, how: str, seed: int | None
+) -> tuple[Assignment | None, str]:
+    """The rounding, or ``greedy balanced`` on the whole problem when that is better: a
+    restricted MILP stopped at its cap can hold an incumbent far below (weighted loads
+    with the variance term: −171,095 against greedy's 4,460 at 1,000 × 64)."""
+    from flexmoe.assign.registry import solve as solve_with
+
+    greedy = solve_with(problem, "greedy", seed=seed)
+    if not greedy.has_solution:
+        return rounded, how
+    if rounded is None or not rounded.has_solution or greedy.objective > rounded.objective:
+        had = (
+            "nothing" if rounded is None or not rounded.has_solution else f"{rounded.objective:.6g}"
+        )
+        return greedy, f"greedy balanced on every pair ({how} gave {had})"
+    return rounded, how
 
 
 def _widened(problem: AssignmentProblem, z: Float) -> Bool:
