@@ -198,7 +198,7 @@ class ConvexSolver:
             "load_max": cp.Parameter(e),
         }
         # variables
-        z, loads, gain = cp.Variable(pairs), cp.Variable(e), cp.Variable()
+        z, loads, gain = cp.Variable(pairs, bounds=[0, 1]), cp.Variable(e), cp.Variable()
         self.z = z
         held = rows(clients, np.ones(pairs), n) @ z
         weight = problem.weights()[clients, experts]
@@ -211,7 +211,7 @@ class ConvexSolver:
             "loads": loads == rows(experts, weight, e) @ z,
         }
         self.rows |= self._capacities(problem, rows, z)
-        constraints = [*self.rows.values(), z >= 0, z <= 1]
+        constraints = [*self.rows.values()]
         constraints += [loads >= p["load_min"], loads <= p["load_max"]]
         objective = gain - self._balance(problem, loads, constraints)
         self.problem = cp.Problem(cp.Maximize(objective), constraints)
