@@ -246,7 +246,6 @@ def test_a_working_set_from_an_unrelated_problem_is_still_certified(monkeypatch)
 def test_warm_false_re_solves_through_parameters_only():
     p = generate("clustered", 200, 32, 3, seed=0).replace(balance_penalty=0.02)
     solver = convex.ConvexSolver(p, warm=False)
-    solver.relax(p)
     q = _next_round(p, solver.relax(p).z, np.random.default_rng(0))
     again = solver.relax(q)
     assert not again.compiled and not again.working_set
