@@ -2,7 +2,9 @@ r"""Continuous relaxation with the quadratic balance penalty (CVXPY), rounded to
 feasible assignment; the relaxation's value is the certified bound.
 
 The relaxation is compiled once per problem structure and re-solved with new data — a
-federated run changes utilities and `previous` every round, not the structure.
+federated run changes utilities and `previous` every round, not the structure. A re-solve
+starts on the last solve's working set and is certified on every pair by pricing (see
+:class:`ConvexSolver`); ``warm=False`` re-solves every pair through the parameters.
 
 Notes
 -----
