@@ -18,10 +18,13 @@ from flexmoe.assign.errors import (
 )
 from flexmoe.assign.io import load_problem, save_problem
 from flexmoe.assign.precheck import infeasibility_reason
-from flexmoe.assign.problem import AssignmentProblem, BalanceMetric
+from flexmoe.assign.problem import AssignmentProblem, BalanceMetric, BudgetRow
 from flexmoe.assign.registry import (
     Backend,
+    Solver,
+    Variant,
     available_backends,
+    canonical_spec,
     choose_backend,
     exact_backends,
     get_backend,
@@ -39,14 +42,18 @@ __all__ = [
     "Backend",
     "BackendUnavailableError",
     "BalanceMetric",
+    "BudgetRow",
     "InvalidProblemError",
     "LoadStats",
+    "Solver",
     "SolverError",
     "Status",
     "UnknownBackendError",
     "UnsupportedProblemError",
+    "Variant",
     "Verification",
     "available_backends",
+    "canonical_spec",
     "choose_backend",
     "exact_backends",
     "expert_loads",

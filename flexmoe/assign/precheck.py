@@ -1,14 +1,16 @@
 """Cheap aggregate feasibility checks, run before any solver.
 
 Each check is a necessary condition; the first that fails becomes the reason of an
-``INFEASIBLE`` result. Passing them all proves nothing.
+``INFEASIBLE`` result. Passing them all proves nothing. The checks read the quantities
+derived on the problem (:mod:`flexmoe.assign.derived`), with its one slack.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from flexmoe.assign.problem import AssignmentProblem, Float
+from flexmoe.assign.derived import SLACK, whole_ceil, whole_floor
+from flexmoe.assign.problem import AssignmentProblem, BudgetRow, Float
 
 __all__ = ["infeasibility_reason"]
 
@@ -19,26 +21,23 @@ def infeasibility_reason(problem: AssignmentProblem) -> str | None:
     Examples
     --------
     >>> import numpy as np
-    >>> from flexmoe.assign import AssignmentProblem
+    >>> from flexmoe.assign import AssignmentProblem, BudgetRow
     >>> from flexmoe.assign.precheck import infeasibility_reason
     >>> infeasibility_reason(AssignmentProblem(np.ones((5, 8)), max_experts=1, load_min=1))
     'Σ max_experts = 5 < Σ load_min = 8 (every holder counts 1)'
+    >>> download = BudgetRow("download", cost=[[3.0, 1.0], [2.0, 2.0]], limit=[4.0, 1.0])
+    >>> infeasibility_reason(AssignmentProblem(np.ones((2, 2)), max_experts=1, budgets=[download]))
+    'client 1: its 1 cheapest allowed experts need download 2 > its budget 1 (1 client(s) like it)'
     """
-    for check in (_clients, _counts, _experts, _storage, _compute):
+    for check in (_clients, _counts, _experts, _budgets):
         reason = check(problem)
         if reason:
             return reason
     return None
 
 
-def _allowed_per_client(problem: AssignmentProblem) -> np.ndarray:
-    if problem.allowed is None:
-        return np.full(problem.n_clients, problem.n_experts)
-    return problem.allowed.sum(axis=1)
-
-
 def _clients(problem: AssignmentProblem) -> str | None:
-    available = _allowed_per_client(problem)
+    available = problem.allowed_count
     short = problem.min_experts > available
     if short.any():
         n = int(np.argmax(short))
@@ -52,9 +51,8 @@ def _clients(problem: AssignmentProblem) -> str | None:
 def _counts(problem: AssignmentProblem) -> str | None:
     if problem.weighted_loads:
         return None
-    most = int(np.minimum(problem.max_experts, _allowed_per_client(problem)).sum())
-    lo = np.ceil(problem.load_min - 1e-9)
-    hi = np.floor(problem.load_max + 1e-9)
+    most = int(problem.most_experts.sum())
+    lo, hi = whole_ceil(problem.load_min), whole_floor(problem.load_max)
     if (lo > hi).any():
         e = int(np.argmax(lo > hi))
         return (
@@ -70,8 +68,8 @@ def _counts(problem: AssignmentProblem) -> str | None:
 
 
 def _experts(problem: AssignmentProblem) -> str | None:
-    reach: Float = np.where(problem.allowed_mask(), problem.weights(), 0.0).sum(axis=0)
-    short = reach < problem.load_min - 1e-9 * np.maximum(1, problem.load_min)
+    reach = problem.reach
+    short = reach < problem.load_min - SLACK * np.maximum(1, problem.load_min)
     if short.any():
         e = int(np.argmax(short))
         return (
@@ -81,37 +79,26 @@ def _experts(problem: AssignmentProblem) -> str | None:
     return None
 
 
-def _cheapest_fill(cost: Float, allowed: np.ndarray | None, counts: np.ndarray) -> Float:
-    """Per client: the smallest total cost of `counts[n]` allowed experts."""
-    cost = np.broadcast_to(cost, allowed.shape if allowed is not None else cost.shape)
-    if allowed is not None:
-        cost = np.where(allowed, cost, np.inf)
+def _cheapest_fill(problem: AssignmentProblem, row: BudgetRow) -> Float:
+    """Per client: the smallest total cost of `min_experts[n]` allowed experts."""
+    cost = np.broadcast_to(row.cost, problem.shape)
+    if problem.allowed is not None:
+        cost = np.where(problem.allowed, cost, np.inf)
     ordered = np.sort(cost, axis=-1)
-    prefix = np.concatenate([np.zeros((*ordered.shape[:-1], 1)), np.cumsum(ordered, axis=-1)], -1)
-    if prefix.ndim == 1:
-        return prefix[counts]
-    return prefix[np.arange(len(counts)), counts]
+    prefix = np.concatenate([np.zeros((problem.n_clients, 1)), np.cumsum(ordered, axis=-1)], -1)
+    return prefix[np.arange(problem.n_clients), problem.min_experts]
 
 
-def _capacity(problem: AssignmentProblem, name: str, cost: Float, cap: Float) -> str | None:
-    need = _cheapest_fill(cost, problem.allowed, problem.min_experts)
-    short = need > cap + 1e-9 * np.maximum(1, cap)
-    if short.any():
-        n = int(np.argmax(short))
-        return (
-            f"client {n}: its {problem.min_experts[n]} cheapest allowed experts need {name} "
-            f"{need[n]:g} > its budget {cap[n]:g} ({int(short.sum())} client(s) like it)"
-        )
+def _budgets(problem: AssignmentProblem) -> str | None:
+    """Every budget row: a client's cheapest `min_experts` allowed experts must fit."""
+    for row in problem.budgets:
+        need, cap = _cheapest_fill(problem, row), row.limit
+        short = need > cap + SLACK * np.maximum(1, cap)
+        if short.any():
+            n = int(np.argmax(short))
+            return (
+                f"client {n}: its {problem.min_experts[n]} cheapest allowed experts need "
+                f"{row.name} {need[n]:g} > its budget {cap[n]:g} "
+                f"({int(short.sum())} client(s) like it)"
+            )
     return None
-
-
-def _storage(problem: AssignmentProblem) -> str | None:
-    if problem.expert_size is None or problem.storage is None:
-        return None
-    return _capacity(problem, "storage", problem.expert_size, problem.storage)
-
-
-def _compute(problem: AssignmentProblem) -> str | None:
-    if problem.compute_cost is None or problem.compute_budget is None:
-        return None
-    return _capacity(problem, "compute", problem.compute_cost, problem.compute_budget)

@@ -1,9 +1,35 @@
-"""Backend registry and the :func:`solve` entry point.
+"""Backend registry, variants, sessions and the :func:`solve` entry point.
 
 A backend is a plain function ``solve(problem, *, time_limit=None, seed=None, **options)
--> Assignment`` registered by name. The registry's order is the preference order; lists
-such as "exact backends" are derived from the flags. Vendor libraries are imported inside
-each backend's ``solve``; availability is checked with :func:`importlib.util.find_spec`.
+-> Assignment`` registered by name, with one or more **variants**: the engines or
+methods it can run (``flow:ortools``, ``flow:networkx``; ``milp:highs``, ``milp:pulp``,
+``milp:scipy``; ``greedy:balanced``, ``greedy:topk``). Each :class:`Variant` declares the
+modules it imports and the pip extra that installs them. The registry's order is the
+preference order; lists such as "exact backends" are derived from the flags. Vendor
+libraries are imported inside each backend's ``solve``; availability is checked with
+:func:`importlib.util.find_spec`, variant by variant.
+
+A **spec** names a backend and, optionally, a variant: ``"milp"`` or ``"milp:pulp"``.
+The registry checks a spec before anything else (one :class:`UnknownBackendError` that
+lists every valid spec), checks the variant's modules, passes the variant to the
+backend (as the keyword the backend declares, e.g. ``engine="pulp"``) and writes the
+canonical spec into ``result.backend``. **Naming rule**: the canonical spec is the bare
+name for a backend's default (first) variant and ``name:variant`` for any other:
+``"milp:highs"`` → ``"milp"``, ``"greedy:topk"`` stays ``"greedy:topk"``.
+
+A **session** (:class:`Solver`) keeps a backend's state between solves: warm re-solves
+across the rounds of a federated run. A backend module may declare a session class as
+``SESSION``; the protocol it follows:
+
+* ``SESSION(**options)``: keyword options, the same the backend's ``solve`` takes
+  besides the problem, ``time_limit`` and ``seed`` (the variant keyword included);
+* ``session.solve(problem, *, time_limit=None, seed=None) -> Assignment``, the same
+  contract as the backend's ``solve``, for any problem (a session whose state does not
+  fit a problem, e.g. another shape, starts over for it);
+* state lives on the instance only; two sessions never share it.
+
+A backend without a session class gets a stateless one (each solve calls ``solve``).
+:func:`solve` is a one-shot run of the same checked path.
 """
 
 from __future__ import annotations
@@ -12,13 +38,14 @@ import importlib
 import importlib.util
 import inspect
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 from flexmoe.assign.errors import (
     BackendUnavailableError,
+    SolverError,
     UnknownBackendError,
     UnsupportedProblemError,
 )
@@ -29,19 +56,78 @@ from flexmoe.assign.verify import verify
 
 __all__ = [
     "Backend",
+    "Session",
+    "Solver",
+    "Variant",
     "available_backends",
+    "canonical_spec",
     "exact_backends",
     "get_backend",
     "register",
     "registered_backends",
     "solve",
+    "spec_name",
 ]
 
 #: Built-in backend modules under ``flexmoe.assign.backends``, in preference order.
 BUILTIN: tuple[str, ...] = ("flow", "milp", "convex", "greedy")
+#: The variant of a backend registered without any.
+DEFAULT_VARIANT = "default"
 
 SolveFunction = Callable[..., Assignment]
 UnsupportedCheck = Callable[[AssignmentProblem], "str | None"]
+
+
+class Session(Protocol):
+    """What :class:`Solver` calls: one solve with the state kept since the last."""
+
+    def solve(
+        self,
+        problem: AssignmentProblem,
+        *,
+        time_limit: float | None = None,
+        seed: int | None = None,
+    ) -> Assignment: ...
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One engine or method of a backend, and what it needs.
+
+    Attributes
+    ----------
+    name : str
+        The part after ``:`` in a spec (``"pulp"`` in ``"milp:pulp"``).
+    modules : tuple of str
+        Import names the variant needs; it is available when all are installed.
+    extra : str or None
+        The pip extra of flexmoe that installs `modules`: ``""`` for the base install,
+        ``"pulp"`` for ``pip install 'flexmoe[pulp]'``, None when flexmoe installs none.
+    options : tuple of str
+        Options only this variant takes (``solver`` for ``milp:pulp``). Given without a
+        variant in the spec, such an option picks its variant.
+    description : str
+    """
+
+    name: str
+    modules: tuple[str, ...] = ()
+    extra: str | None = None
+    options: tuple[str, ...] = ()
+    description: str = ""
+
+    @property
+    def missing_modules(self) -> tuple[str, ...]:
+        return tuple(m for m in self.modules if importlib.util.find_spec(m) is None)
+
+    @property
+    def available(self) -> bool:
+        return not self.missing_modules
+
+    def install_hint(self) -> str:
+        """How to install what the variant needs (empty when flexmoe installs nothing)."""
+        if self.extra is None:
+            return ""
+        return "pip install flexmoe" if not self.extra else f"pip install 'flexmoe[{self.extra}]'"
 
 
 @dataclass(frozen=True)
@@ -55,48 +141,94 @@ class Backend:
         ``solve(problem, *, time_limit=None, seed=None, **options) -> Assignment``.
     exact : bool
         Proves optimality (on the problems it supports).
-    required_modules : tuple of str
-        Import names the backend needs; it is available when all are installed.
+    all_variants : tuple of Variant
+        Its variants, the default first.
+    variant_option : str, optional
+        The keyword `solve` takes the variant's name as (``"engine"``, ``"method"``);
+        None: the variant is not passed (a backend with one variant).
     unsupported : callable, optional
         ``unsupported(problem) -> str | None``: why the backend cannot take `problem`
         (names the field and a backend that can), or None.
-    variant_option : str, optional
-        The option that ``"name:variant"`` sets (``"greedy:topk"`` → ``method="topk"``).
-    variants : tuple of str
-        The values `variant_option` takes, the default first.
+    session : type, optional
+        Its session class (see the module docstring), or None for a stateless one.
     description : str
     """
 
     name: str
     solve: SolveFunction
     exact: bool
-    required_modules: tuple[str, ...] = ()
-    unsupported: UnsupportedCheck | None = None
+    all_variants: tuple[Variant, ...]
     variant_option: str | None = None
-    variants: tuple[str, ...] = ()
+    unsupported: UnsupportedCheck | None = None
+    session: type | None = None
     description: str = ""
 
     @property
+    def variants(self) -> tuple[str, ...]:
+        """The variants' names, the default first."""
+        return tuple(v.name for v in self.all_variants)
+
+    @property
+    def default(self) -> Variant:
+        return self.all_variants[0]
+
+    @property
+    def required_modules(self) -> tuple[str, ...]:
+        """What the default variant needs."""
+        return self.default.modules
+
+    @property
     def missing_modules(self) -> tuple[str, ...]:
-        return tuple(m for m in self.required_modules if importlib.util.find_spec(m) is None)
+        return self.default.missing_modules
 
     @property
     def available(self) -> bool:
-        return not self.missing_modules
+        """Whether the default variant's modules are installed."""
+        return self.default.available
+
+    def variant(self, name: str | None = None) -> Variant:
+        """The variant called `name` (None: the default); an unknown one lists every spec."""
+        if name is None:
+            return self.default
+        for variant in self.all_variants:
+            if variant.name == name:
+                return variant
+        if len(self.all_variants) == 1:
+            raise _unknown(f"backend {self.name!r} has no variants; got '{self.name}:{name}'")
+        raise _unknown(f"backend {self.name!r} has no variant {name!r}; got '{self.name}:{name}'")
+
+    def spec(self, variant: str | None = None) -> str:
+        """The canonical spec of a variant: the name for the default, ``name:variant``
+        otherwise."""
+        return spec_name(self.name, self.variant(variant).name, self.all_variants)
+
+    def specs(self, *, available_only: bool = False) -> list[str]:
+        """Every canonical spec of this backend (the installed variants' only, with
+        `available_only`)."""
+        return [self.spec(v.name) for v in self.all_variants if v.available or not available_only]
 
     def options(self) -> tuple[str, ...] | None:
-        """Options `solve` takes besides the problem (None: it takes any)."""
+        """Options `solve` takes besides the problem and the variant (None: any)."""
         params = list(inspect.signature(self.solve).parameters.values())[1:]
         if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
             return None
-        return tuple(p.name for p in params)
+        return tuple(p.name for p in params if p.name != self.variant_option)
 
     def why_unsupported(self, problem: AssignmentProblem) -> str | None:
         return None if self.unsupported is None else self.unsupported(problem)
 
-    def specs(self) -> list[str]:
-        """Every way to name this backend: ``name`` and ``name:variant`` past the default."""
-        return [self.name, *(f"{self.name}:{v}" for v in self.variants[1:])]
+
+def spec_name(name: str, variant: str, variants: Sequence[Variant]) -> str:
+    """The naming rule of ``result.backend``: `name` for the default (first) of
+    `variants`, ``name:variant`` for any other. Built-in backends called directly name
+    their results with it too.
+
+    >>> spec_name("milp", "highs", [Variant("highs"), Variant("pulp")])
+    'milp'
+    >>> spec_name("milp", "pulp", [Variant("highs"), Variant("pulp")])
+    'milp:pulp'
+    """
+    return name if not variants or variant == variants[0].name else f"{name}:{variant}"
 
 
 _REGISTRY: dict[str, Backend] = {}
@@ -110,11 +242,32 @@ def register(
     required_modules: tuple[str, ...] = (),
     unsupported: UnsupportedCheck | None = None,
     variant_option: str | None = None,
-    variants: tuple[str, ...] = (),
+    variants: Iterable[str | Variant] = (),
+    session: type | None = None,
     description: str = "",
     replace: bool = False,
 ) -> Backend:
     """Register a backend under `name` (third parties: your own solver).
+
+    Parameters
+    ----------
+    name : str
+    solve : callable
+        ``solve(problem, *, time_limit=None, seed=None, **options) -> Assignment``.
+    exact : bool
+    required_modules : tuple of str
+        Modules every variant needs.
+    unsupported : callable, optional
+    variant_option : str, optional
+        The keyword `solve` receives the variant's name as; needed with several variants.
+    variants : iterable of str or Variant
+        The variants, the default first (a name alone needs nothing more than
+        `required_modules`). None given: one variant, ``"default"``.
+    session : type, optional
+        A session class (see :mod:`flexmoe.assign.registry`).
+    description : str
+    replace : bool
+        Replace a backend registered under `name`.
 
     Examples
     --------
@@ -128,22 +281,34 @@ def register(
     >>> solve(AssignmentProblem(np.ones((3, 2)), max_experts=1), backend="first").status
     <Status.FEASIBLE: 'feasible'>
     """
-    if not name or ":" in name or name == "auto":
+    if not isinstance(name, str) or not name or ":" in name or name == "auto":
         raise ValueError(f"a backend name must be non-empty, without ':', not 'auto'; got {name!r}")
     if name in _REGISTRY and not replace:
         raise ValueError(f"backend {name!r} is already registered; pass replace=True to replace it")
+    declared = _variants(name, variants, tuple(required_modules))
+    if len(declared) > 1 and variant_option is None:
+        raise ValueError(f"backend {name!r} has several variants and needs a `variant_option`")
     backend = Backend(
-        name,
-        solve,
-        exact,
-        tuple(required_modules),
-        unsupported,
-        variant_option,
-        tuple(variants),
-        description,
+        name, solve, exact, declared, variant_option, unsupported, session, description
     )
     _REGISTRY[name] = backend
     return backend
+
+
+def _variants(
+    name: str, given: Iterable[str | Variant], common: tuple[str, ...]
+) -> tuple[Variant, ...]:
+    """The declared variants with the modules every variant needs added."""
+    declared = [v if isinstance(v, Variant) else Variant(v) for v in given]
+    declared = declared or [Variant(DEFAULT_VARIANT)]
+    names = [v.name for v in declared]
+    for v in declared:
+        if not isinstance(v.name, str) or not v.name or ":" in v.name or names.count(v.name) > 1:
+            raise ValueError(
+                f"backend {name!r}: variant names must be unique, non-empty, without ':'; "
+                f"got {names}"
+            )
+    return tuple(replace(v, modules=tuple(dict.fromkeys((*common, *v.modules)))) for v in declared)
 
 
 def _register_module(module: ModuleType) -> None:
@@ -152,10 +317,11 @@ def _register_module(module: ModuleType) -> None:
         module.NAME,
         module.solve,
         exact=module.EXACT,
-        required_modules=tuple(module.REQUIRED_MODULES),
+        required_modules=tuple(getattr(module, "REQUIRED_MODULES", ())),
         unsupported=getattr(module, "unsupported", None),
         variant_option=getattr(module, "VARIANT_OPTION", None),
         variants=tuple(getattr(module, "VARIANTS", ())),
+        session=getattr(module, "SESSION", None),
         description=doc[0] if doc else "",
     )
 
@@ -171,7 +337,7 @@ def registered_backends() -> dict[str, Backend]:
 
 
 def available_backends() -> list[str]:
-    """Names of the registered backends whose libraries are installed."""
+    """Names of the registered backends whose default variant is installed."""
     return [name for name, b in _REGISTRY.items() if b.available]
 
 
@@ -180,13 +346,47 @@ def exact_backends() -> list[str]:
     return [name for name, b in _REGISTRY.items() if b.exact]
 
 
+def _unknown(what: str) -> UnknownBackendError:
+    """The one error for a spec that names no backend or variant: it lists every spec."""
+    specs = ["auto", *(s for b in _REGISTRY.values() for s in b.specs())]
+    return UnknownBackendError(f"{what}; valid backends: {', '.join(specs)}")
+
+
 def get_backend(name: str) -> Backend:
-    """The backend registered as `name`; an unknown name lists the valid ones."""
+    """The backend registered as `name`; an unknown name lists every valid spec."""
     try:
         return _REGISTRY[name]
-    except KeyError:
-        valid = ", ".join(["auto", *_REGISTRY])
-        raise UnknownBackendError(f"unknown backend {name!r}; valid backends: {valid}") from None
+    except (KeyError, TypeError):
+        raise _unknown(f"unknown backend {name!r}") from None
+
+
+def canonical_spec(spec: str) -> str:
+    """The canonical form of `spec` (see the naming rule above); ``"auto"`` stays.
+
+    Raises :class:`UnknownBackendError` (listing every spec) for a spec that names no
+    registered backend or variant, :class:`TypeError` for one that is not a string.
+
+    Examples
+    --------
+    >>> canonical_spec("milp:highs"), canonical_spec("greedy:topk"), canonical_spec("flow")
+    ('milp', 'greedy:topk', 'flow')
+    """
+    if spec == "auto":
+        return spec
+    name, variant = _split(spec)
+    return get_backend(name).spec(variant)
+
+
+def _split(spec: Any) -> tuple[str, str | None]:
+    if not isinstance(spec, str):
+        raise TypeError(
+            f"`backend` must be a string such as 'auto', 'flow' or 'milp:pulp'; "
+            f"got {type(spec).__name__}"
+        )
+    name, colon, variant = spec.partition(":")
+    if colon and not variant:
+        raise _unknown(f"unknown backend {spec!r}")
+    return name, variant or None
 
 
 def choose_backend(problem: AssignmentProblem) -> Backend:
@@ -206,22 +406,71 @@ def choose_backend(problem: AssignmentProblem) -> Backend:
     )
 
 
-def _resolve(spec: str, problem: AssignmentProblem, options: dict[str, Any]) -> Backend:
-    """The backend `spec` names (``"auto"``, ``"name"`` or ``"name:variant"``), with
-    `options` checked against what it takes."""
+@dataclass(frozen=True)
+class _Choice:
+    """A backend and variant with the options checked for them."""
+
+    backend: Backend
+    variant: Variant
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> str:
+        return self.backend.spec(self.variant.name)
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """What the backend's `solve` (or session class) gets besides the problem."""
+        option = self.backend.variant_option
+        return self.options if option is None else {option: self.variant.name, **self.options}
+
+
+def _resolve(spec: Any, options: dict[str, Any], problem: AssignmentProblem | None) -> _Choice:
+    """The backend and variant `spec` names (``"auto"``, ``"name"`` or ``"name:variant"``),
+    with `options` checked against what they take, and the variant's modules installed."""
     if spec == "auto":
-        backend = choose_backend(problem)
+        if problem is None:
+            raise ValueError("backend 'auto' picks a backend per problem")
+        backend, variant = choose_backend(problem), None
     else:
-        name, _, variant = spec.partition(":")
+        name, variant = _split(spec)
         backend = get_backend(name)
-        if variant:
-            if backend.variant_option is None:
-                raise UnknownBackendError(f"backend {name!r} has no variants; got {spec!r}")
-            if backend.variant_option in options:
-                raise TypeError(
-                    f"backend {spec!r} sets `{backend.variant_option}`; do not pass it again"
-                )
-            options[backend.variant_option] = variant
+    options = dict(options)
+    variant = _variant_option(backend, spec, variant, options)
+    chosen = backend.variant(variant if variant is not None else _scoped_pick(backend, options))
+    _check_options(backend, chosen, options)
+    if not chosen.available:
+        hint = chosen.install_hint()
+        raise BackendUnavailableError(
+            f"backend {backend.spec(chosen.name)!r} needs {', '.join(chosen.missing_modules)}, "
+            "which is not installed" + (f"; `{hint}` installs it" if hint else "")
+        )
+    return _Choice(backend, chosen, options)
+
+
+def _variant_option(
+    backend: Backend, spec: str, variant: str | None, options: dict[str, Any]
+) -> str | None:
+    """The variant named by the spec or, equivalently, by the variant keyword (taken out
+    of `options`); both at once is an error."""
+    key = backend.variant_option
+    if key is None or key not in options:
+        return variant
+    if variant is not None:
+        raise TypeError(f"backend {spec!r} sets `{key}`; do not pass it again")
+    value = options.pop(key)
+    if value not in backend.variants:
+        raise _unknown(f"backend {backend.name!r} has no variant {value!r}; got {key}={value!r}")
+    return str(value)
+
+
+def _scoped_pick(backend: Backend, options: dict[str, Any]) -> str | None:
+    """The variant that the variant-only options given belong to (None: the default)."""
+    owners = {v.name for v in backend.all_variants for o in v.options if o in options}
+    return owners.pop() if len(owners) == 1 else None
+
+
+def _check_options(backend: Backend, variant: Variant, options: dict[str, Any]) -> None:
     accepted = backend.options()
     unknown = [] if accepted is None else [o for o in options if o not in accepted]
     if unknown:
@@ -229,12 +478,88 @@ def _resolve(spec: str, problem: AssignmentProblem, options: dict[str, Any]) -> 
             f"backend {backend.name!r} does not take option `{unknown[0]}`; "
             f"it takes: {', '.join(accepted or ())}"
         )
-    if not backend.available:
-        raise BackendUnavailableError(
-            f"backend {backend.name!r} needs {', '.join(backend.missing_modules)}, which is "
-            "not installed; `pip install flexmoe` installs it"
-        )
-    return backend
+    for other in backend.all_variants:
+        foreign = [o for o in options if o in other.options and o not in variant.options]
+        if foreign:
+            raise TypeError(
+                f"backend {backend.spec(variant.name)!r} does not take option `{foreign[0]}`; "
+                f"only {backend.spec(other.name)!r} does"
+            )
+
+
+class _Stateless:
+    """The session of a backend without a session class: each solve calls `solve`."""
+
+    def __init__(self, choice: _Choice):
+        self.choice = choice
+
+    def solve(
+        self,
+        problem: AssignmentProblem,
+        *,
+        time_limit: float | None = None,
+        seed: int | None = None,
+    ) -> Assignment:
+        backend = self.choice.backend
+        return backend.solve(problem, time_limit=time_limit, seed=seed, **self.choice.kwargs)
+
+
+def _one_shot(choice: _Choice) -> Session:
+    return _Stateless(choice)
+
+
+class Solver:
+    """A session: solves problems one after another with a backend that keeps its state
+    (warm re-solves), checked and verified exactly like :func:`solve`.
+
+    Parameters
+    ----------
+    backend : str
+        A spec (``"convex"``, ``"milp:pulp"``) or ``"auto"`` (the backend is chosen per
+        problem; each chosen one keeps its own session).
+    check : bool
+        Re-verify every result (default), as :func:`solve` does.
+    **options
+        Backend options, checked now for a named backend.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flexmoe.assign import AssignmentProblem, Solver
+    >>> session = Solver("convex")
+    >>> p = AssignmentProblem(np.eye(3), max_experts=1, load_min=1)
+    >>> [session.solve(p.replace(utility=u * np.eye(3))).objective for u in (1.0, 2.0)]
+    [3.0, 6.0]
+    """
+
+    def __init__(self, backend: str = "auto", *, check: bool = True, **options: Any):
+        if backend != "auto":
+            _resolve(backend, options, None)
+        self.backend = backend
+        self.check = check
+        self.options = dict(options)
+        self._sessions: dict[str, Session] = {}
+
+    def solve(
+        self,
+        problem: AssignmentProblem,
+        *,
+        time_limit: float | None = None,
+        seed: int | None = None,
+    ) -> Assignment:
+        """Solve `problem` (see :func:`solve`) with the state kept since the last solve."""
+        return _run(problem, self.backend, self.options, time_limit, seed, self.check, self._open)
+
+    def _open(self, choice: _Choice) -> Session:
+        if choice.spec not in self._sessions:
+            cls = choice.backend.session
+            self._sessions[choice.spec] = (
+                _Stateless(choice) if cls is None else cls(**choice.kwargs)
+            )
+        return self._sessions[choice.spec]
+
+    def __repr__(self) -> str:
+        return f"Solver({self.backend!r}, sessions={sorted(self._sessions)})"
 
 
 def solve(
@@ -252,8 +577,9 @@ def solve(
     ----------
     problem : AssignmentProblem
     backend : str
-        A registered name, optionally with a variant (``"greedy:topk"``,
-        ``"flow:networkx"``), or ``"auto"``: flow when the structure allows, MILP otherwise.
+        A spec: a registered name, optionally with a variant (``"greedy:topk"``,
+        ``"flow:networkx"``), or ``"auto"``: flow when the structure allows, MILP
+        otherwise. ``result.backend`` is the canonical spec of what ran.
     time_limit : float, optional
         Seconds for the solver; reaching it never yields ``OPTIMAL``.
     seed : int, optional
@@ -271,8 +597,19 @@ def solve(
 
     Raises
     ------
-    InvalidProblemError, UnknownBackendError, BackendUnavailableError,
-    UnsupportedProblemError, TypeError
+    TypeError
+        `problem` is not an :class:`AssignmentProblem`, `backend` not a string, or an
+        option the backend (or variant) does not take.
+    UnknownBackendError
+        `backend` names no registered backend or variant (the message lists every spec).
+    BackendUnavailableError
+        The variant's modules are not installed (the message names the pip extra).
+    UnsupportedProblemError
+        The backend cannot express the problem (the message names a backend that can).
+    SolverError
+        The backend broke its contract: it returned something that is not an
+        :class:`Assignment` (a wrong answer is an ``ERROR`` status instead).
+    InvalidProblemError
 
     Examples
     --------
@@ -286,30 +623,49 @@ def solve(
     >>> [result.experts_of(n) for n in range(3)]
     [[0], [2], [1]]
     """
+    return _run(problem, backend, options, time_limit, seed, check, _one_shot)
+
+
+def _run(
+    problem: AssignmentProblem,
+    spec: str,
+    options: dict[str, Any],
+    time_limit: float | None,
+    seed: int | None,
+    check: bool,
+    session: Callable[[_Choice], Session],
+) -> Assignment:
+    """The one checked path of :func:`solve` and :meth:`Solver.solve`: spec and options,
+    precheck, structure, the backend's answer, the canonical spec, the verifier."""
     if not isinstance(problem, AssignmentProblem):
         raise TypeError(f"`problem` must be an AssignmentProblem; got {type(problem).__name__}")
     if time_limit is not None and not (isinstance(time_limit, int | float) and time_limit > 0):
         raise ValueError(f"`time_limit` must be a positive number of seconds; got {time_limit!r}")
-    options = dict(options)
     start = time.perf_counter()
-    chosen = _resolve(backend, problem, options)
+    choice = _resolve(spec, options, problem)
     reason = infeasibility_reason(problem)
     if reason is not None:
         return Assignment.no_solution(
             Status.INFEASIBLE,
-            chosen.name,
+            choice.spec,
             reason,
             wall_time=time.perf_counter() - start,
             info={"precheck": True},
         )
-    unsupported = chosen.why_unsupported(problem)
+    unsupported = choice.backend.why_unsupported(problem)
     if unsupported is not None:
         raise UnsupportedProblemError(
-            f"backend {chosen.name!r} cannot solve this problem: {unsupported}"
+            f"backend {choice.spec!r} cannot solve this problem: {unsupported}"
         )
-    result = chosen.solve(problem, time_limit=time_limit, seed=seed, **options)
+    result = session(choice).solve(problem, time_limit=time_limit, seed=seed)
+    if not isinstance(result, Assignment):
+        raise SolverError(
+            f"backend {choice.spec!r} returned {type(result).__name__}, not an Assignment"
+        )
     result = result.replace(wall_time=time.perf_counter() - start)
-    return _checked(problem, result) if check else result
+    if check:
+        result = _checked(problem, result)
+    return result.replace(backend=choice.spec)
 
 
 def _checked(problem: AssignmentProblem, result: Assignment) -> Assignment:

@@ -210,7 +210,8 @@ class Assignment:
     # -- JSON ------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict; `x` is stored as each client's list of experts."""
+        """A JSON-serialisable dict (strict JSON: no NaN or infinity, those are written
+        as strings, in `info` too); `x` is stored as each client's list of experts."""
         return {
             "status": str(self.status),
             "backend": self.backend,
@@ -221,7 +222,7 @@ class Assignment:
             "build_time": self.build_time,
             "solve_time": self.solve_time,
             "wall_time": self.wall_time,
-            "info": self.info,
+            "info": _json_safe(self.info),
             "shape": None if self.x is None else list(self.x.shape),
             "experts": None if self.x is None else [np.flatnonzero(r).tolist() for r in self.x],
             "loads": None if self.loads is None else self.loads.tolist(),
@@ -252,7 +253,7 @@ class Assignment:
 
     def save(self, path: str | Path) -> None:
         """Write this result as JSON."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False))
 
     @classmethod
     def load(cls, path: str | Path) -> Assignment:
@@ -270,6 +271,17 @@ class Assignment:
 
 def _json_float(value: float) -> float | str:
     return value if math.isfinite(value) else str(value)
+
+
+def _json_safe(value: Any) -> Any:
+    """`value` with every non-finite float (nested in dicts and lists) as a string."""
+    if isinstance(value, float):
+        return _json_float(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _from_json_float(value: float | str) -> float:

@@ -1,7 +1,8 @@
 """Independent checker: every constraint and the objective, recomputed from the raw data.
 
-Nothing here is shared with a backend's model; :func:`flexmoe.assign.solve` runs
-:func:`verify` on every result before returning it.
+Nothing here is shared with a backend's model, nor with the quantities derived on the
+problem (:mod:`flexmoe.assign.derived`): only the raw fields and budget rows are read.
+:func:`flexmoe.assign.solve` runs :func:`verify` on every result before returning it.
 """
 
 from __future__ import annotations
@@ -152,15 +153,12 @@ def _count_rows(problem: AssignmentProblem, x: Bool) -> list[str]:
 
 
 def _capacity_rows(problem: AssignmentProblem, x: Bool, tol: float) -> list[str]:
+    """Every budget row ``Σ_e cost[n, e]·x[n, e] <= limit[n]``, named by the row."""
     out: list[str] = []
-    if problem.expert_size is not None and problem.storage is not None:
-        used = (x * problem.expert_size).sum(axis=1)
-        cap = problem.storage
-        out += _report("storage", ">", used, cap, used > cap + tol * np.maximum(1, cap), "client")
-    if problem.compute_cost is not None and problem.compute_budget is not None:
-        used = np.where(x, problem.compute_cost, 0.0).sum(axis=1)
-        cap = problem.compute_budget
-        out += _report("compute", ">", used, cap, used > cap + tol * np.maximum(1, cap), "client")
+    for row in problem.budgets:
+        used = np.where(x, row.cost, 0.0).sum(axis=1)
+        cap = row.limit
+        out += _report(row.name, ">", used, cap, used > cap + tol * np.maximum(1, cap), "client")
     return out
 
 

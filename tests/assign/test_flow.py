@@ -8,6 +8,7 @@ recomputed from the rounded x with a formula of its own.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 
@@ -333,11 +334,11 @@ def test_infeasible_without_the_precheck():
     ("changes", "message"),
     [
         (
-            {"expert_size": [1, 1], "storage": [1, 1]},
+            {"expert_size": [1, 2], "storage": [2, 2]},
             "`storage` (with `expert_size`) needs the `milp` backend",
         ),
         (
-            {"compute_cost": np.ones((2, 2)), "compute_budget": [1, 1]},
+            {"compute_cost": [[1, 2], [1, 1]], "compute_budget": [2, 2]},
             "`compute_budget` (with `compute_cost`) needs the `milp` backend",
         ),
         (
@@ -376,19 +377,27 @@ def test_variance_with_totals_fixed_by_capping_is_supported():
 
 def test_unknown_engine_and_bad_candidates():
     p = AssignmentProblem(np.eye(2), max_experts=1)
-    with pytest.raises(UnknownBackendError, match="valid engines: ortools, networkx"):
+    with pytest.raises(
+        UnknownBackendError,
+        match="backend 'flow' has no variant 'simplex'; got 'flow:simplex'; valid backends: "
+        "auto, flow, flow:networkx, milp",
+    ):
         solve(p, "flow:simplex")
     with pytest.raises(ValueError, match="`candidates` must be a positive integer or None; got 0"):
         solve(p, "flow", candidates=0)
 
 
 def test_missing_networkx_makes_only_that_engine_unavailable(monkeypatch):
-    real = flow.importlib.util.find_spec
+    real = importlib.util.find_spec
     monkeypatch.setattr(
-        flow.importlib.util, "find_spec", lambda name: None if name == "networkx" else real(name)
+        importlib.util, "find_spec", lambda name: None if name == "networkx" else real(name)
     )
     p = AssignmentProblem(np.eye(2), max_experts=1)
-    with pytest.raises(BackendUnavailableError, match="engine 'networkx' of backend 'flow'"):
+    with pytest.raises(
+        BackendUnavailableError,
+        match="backend 'flow:networkx' needs networkx, which is not installed; "
+        "`pip install flexmoe` installs it",
+    ):
         solve(p, "flow:networkx")
     assert solve(p, "flow").status is Status.OPTIMAL
 

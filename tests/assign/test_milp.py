@@ -303,11 +303,13 @@ def test_warm_start_comes_from_greedy_balanced():
 @pytest.mark.parametrize(
     ("options", "match"),
     [
-        ({"engine": "gurobi"}, "`engine` must be one of highs, pulp, scipy; got 'gurobi'"),
-        ({"engine": "highs", "solver": "HiGHS"}, "`solver` picks a PuLP solver"),
+        (
+            {"engine": "gurobi"},
+            "backend 'milp' has no variant 'gurobi'; got engine='gurobi'; valid backends: auto, "
+            "flow, flow:networkx, milp, milp:pulp, milp:scipy",
+        ),
         ({"mip_gap": -1}, r"`mip_gap` must be a number in \[0, 1\); got -1"),
         ({"threads": 0}, "`threads` must be a positive integer; got 0"),
-        ({"engine": "scipy", "highs_options": {"presolve": "on"}}, "`highs_options` are for"),
         ({"highs_options": {"no_such_option": 1}}, "HiGHS rejects option 'no_such_option'"),
         ({"solver": "NO_SUCH_SOLVER"}, "unknown PuLP solver 'NO_SUCH_SOLVER'"),
     ],
@@ -315,6 +317,19 @@ def test_warm_start_comes_from_greedy_balanced():
 def test_bad_options_are_named(options, match):
     with pytest.raises(ValueError, match=match):
         solve(generate("uniform", 6, 3, 1, seed=0), backend="milp", **options)
+
+
+@pytest.mark.parametrize(
+    ("spec", "options", "match"),
+    [
+        ("milp", {"engine": "highs", "solver": "HiGHS"}, "only 'milp:pulp' does"),
+        ("milp:highs", {"solver": "HiGHS"}, "backend 'milp' does not take option `solver`"),
+        ("milp:scipy", {"highs_options": {"presolve": "on"}}, "only 'milp' does"),
+    ],
+)
+def test_options_of_another_variant_are_named(spec, options, match):
+    with pytest.raises(TypeError, match=match):
+        solve(generate("uniform", 6, 3, 1, seed=0), backend=spec, **options)
 
 
 def test_pulp_solvers_by_name_and_instance():
@@ -372,7 +387,7 @@ def test_model_rows_read_like_the_math():
     p = generate("heterogeneous", 10, 4, 2, seed=0).replace(
         allowed=np.arange(40).reshape(10, 4) % 7 != 0, balance_penalty=1.0, balance_metric="range"
     )
-    model = milp_backend.build_model(p)
+    model = milp_backend.formulate(p)
     pairs = int(p.allowed.sum())
     assert model.columns["x"] == slice(0, pairs)
     assert model.shape == (3 * 10 + 4 + 2 * 4, pairs + 4 + 2)
@@ -383,5 +398,5 @@ def test_model_rows_read_like_the_math():
 
 def test_vectorised_build_is_linear_in_the_pairs():
     p = generate("heterogeneous", 2_000, 64, 8, seed=0)
-    model = milp_backend.build_model(p)
+    model = milp_backend.formulate(p)
     assert model.matrix.nnz == 4 * 2_000 * 64 + 64

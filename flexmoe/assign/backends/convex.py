@@ -61,13 +61,15 @@ import numpy as np
 
 from flexmoe.assign.precheck import infeasibility_reason
 from flexmoe.assign.problem import AssignmentProblem, BalanceMetric, Bool, Float
+from flexmoe.assign.registry import Variant
 from flexmoe.assign.result import Assignment, Status
+from flexmoe.assign.verify import verify
 
-__all__ = ["BOUND_SLACK", "ConvexSolver", "clear_cache", "solve"]
+__all__ = ["BOUND_SLACK", "SESSION", "ConvexSolver", "clear_cache", "solve"]
 
 NAME = "convex"
 EXACT = False
-REQUIRED_MODULES = ("cvxpy",)
+VARIANTS = (Variant("cvxpy", ("cvxpy",), extra="convex", description="CVXPY (HiGHS, Clarabel)"),)
 
 #: Relative slack added to the relaxation's value: the solvers used stop at 1e-8.
 BOUND_SLACK = 1e-6
@@ -110,14 +112,14 @@ def _digest(*arrays: np.ndarray | None) -> str:
 
 
 def structure_key(problem: AssignmentProblem) -> tuple[Any, ...]:
-    """What a compiled relaxation depends on: shape, allowed pattern, coefficients, which
-    constraint families, and the balance metric when λ > 0 (λ itself is a parameter)."""
+    """What a compiled relaxation depends on: shape, allowed pattern, coefficients (load
+    weights, every budget row's name and costs), and the balance metric when λ > 0 (λ
+    and the budget limits are parameters)."""
     metric = problem.balance_metric if problem.balance_penalty > 0 else None
     return (
         problem.shape,
-        _digest(problem.allowed, problem.expert_size, problem.compute_cost, problem.load_weight),
-        problem.has_storage,
-        problem.has_compute,
+        _digest(problem.allowed, problem.load_weight, *(row.cost for row in problem.budgets)),
+        tuple((row.name, row.cost.ndim) for row in problem.budgets),
         metric,
     )
 
@@ -129,8 +131,8 @@ class ConvexSolver:
     later calls skip CVXPY's compilation. With ``candidates=True`` and many experts the
     variables cover only candidate pairs (each client's best and cheapest experts, each
     expert's best clients); the solve is then certified on every pair by pricing: with
-    the duals of the client, capacity and load rows, an excluded pair's reduced cost
-    ``r = ū + α_n − β_n − σ_n·size[e] − κ_n·cost[n, e] + ν_e·w[n, e]`` is what it could
+    the duals of the client, budget and load rows, an excluded pair's reduced cost
+    ``r = ū + α_n − β_n − Σ_rows κ_n·cost[n, e] + ν_e·w[n, e]`` is what it could
     add, so ``value + Σ max(r, 0)`` bounds the full relaxation (weak duality). Pairs with
     ``r > 0`` join the candidates and the relaxation is compiled again.
 
@@ -142,6 +144,11 @@ class ConvexSolver:
     faster, compiling its model included. ``warm=False`` re-solves every pair through
     the parameters and never compiles again.
 
+    It is the backend's session (``SESSION``, see :class:`flexmoe.assign.Solver`):
+    ``ConvexSolver(**options)`` takes the options of :func:`solve`, and
+    :meth:`solve` relaxes, rounds and bounds like it, keeping the compiled relaxation
+    and the last duals; a problem of another structure compiles the relaxation anew.
+
     Examples
     --------
     >>> import numpy as np
@@ -152,17 +159,46 @@ class ConvexSolver:
     >>> again = solver.relax(p.replace(utility=2 * np.eye(3)))
     >>> round(first.value, 6), round(again.value, 6), first.compiled, again.compiled
     (3.0, 6.0, True, False)
+    >>> solver.solve(p.replace(utility=3 * np.eye(3))).objective
+    9.0
     """
 
-    def __init__(self, problem: AssignmentProblem, *, candidates: bool = False, warm: bool = True):
+    def __init__(
+        self,
+        problem: AssignmentProblem | None = None,
+        *,
+        solver: str | None = None,
+        cache: bool = True,
+        candidates: bool = False,
+        warm: bool = True,
+    ):
+        self.solver, self.cache, self.candidates, self.warm = solver, cache, candidates, warm
+        self.key: tuple[Any, ...] | None = None
+        if problem is not None:
+            self._compile(problem)
+
+    def _compile(self, problem: AssignmentProblem) -> None:
+        """Start over on `problem`'s structure: candidates, model, no last solve."""
         self.key = structure_key(problem)
         self.allowed = problem.allowed_mask().copy()
-        chosen = _candidates(problem) if candidates else None
+        chosen = _candidates(problem) if self.candidates else None
         self.mask = self.allowed if chosen is None else chosen
-        self.warm = warm
         self._last: _Dual | None = None  # z and duals of the last optimal solve
         self._full: tuple[Any, ...] | None = None  # the model on every pair, compiled
         self._model(problem)
+
+    def solve(
+        self,
+        problem: AssignmentProblem,
+        *,
+        time_limit: float | None = None,
+        seed: int | None = None,
+    ) -> Assignment:
+        """Relax, round and bound `problem` like :func:`solve`, re-solving warm when it
+        has this session's structure (with ``cache=False``: compiling every time)."""
+        if self.key != structure_key(problem) or (not self.cache and self.compiled):
+            self._compile(problem)
+        return _solve(self, problem, time_limit, seed, self.solver)
 
     _FIELDS = ("problem", "z", "rows", "params", "clients", "experts", "compiled")
 
@@ -212,29 +248,22 @@ class ConvexSolver:
             # loads, and their band
             "loads": loads == rows(experts, weight, e) @ z,
         }
-        self.rows |= self._capacities(problem, rows, z)
+        self.rows |= self._budgets(problem, rows, z)
         constraints = [*self.rows.values()]
         constraints += [loads >= p["load_min"], loads <= p["load_max"]]
         objective = gain - self._balance(problem, loads, constraints)
         self.problem = cp.Problem(cp.Maximize(objective), constraints)
         self.compiled = False
 
-    def _capacities(self, problem: AssignmentProblem, rows: Any, z: Any) -> dict[str, Any]:
-        """Storage and compute rows, when the problem has them."""
+    def _budgets(self, problem: AssignmentProblem, rows: Any, z: Any) -> dict[str, Any]:
+        """Every budget row (storage, compute, ...): Σ_e cost[n, e]·z[n, e] ≤ limit[n]."""
         import cvxpy as cp
 
         out = {}
-        c, e = self.clients, self.experts
-        # storage: Σ_e expert_size[e]·z[n, e] ≤ storage[n]
-        if problem.expert_size is not None:
-            self.params["storage"] = cp.Parameter(problem.n_clients)
-            size = rows(c, problem.expert_size[e], problem.n_clients)
-            out["storage"] = size @ z <= self.params["storage"]
-        # compute: Σ_e compute_cost[n, e]·z[n, e] ≤ compute_budget[n]
-        if problem.compute_cost is not None:
-            self.params["compute_budget"] = cp.Parameter(problem.n_clients)
-            cost = rows(c, problem.compute_cost[c, e], problem.n_clients)
-            out["compute"] = cost @ z <= self.params["compute_budget"]
+        for row in problem.budgets:
+            limit = self.params[_limit_key(row.name)] = cp.Parameter(problem.n_clients)
+            cost = rows(self.clients, row.at(self.clients, self.experts), problem.n_clients)
+            out[_row_key(row.name)] = cost @ z <= limit
         return out
 
     def _balance(self, problem: AssignmentProblem, loads: Any, constraints: list) -> Any:
@@ -254,16 +283,15 @@ class ConvexSolver:
         """Put `problem`'s data into the parameters (same structure)."""
         if structure_key(problem) != self.key:
             raise ValueError("`problem` has another structure than this compiled relaxation")
-        reach = np.where(problem.allowed_mask(), problem.weights(), 0.0).sum(axis=0)
+        hi = np.minimum(problem.load_max, np.maximum(problem.reach, problem.load_min))
         values = {
             "utility": problem.effective_utility()[self.clients, self.experts],
             "min_experts": problem.min_experts.astype(np.float64),
             "max_experts": problem.max_experts.astype(np.float64),
             "load_min": problem.load_min,
-            "load_max": np.minimum(problem.load_max, np.maximum(reach, problem.load_min)),
-            "storage": problem.storage,
-            "compute_budget": problem.compute_budget,
+            "load_max": hi,
             "balance_penalty": problem.balance_penalty,
+            **{_limit_key(row.name): row.limit for row in problem.budgets},
         }
         for name, param in self.params.items():
             param.value = values[name]
@@ -279,6 +307,8 @@ class ConvexSolver:
         the candidates and, while some could improve it, add them and solve again."""
         name = solver or _default_solver(problem)
         start, compiled, caught, gain, priced = time.perf_counter(), False, [], 0.0, 0
+        if self.key is None:
+            self._compile(problem)
         if structure_key(problem) != self.key:
             raise ValueError("`problem` has another structure than this compiled relaxation")
         warm = self.warm and self._last is not None
@@ -328,7 +358,7 @@ class ConvexSolver:
         if time_limit is not None and limit_name:
             options[limit_name] = max(time_limit, 1e-3)
         if name == "HIGHS":
-            from flexmoe.assign.backends.milp import silence_highs_banner
+            from flexmoe.assign.backends._highs import silence_highs_banner
 
             silence_highs_banner()
         with warnings.catch_warnings(record=True) as caught:
@@ -397,17 +427,25 @@ class _Dual:
     duals: dict[str, Float]
 
 
+def _row_key(name: str) -> str:
+    """The constraint (and dual) of budget row `name`."""
+    return f"budget:{name}"
+
+
+def _limit_key(name: str) -> str:
+    """The parameter of budget row `name`'s limits."""
+    return f"limit:{name}"
+
+
 def _reduced_costs(
     problem: AssignmentProblem, dual: dict[str, Float], n: np.ndarray, e: np.ndarray
 ) -> Float:
-    """``r = ū + α_n − β_n − σ_n·size[e] − κ_n·cost[n, e] + ν_e·w[n, e]`` of the pairs
+    """``r = ū + α_n − β_n − Σ_rows κ_n·cost[n, e] + ν_e·w[n, e]`` of the pairs
     ``(n, e)``: what each could add to the relaxation at these duals."""
     r = dual["utility"] * problem.effective_utility()[n, e]
     r += dual["at_least"][n] - dual["at_most"][n] + dual["loads"][e] * problem.weights()[n, e]
-    if problem.expert_size is not None:
-        r -= dual["storage"][n] * problem.expert_size[e]
-    if problem.compute_cost is not None:
-        r -= dual["compute"][n] * problem.compute_cost[n, e]
+    for row in problem.budgets:
+        r -= dual[_row_key(row.name)][n] * row.at(n, e)
     return r
 
 
@@ -419,14 +457,9 @@ def _candidates(problem: AssignmentProblem) -> Bool | None:
     allowed = problem.allowed_mask()
     if problem.n_experts < 16:
         return None
-    utility = np.where(allowed, problem.effective_utility(), -np.inf)
+    utility = problem.masked_utility
     mask = _top(utility, problem.max_experts + 8)
-    cheap = np.zeros(problem.shape)
-    if problem.expert_size is not None and problem.storage is not None:
-        cheap += problem.expert_size[None, :] / np.maximum(problem.storage, 1e-12)[:, None]
-    if problem.compute_cost is not None and problem.compute_budget is not None:
-        cheap += problem.compute_cost / np.maximum(problem.compute_budget, 1e-12)[:, None]
-    mask |= _top(np.where(allowed, -cheap, -np.inf), problem.max_experts)
+    mask |= _top(np.where(allowed, -problem.budget_share, -np.inf), problem.max_experts)
     if problem.previous is not None:
         mask |= problem.previous
     mean_weight = max(float(problem.weights().mean()), 1e-12)
@@ -549,12 +582,23 @@ def solve(
         an exact backend), or ``INFEASIBLE`` when the relaxation is — a proof, stated in
         ``info["proof"]``.
     """
-    start = time.perf_counter()
-    deadline = None if time_limit is None else start + time_limit
     if cache:
         compiled = _compiled(problem, candidates, warm)
     else:
-        compiled = ConvexSolver(problem, candidates=candidates, warm=warm)
+        compiled = ConvexSolver(problem, cache=False, candidates=candidates, warm=warm)
+    return _solve(compiled, problem, time_limit, seed, solver)
+
+
+def _solve(
+    compiled: ConvexSolver,
+    problem: AssignmentProblem,
+    time_limit: float | None,
+    seed: int | None,
+    solver: str | None,
+) -> Assignment:
+    """Relax with `compiled` (of `problem`'s structure) → round → bound."""
+    start = time.perf_counter()
+    deadline = None if time_limit is None else start + time_limit
     relaxation = compiled.relax(problem, solver=solver, time_limit=time_limit)
     info = _relaxation_info(relaxation, compiled)
     build_time = float(info.pop("compile_time"))
@@ -619,23 +663,35 @@ def _round(
         out_of_time = deadline is not None and time.perf_counter() >= deadline
         if result.status is Status.LIMIT_NO_SOLUTION and out_of_time:
             return None, f"{how}: time limit before a feasible assignment"
-    return _exact(problem, deadline, seed, None), "full problem: milp"
+    result = _exact(problem, deadline, seed, None)
+    return result, f"full problem: {result.backend}"
 
 
 def _exact(
     problem: AssignmentProblem, deadline: float | None, seed: int | None, cap: float | None
 ) -> Assignment:
-    """Flow when the structure allows, else the MILP stopped at `ROUNDING_GAP`: the
+    """Flow when the structure allows, else the MILP stopped at `ROUNDING_GAP` (the
+    sibling backends, called directly, their answer checked by the verifier): the
     rounding needs a good assignment, the relaxation already certifies the gap."""
-    from flexmoe.assign.registry import choose_backend
-    from flexmoe.assign.registry import solve as solve_with
+    from flexmoe.assign.backends import flow, milp
 
-    backend = choose_backend(problem).name
-    options: dict[str, Any] = {"mip_gap": ROUNDING_GAP} if backend == "milp" else {}
     limit = _left(deadline)
     if cap is not None:
         limit = cap if limit is None else min(limit, cap)
-    return solve_with(problem, backend, time_limit=limit, seed=seed, **options)
+    if flow.unsupported(problem) is None and flow.VARIANTS[0].available:
+        return _verified(problem, flow.solve(problem, time_limit=limit, seed=seed))
+    result = milp.solve(problem, time_limit=limit, seed=seed, mip_gap=ROUNDING_GAP)
+    return _verified(problem, result)
+
+
+def _verified(problem: AssignmentProblem, result: Assignment) -> Assignment:
+    """`result`, or an ``ERROR`` when the independent checker rejects its assignment."""
+    if result.x is None:
+        return result
+    verdict = verify(problem, result.x, objective=result.objective, bound=result.bound)
+    if verdict.ok:
+        return result
+    return result.replace(status=Status.ERROR, message=f"verifier: {verdict.reason}")
 
 
 def _keep_the_better(
@@ -644,9 +700,9 @@ def _keep_the_better(
     """The rounding, or ``greedy balanced`` on the whole problem when that is better: a
     restricted MILP stopped at its cap can hold an incumbent far below (weighted loads
     with the variance term: −171,095 against greedy's 4,460 at 1,000 × 64)."""
-    from flexmoe.assign.registry import solve as solve_with
+    from flexmoe.assign.backends import greedy as greedy_backend
 
-    greedy = solve_with(problem, "greedy", seed=seed)
+    greedy = _verified(problem, greedy_backend.solve(problem, seed=seed, method="balanced"))
     if not greedy.has_solution:
         return rounded, how
     if rounded is None or not rounded.has_solution or greedy.objective > rounded.objective:
@@ -664,13 +720,8 @@ def _widened(problem: AssignmentProblem, z: Float) -> Bool:
     rank = np.arange(problem.n_experts)[None, :] < count[:, None]
     mask = z > SUPPORT
     scores = [-(z + 1e-3 * problem.effective_utility())]
-    cheap = np.zeros(problem.shape)
-    if problem.expert_size is not None and problem.storage is not None:
-        cheap += problem.expert_size[None, :] / np.maximum(problem.storage, 1e-12)[:, None]
-    if problem.compute_cost is not None and problem.compute_budget is not None:
-        cheap += problem.compute_cost / np.maximum(problem.compute_budget, 1e-12)[:, None]
-    if cheap.any():
-        scores.append(cheap)
+    if problem.budget_share.any():
+        scores.append(problem.budget_share)
     for score in scores:
         order = np.argsort(np.where(problem.allowed_mask(), score, np.inf), axis=1)
         chosen = np.zeros(problem.shape, dtype=bool)
@@ -719,3 +770,7 @@ def _result(
         note = "the rounded objective exceeds the relaxation's value (solver inaccuracy)"
         return result.replace(bound=math.nan, message=f"{note}; no bound reported")
     return result
+
+
+#: The backend's session class (see :class:`flexmoe.assign.Solver`).
+SESSION = ConvexSolver

@@ -1,4 +1,4 @@
-"""Exact min-cost flow (OR-Tools or networkx) for count loads without storage or compute rows.
+"""Exact min-cost flow (OR-Tools or networkx) for count loads and count-equivalent budgets.
 
 With unit expert sizes, count loads and no storage or compute rows the constraint matrix of
 the assignment problem is a bipartite incidence matrix, so the problem is a min-cost flow:
@@ -14,7 +14,6 @@ pairs that would are added and the flow is solved again (see :func:`solve`).
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import time
 from collections.abc import Callable
@@ -24,21 +23,19 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from flexmoe.assign.errors import BackendUnavailableError, UnknownBackendError
-from flexmoe.assign.problem import AssignmentProblem, BalanceMetric
+from flexmoe.assign.problem import FRIENDLY_ROWS, AssignmentProblem, BalanceMetric
+from flexmoe.assign.registry import Variant, spec_name
 from flexmoe.assign.result import Assignment, Status
 
-__all__ = ["EXACT", "NAME", "REQUIRED_MODULES", "VARIANTS", "VARIANT_OPTION", "solve"]
+__all__ = ["EXACT", "NAME", "VARIANTS", "VARIANT_OPTION", "solve", "unsupported"]
 
 NAME = "flow"
 EXACT = True
-#: What the default engine needs; ``engine="networkx"`` checks for networkx when called.
-REQUIRED_MODULES = ("ortools",)
 VARIANT_OPTION = "engine"
-VARIANTS = ("ortools", "networkx")
-
-#: Slack when rounding the load band to whole holder counts (the precheck uses the same).
-_SLACK = 1e-9
+VARIANTS = (
+    Variant("ortools", ("ortools",), extra="", description="OR-Tools' SimpleMinCostFlow"),
+    Variant("networkx", ("networkx",), extra="", description="networkx's network simplex"),
+)
 #: Scaled costs are kept below 2**62 / (4·(path nodes + 1)·(nodes + 1)): OR-Tools multiplies
 #: costs by (nodes + 1) and its potentials move by at most ~1.5·(path nodes)·(largest scaled
 #: cost), so neither a cost nor a potential can overflow int64 (no BAD_COST_RANGE).
@@ -84,6 +81,10 @@ _NATIVE: dict[str, tuple[Status, str]] = {
 def unsupported(problem: AssignmentProblem) -> str | None:
     """Why the flow structure cannot express `problem` (None: it can).
 
+    A budget row that costs each client the same for all its allowed experts only caps
+    how many experts the client holds (it is count-equivalent): flow takes it through
+    ``problem.most_experts``. Any other budget row needs the MILP.
+
     Examples
     --------
     >>> import numpy as np
@@ -91,15 +92,13 @@ def unsupported(problem: AssignmentProblem) -> str | None:
     >>> unsupported(AssignmentProblem(np.ones((2, 2)), max_experts=1, load_weight=np.ones((2, 2))))
     '`load_weight` (weighted loads) needs the `milp` backend'
     """
-    if problem.storage is not None:
-        return "`storage` (with `expert_size`) needs the `milp` backend"
-    if problem.compute_budget is not None:
-        return "`compute_budget` (with `compute_cost`) needs the `milp` backend"
+    if not problem.count_equivalent:
+        return _budget_reason(problem)
     if problem.load_weight is not None:
         return "`load_weight` (weighted loads) needs the `milp` backend"
     if problem.balance_penalty > 0 and problem.balance_metric is BalanceMetric.RANGE:
         return "balance_metric='range' with balance_penalty > 0 needs the `milp` backend"
-    if problem.balance_penalty > 0 and _fixed_total(problem) is None:
+    if problem.balance_penalty > 0 and problem.fixed_total is None:
         return (
             "`balance_penalty` > 0 with a variable total (min_experts != max_experts) needs "
             "the `milp` backend"
@@ -107,31 +106,20 @@ def unsupported(problem: AssignmentProblem) -> str | None:
     return None
 
 
+def _budget_reason(problem: AssignmentProblem) -> str:
+    """Names the first budget row that is not count-equivalent."""
+    rows = zip(problem.budgets, problem.count_equivalent_rows, strict=True)
+    name = next(row.name for row, counts in rows if not counts)
+    if name in FRIENDLY_ROWS:
+        cost, limit = FRIENDLY_ROWS[name]
+        return f"`{limit}` (with `{cost}`) needs the `milp` backend"
+    return (
+        f"budget row `{name}` needs the `milp` backend (its cost differs across a client's "
+        "allowed experts)"
+    )
+
+
 # -- the network ---------------------------------------------------------------------------
-
-
-def _most_experts(problem: AssignmentProblem) -> Int:
-    """``max_experts`` capped by the number of experts each client may hold."""
-    if problem.allowed is None:
-        return np.minimum(problem.max_experts, problem.n_experts)
-    return np.minimum(problem.max_experts, problem.allowed.sum(axis=1))
-
-
-def _holder_band(problem: AssignmentProblem, total: int) -> tuple[Int, Int]:
-    """Whole holder counts ``[ceil(load_min), floor(load_max)]`` per expert, the upper end
-    capped by the clients allowed to hold it and by the largest total `total`."""
-    holders = problem.n_clients if problem.allowed is None else problem.allowed.sum(axis=0)
-    hi = np.minimum(np.floor(problem.load_max + _SLACK), np.minimum(holders, total))
-    return np.ceil(problem.load_min - _SLACK).astype(np.int64), hi.astype(np.int64)
-
-
-def _fixed_total(problem: AssignmentProblem) -> int | None:
-    """The total number of holders when every feasible assignment has the same one."""
-    most = _most_experts(problem)
-    if (problem.min_experts >= most).all():  # min == capped max, or infeasible anyway
-        return int(problem.min_experts.sum())
-    lo, hi = _holder_band(problem, int(most.sum()))
-    return int(lo.sum()) if lo.sum() == hi.sum() else None
 
 
 @dataclass(frozen=True)
@@ -179,8 +167,8 @@ class _Network:
 def _build_network(problem: AssignmentProblem) -> _Network:
     """Scale the costs and lay out the fixed arcs and supplies (vectorised)."""
     n, e = problem.shape
-    most = _most_experts(problem)
-    lo, hi = _holder_band(problem, int(most.sum()))
+    most = problem.most_experts
+    lo, hi = problem.holder_band
     unit_expert, unit_cost = _penalty_units(problem, lo, hi)
     utility = problem.effective_utility()
     allowed = utility if problem.allowed is None else utility[problem.allowed]
@@ -433,20 +421,6 @@ def _run_networkx(arcs: _Arcs, supplies: Int) -> _Outcome:
 _RUNNERS: dict[str, _Runner] = {"ortools": _run_ortools, "networkx": _run_networkx}
 
 
-def _runner(engine: str) -> _Runner:
-    """The engine's run function, or an error naming the valid engines / the missing module."""
-    if engine not in _RUNNERS:
-        raise UnknownBackendError(
-            f"backend 'flow' has no engine {engine!r}; valid engines: {', '.join(VARIANTS)}"
-        )
-    if importlib.util.find_spec(engine) is None:
-        raise BackendUnavailableError(
-            f"engine {engine!r} of backend 'flow' needs {engine}, which is not installed; "
-            "`pip install flexmoe` installs it"
-        )
-    return _RUNNERS[engine]
-
-
 # -- optimality certificate for pruned networks ----------------------------------------------
 
 
@@ -576,16 +550,17 @@ def solve(
     Parameters
     ----------
     problem : AssignmentProblem
-        Count loads, no `storage` or `compute_budget`; a balance penalty only with the
-        variance metric and a fixed total (see :func:`unsupported`).
+        Count loads, budget rows only if count-equivalent; a balance penalty only with
+        the variance metric and a fixed total (see :func:`unsupported`).
     time_limit : float, optional
         Accepted for the common interface; a min-cost flow solve is not interruptible and
         always runs to optimality.
     seed : int, optional
         Unused: both engines are deterministic.
     engine : {"ortools", "networkx"}
-        OR-Tools' cost-scaling ``SimpleMinCostFlow`` (fast) or networkx's network simplex
-        (pure Python; ``"flow:networkx"``).
+        The variant: OR-Tools' cost-scaling ``SimpleMinCostFlow`` (fast) or networkx's
+        network simplex (pure Python; ``"flow:networkx"``). The registry checks it and
+        its module.
     candidates : int, optional
         Experts per client in the first solve (its best by effective utility). Default:
         ``max(max_experts) + 8`` on problems with at least 50,000 pairs where that is at
@@ -610,7 +585,8 @@ def solve(
         e \to t:\ [\lceil \mathrm{load\_min}_e \rceil, \lfloor \mathrm{load\_max}_e \rfloor]
 
     with :math:`\tilde u` = ``effective_utility()`` (the switch cost folded in) and
-    :math:`\mathrm{max}'_n` = ``max_experts`` capped by the allowed count. A return arc
+    :math:`\mathrm{max}'_n` = ``problem.most_experts`` (``max_experts`` capped by the
+    allowed count and by the count-equivalent budget rows). A return arc
     t → s closes the circulation; lower bounds become node supplies. Under a variance
     penalty λ with a fixed total F, :math:`\sum_e (L_e - \bar L)^2 = \sum_e L_e^2 - F^2/E`
     and e → t becomes unit arcs, the k-th costing λ(2k − 1) (convex, so they fill in order).
@@ -638,7 +614,7 @@ def solve(
     """
     if candidates is not None and (not isinstance(candidates, int) or candidates < 1):
         raise ValueError(f"`candidates` must be a positive integer or None; got {candidates!r}")
-    run = _runner(engine)
+    run = _RUNNERS[engine]
     start = time.perf_counter()
     network = _build_network(problem)
     pairs = _candidate_pairs(network, candidates)
@@ -664,7 +640,7 @@ def _result(search: _Search, outcome: _Outcome, engine: str) -> Assignment:
         "fallback": search.fallback,
         "max_rounding_error": network.max_error,
     }
-    backend = NAME if engine == VARIANTS[0] else f"{NAME}:{engine}"
+    backend = spec_name(NAME, engine, VARIANTS)
     times: dict[str, Any] = {
         "build_time": search.build_time,
         "solve_time": search.solve_time,

@@ -19,14 +19,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from flexmoe.assign.problem import AssignmentProblem, BalanceMetric
+from flexmoe.assign.derived import SLACK
+from flexmoe.assign.problem import AssignmentProblem, BalanceMetric, BudgetRow
+from flexmoe.assign.registry import Variant, spec_name
 from flexmoe.assign.result import Assignment, Status
 from flexmoe.assign.verify import imbalance
 
 __all__ = [
     "EXACT",
     "NAME",
-    "REQUIRED_MODULES",
     "VARIANTS",
     "VARIANT_OPTION",
     "balanced_assignment",
@@ -36,16 +37,19 @@ __all__ = [
 
 NAME = "greedy"
 EXACT = False
-REQUIRED_MODULES: tuple[str, ...] = ()
 VARIANT_OPTION = "method"
-VARIANTS = ("balanced", "topk")
+VARIANTS = (
+    Variant("balanced", extra="", description="capacity- and load-aware, with repair"),
+    Variant("topk", extra="", description="each client its best experts, load ignored"),
+)
 
 Float = NDArray[np.float64]
 Bool = NDArray[np.bool_]
 Index = NDArray[np.intp]
 
-#: Slack on float comparisons of loads and budgets (tighter than the verifier's).
-EPS = 1e-9
+#: Slack on float comparisons of loads and budgets: the problem's one slack (tighter than
+#: the verifier's tolerance).
+EPS = SLACK
 
 
 def solve(
@@ -63,6 +67,7 @@ def solve(
     time_limit, seed : ignored
         Both methods are deterministic (ties go to the lower expert index) and fast.
     method : {"balanced", "topk"}
+        The variant (the registry passes it from the spec, ``"greedy:topk"``).
         ``topk``: :func:`topk_assignment`; ``RELAXED`` when it breaks a constraint
         (by design it ignores the load band), ``FEASIBLE`` when it happens to meet all.
         ``balanced``: :func:`balanced_assignment`; ``FEASIBLE``, or
@@ -76,13 +81,11 @@ def solve(
         ``INFEASIBLE``; when its augmenting-path search does prove it (count loads, no
         budgets) the message says so and ``info["proven_infeasible"]`` is True.
     """
-    if method not in VARIANTS:
-        raise ValueError(f"`method` must be one of {', '.join(VARIANTS)}; got {method!r}")
     start = time.perf_counter()
-    state = _topk_state(problem) if method == "topk" else _balanced_state(problem)
+    state = _METHODS[method](problem)
     solve_time = time.perf_counter() - start
     violations = "; ".join(state.violations())
-    spec = f"{NAME}:{method}"
+    spec = spec_name(NAME, method, VARIANTS)
     info: dict[str, object] = {"method": method, **state.info}
     if method == "balanced" and violations:
         return Assignment.no_solution(
@@ -119,10 +122,11 @@ def _failure(state: _State) -> str:
 def topk_assignment(problem: AssignmentProblem) -> Bool:
     """Each client's best `max_experts` allowed experts by effective utility, load ignored.
 
-    Experts are taken best first; one that does not fit the client's storage or compute
-    budget is skipped. Past `min_experts` only experts with positive effective utility are
-    taken (holding one more can only lower the objective otherwise). This is the
-    personalisation baseline: on a problem with a load band it usually breaks it.
+    Experts are taken best first; one that does not fit one of the client's budget rows
+    (storage, compute, ...) is skipped. Past `min_experts` only experts with positive
+    effective utility are taken (holding one more can only lower the objective
+    otherwise). This is the personalisation baseline: on a problem with a load band it
+    usually breaks it.
 
     Examples
     --------
@@ -151,14 +155,14 @@ def balanced_assignment(problem: AssignmentProblem) -> Bool:
     3. Augment: each remaining unit of deficit (an expert below ``load_min``, a client
        below `min_experts`) is fixed along an augmenting path of adds and drops found by
        breadth-first search, never breaking another bound. With count loads and no
-       storage or compute budgets this is Hoffman's circulation argument: the search
+       budget rows this is Hoffman's circulation argument: the search
        fails only when no feasible assignment exists.
     4. Balance: with ``balance_penalty > 0`` the proposals run under a load cap that
        anticipates λ (:func:`_balance_cap`); after the repairs, rounds of single-client
        moves (add, drop, swap) that lower λ·imbalance more than they cost in utility,
        in batches checked against the exact objective.
 
-    Guarantee: with count loads and no storage or compute budgets the result is feasible
+    Guarantee: with count loads and no budget rows the result is feasible
     whenever the problem is (any allowed mask, switch cost or balance penalty).
 
     Examples
@@ -214,6 +218,10 @@ def _balanced_state(problem: AssignmentProblem) -> _State:
     return state
 
 
+#: The variants' state builders.
+_METHODS = {"balanced": _balanced_state, "topk": _topk_state}
+
+
 def _balance_cap(state: _State) -> Float:
     """A load cap for the proposals that anticipates the balance penalty.
 
@@ -241,10 +249,9 @@ def _tight_clients(state: _State) -> Bool:
     top = _best_first(state.score, ranks)
     top_mask = np.arange(ranks) < p.min_experts[:, None]
     tight = np.zeros(p.n_clients, bool)
-    for left, use in ((state.storage_left, _storage_use), (state.compute_left, _compute_use)):
-        if left is not None:
-            used = np.where(top_mask, use(p, np.arange(p.n_clients), top), 0.0).sum(axis=1)
-            tight |= used > left + EPS
+    for row, left in zip(p.budgets, state.left, strict=True):
+        used = np.where(top_mask, _use(row, np.arange(p.n_clients), top), 0.0).sum(axis=1)
+        tight |= used > left + EPS
     return tight
 
 
@@ -258,35 +265,28 @@ class _State:
     x: Bool
     held: NDArray[np.int64]
     loads: Float
-    storage_left: Float | None
-    compute_left: Float | None
+    left: list[Float]  # each budget row's room per client, in `problem.budgets` order
     order: Index | None = None  # each client's experts best first (the first ranks)
     cheap: Index | None = None  # each client's experts cheapest first (budgets only)
-    shares: Float | None = None  # budget share of every pair (budgets only)
     cap: Float = field(default_factory=lambda: np.zeros(0))  # load cap for proposals
     info: dict[str, object] = field(default_factory=dict)
 
     @classmethod
     def start(cls, p: AssignmentProblem) -> _State:
-        score = p.effective_utility()
-        if p.allowed is not None:
-            score = np.where(p.allowed, score, -np.inf)
-        budget = p.compute_budget
         return cls(
             problem=p,
-            score=score,
+            score=p.masked_utility,
             weight=p.weights() if p.weighted_loads else np.broadcast_to(1.0, p.shape),
             x=np.zeros(p.shape, bool),
             held=np.zeros(p.n_clients, np.int64),
             loads=np.zeros(p.n_experts),
-            storage_left=None if p.storage is None else p.storage.copy(),
-            compute_left=None if budget is None else budget.copy(),
+            left=[row.limit.copy() for row in p.budgets],
             cap=p.load_max,
         )
 
     @property
     def budgeted(self) -> bool:
-        return self.storage_left is not None or self.compute_left is not None
+        return bool(self.left)
 
     def add(self, clients: Index, experts: Index, sign: int = 1) -> None:
         """Add (``sign=1``) or drop (``sign=-1``) distinct (client, expert) pairs."""
@@ -295,32 +295,28 @@ class _State:
         self.held += sign * np.bincount(clients, minlength=p.n_clients)
         w = self.weight[clients, experts]
         self.loads += sign * np.bincount(experts, weights=w, minlength=p.n_experts)
-        if self.storage_left is not None and p.expert_size is not None:
-            used = np.bincount(clients, weights=p.expert_size[experts], minlength=p.n_clients)
-            self.storage_left -= sign * used
-        if self.compute_left is not None and p.compute_cost is not None:
-            cost = p.compute_cost[clients, experts]
-            self.compute_left -= sign * np.bincount(clients, weights=cost, minlength=p.n_clients)
+        for row, left in zip(p.budgets, self.left, strict=True):
+            used = np.bincount(clients, weights=row.at(clients, experts), minlength=p.n_clients)
+            left -= sign * used
 
     def fits(self, clients: Index, experts: Index, need: Index | None = None) -> Bool:
         """Whether each client can add its expert within its budgets, keeping room for
         its `need` cheapest other experts (those it still needs to reach min_experts)."""
         p = self.problem
         ok = np.ones(clients.size, bool)
-        extra_s, extra_c = np.zeros(clients.size), np.zeros(clients.size)
+        extra = [np.zeros(clients.size) for _ in self.left]
         if need is not None and self.budgeted and need.any():
             rows = np.flatnonzero(need > 0)
-            extra_s[rows], extra_c[rows] = self._reserve(clients[rows], experts[rows], need[rows])
-        if self.storage_left is not None and p.expert_size is not None:
-            ok &= p.expert_size[experts] + extra_s <= self.storage_left[clients] + EPS
-        if self.compute_left is not None and p.compute_cost is not None:
-            cost = p.compute_cost[clients, experts]
-            ok &= cost + extra_c <= self.compute_left[clients] + EPS
+            reserve = self._reserve(clients[rows], experts[rows], need[rows])
+            for room, held in zip(extra, reserve, strict=True):
+                room[rows] = held
+        for row, left, more in zip(p.budgets, self.left, extra, strict=True):
+            ok &= row.at(clients, experts) + more <= left[clients] + EPS
         return ok
 
-    def _reserve(self, clients: Index, experts: Index, need: Index) -> tuple[Float, Float]:
-        """Storage and compute of each client's `need` cheapest experts that it does not
-        hold, other than `experts` (``inf`` if it has too few)."""
+    def _reserve(self, clients: Index, experts: Index, need: Index) -> list[Float]:
+        """Per budget row: the cost of each client's `need` cheapest experts that it does
+        not hold, other than `experts` (``inf`` if it has too few)."""
         p = self.problem
         order = self.cheapest_first()[clients]
         free = ~np.take_along_axis(self.x[clients], order, axis=1) & (order != experts[:, None])
@@ -331,29 +327,18 @@ class _State:
         at = np.argmax(count >= need[:, None], axis=1)
         short = count[:, -1] < need
         out = []
-        for used in (_storage_use(p, clients, order), _compute_use(p, clients, order)):
+        for row in p.budgets:
+            used = _use(row, clients, order)
             total = np.cumsum(np.where(free, used, 0.0), axis=1)[np.arange(clients.size), at]
             out.append(np.where(short, np.inf, total))
-        return out[0], out[1]
+        return out
 
     def cheapest_first(self) -> Index:
         """Every client's experts by budget share, cheapest first (forbidden ones last)."""
         if self.cheap is None:
-            share = np.where(np.isfinite(self.score), self.share(), np.inf)
+            share = np.where(np.isfinite(self.score), self.problem.budget_share, np.inf)
             self.cheap = np.argsort(share, axis=1, kind="stable")
         return self.cheap
-
-    def share(self) -> Float:
-        """Per pair: the share of the client's storage plus the share of its compute
-        budget that the expert takes."""
-        if self.shares is None:
-            p = self.problem
-            self.shares = np.zeros(p.shape)
-            if p.expert_size is not None and p.storage is not None:
-                self.shares += p.expert_size / np.maximum(p.storage, EPS)[:, None]
-            if p.compute_cost is not None and p.compute_budget is not None:
-                self.shares += p.compute_cost / np.maximum(p.compute_budget, EPS)[:, None]
-        return self.shares
 
     def best_first(self, rank: int, *, exact: bool) -> Index:
         """Every client's experts best first, valid at least up to `rank`.
@@ -383,9 +368,8 @@ class _State:
             ("load_min", self.loads < lo - EPS * np.maximum(1, lo)),
             ("load_max", self.loads > hi + EPS * np.maximum(1, np.where(np.isinf(hi), 0, hi))),
         ]
-        for name, left in (("storage", self.storage_left), ("compute", self.compute_left)):
-            if left is not None:
-                checks.append((name, left < -EPS * np.maximum(1, np.abs(left))))
+        for row, left in zip(p.budgets, self.left, strict=True):
+            checks.append((row.name, left < -EPS * np.maximum(1, np.abs(left))))
         return [f"{name} ({int(bad.sum())} broken)" for name, bad in checks if bad.any()]
 
     # -- step 1: proposals ---------------------------------------------------------------
@@ -478,17 +462,10 @@ def _top_mask(score: Float, ranks: int) -> Bool:
     return chosen
 
 
-def _storage_use(p: AssignmentProblem, clients: Index, experts: Index) -> Float:
-    if p.expert_size is None:
-        return np.zeros(experts.shape)
-    return p.expert_size[experts]
-
-
-def _compute_use(p: AssignmentProblem, clients: Index, experts: Index) -> Float:
-    if p.compute_cost is None:
-        return np.zeros(experts.shape)
-    rows = clients if experts.ndim == 1 else clients[:, None]
-    return p.compute_cost[rows, experts]
+def _use(row: BudgetRow, clients: Index, experts: Index) -> Float:
+    """What budget `row` charges each client for its experts (`experts` one per client,
+    or a row of them per client)."""
+    return row.at(clients if experts.ndim == 1 else clients[:, None], experts)
 
 
 def _group_cumsum(groups: Index, values: Float) -> Float:
@@ -531,7 +508,7 @@ def _take_best_fitting(state: _State) -> None:
 def _downgrade(state: _State, clients: Index) -> bool:
     """Each client drops its held expert of largest budget share whose load can spare it."""
     p = state.problem
-    share = state.share()[clients]
+    share = state.problem.budget_share[clients]
     spare = state.loads - p.load_min
     droppable = state.x[clients] & (state.weight[clients] <= spare + EPS)
     share = np.where(droppable, share, -np.inf)
@@ -557,10 +534,8 @@ def _fill_candidates(state: _State, clients: Index) -> Bool:
     rank = np.empty_like(count)
     np.put_along_axis(rank, order, count - 1, axis=1)  # rank among the free experts
     everyone = np.broadcast_to(np.arange(p.n_experts), can.shape)
-    for left, use in ((state.storage_left, _storage_use), (state.compute_left, _compute_use)):
-        if left is None:
-            continue
-        cost = use(p, clients, everyone)
+    for row, left in zip(p.budgets, state.left, strict=True):
+        cost = _use(row, clients, everyone)
         total = np.cumsum(np.where(free, np.take_along_axis(cost, order, 1), 0.0), axis=1)
         first = _prefix_at(total, count, need)  # the `need` cheapest free experts
         more = _prefix_at(total, count, need + 1)  # ... and one more, if e is among them
@@ -655,11 +630,8 @@ def _swap_fits(state: _State, clients: Index, f: Index, e: int) -> Bool:
     """Whether replacing expert `f` by `e` keeps each client within its budgets."""
     p = state.problem
     ok = np.ones(clients.size, bool)
-    if state.storage_left is not None and p.expert_size is not None:
-        ok &= p.expert_size[e] - p.expert_size[f] <= state.storage_left[clients] + EPS
-    if state.compute_left is not None and p.compute_cost is not None:
-        cost = p.compute_cost
-        ok &= cost[clients, e] - cost[clients, f] <= state.compute_left[clients] + EPS
+    for row, left in zip(p.budgets, state.left, strict=True):
+        ok &= row.at(clients, np.full(clients.size, e)) - row.at(clients, f) <= left[clients] + EPS
     return ok
 
 
@@ -709,8 +681,7 @@ def _augment(state: _State) -> None:
     p = state.problem
     if p.load_weight is not None:
         return
-    lo = np.ceil(p.load_min - 1e-6 * np.maximum(1, p.load_min))
-    hi = np.floor(p.load_max + 1e-6 * np.maximum(1, np.where(np.isinf(p.load_max), 0, p.load_max)))
+    lo, hi = (band.astype(np.float64) for band in p.holder_band)
     deficit = (
         np.maximum(lo - state.loads, 0).sum() + np.maximum(p.min_experts - state.held, 0).sum()
     )
@@ -805,17 +776,13 @@ class _Search:
         # a client below min_experts keeps budget for the experts it still needs
         need = np.maximum(p.min_experts[clients] - st.held[clients] - (~swap).astype(np.int64), 0)
         reserve = st._reserve(clients, np.full(clients.size, -1), need) if need.any() else None
-        for i, (left, use) in enumerate(
-            ((st.storage_left, _storage_use), (st.compute_left, _compute_use))
-        ):
-            if left is None:
-                continue
+        for i, (row, left) in enumerate(zip(p.budgets, st.left, strict=True)):
             room = left[clients].copy()
-            room[swap] += use(p, clients[swap], dropped[swap])
+            room[swap] += row.at(clients[swap], dropped[swap])
             if reserve is not None:
                 room -= reserve[i]
             full = np.broadcast_to(np.arange(p.n_experts), ok.shape)
-            ok &= use(p, clients, full) <= room[:, None] + EPS
+            ok &= _use(row, clients, full) <= room[:, None] + EPS
         return ok
 
     def _from_experts(self, experts: Index) -> Index:
@@ -926,10 +893,8 @@ def _budget_room(state: _State) -> Bool:
     """Which pairs each client could add within its budgets now."""
     p = state.problem
     ok = np.ones(p.shape, bool)
-    if state.storage_left is not None and p.expert_size is not None:
-        ok = p.expert_size <= state.storage_left[:, None] + EPS
-    if state.compute_left is not None and p.compute_cost is not None:
-        ok = ok & (p.compute_cost <= state.compute_left[:, None] + EPS)
+    for row, left in zip(p.budgets, state.left, strict=True):
+        ok &= row.cost <= left[:, None] + EPS
     return ok
 
 

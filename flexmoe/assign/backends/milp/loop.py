@@ -1,0 +1,244 @@
+"""Solve: warm start → formulate → run the engine (the outer-approximation loop of the
+variance term) → map the outcome to a status, explicitly; a limit is never ``OPTIMAL``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from flexmoe.assign.backends.milp.engines import BOUND_SNAP, ENGINES, FEASIBILITY, Run, Settings
+from flexmoe.assign.backends.milp.model import MilpModel, formulate
+from flexmoe.assign.problem import AssignmentProblem, Bool
+from flexmoe.assign.registry import spec_name
+from flexmoe.assign.result import Assignment, Status, relative_gap
+from flexmoe.assign.verify import expert_loads, objective_value, verify
+
+__all__ = ["DEFAULT_MIP_GAP", "solve"]
+
+#: Relative gap at which a finished solve counts as optimal.
+DEFAULT_MIP_GAP = 1e-6
+#: The solver stops at this share of `mip_gap`, so its own gap definition (relative to
+#: the incumbent, or with an absolute floor) and float noise stay inside ours.
+SOLVER_GAP_SHARE = 0.5
+#: Most solves of the outer-approximation loop for the variance term.
+MAX_ROUNDS = 30
+
+
+def solve(
+    problem: AssignmentProblem,
+    *,
+    time_limit: float | None = None,
+    seed: int | None = None,
+    engine: str = "highs",
+    solver: Any = None,
+    mip_gap: float = DEFAULT_MIP_GAP,
+    threads: int | None = None,
+    warm_start: bool = True,
+    highs_options: dict[str, Any] | None = None,
+) -> Assignment:
+    """Solve `problem` exactly as a MILP (see the module Notes for the formulation).
+
+    Parameters
+    ----------
+    problem : AssignmentProblem
+    time_limit : float, optional
+        Seconds for the whole solve (every round of the loop). Reaching it gives
+        ``FEASIBLE`` with the dual bound, or ``LIMIT_NO_SOLUTION``; never ``OPTIMAL``.
+    seed : int, optional
+        The solver's random seed (and the warm start's).
+    engine : {"highs", "pulp", "scipy"}
+        The variant: :func:`flexmoe.assign.solve` passes it from the spec
+        (``"milp:pulp"``), or picks ``pulp`` when `solver` is given.
+    solver : str or pulp.LpSolver, optional
+        For ``milp:pulp`` only: a PuLP solver name (``"PULP_CBC_CMD"`` by default,
+        ``"HiGHS"``, ``"GUROBI_CMD"``, ``"CPLEX_CMD"``, ...) or a configured instance.
+    mip_gap : float
+        Relative gap at which the solve is optimal (default 1e-6).
+    threads : int, optional
+        Solver threads.
+    warm_start : bool
+        Start from ``greedy:balanced`` when its answer is feasible.
+    highs_options : dict, optional
+        For ``milp:highs`` only: extra HiGHS options over
+        :data:`~flexmoe.assign.backends.milp.engines.HIGHS_DEFAULTS`.
+
+    Returns
+    -------
+    Assignment
+        `bound` is the solver's dual bound, so `gap` is certified (up to the solver's
+        feasibility tolerances).
+    """
+    start = time.perf_counter()
+    _check_options(mip_gap, threads)
+    deadline = None if time_limit is None else start + time_limit
+    warm, warm_note = _warm_start(problem, seed) if warm_start else (None, "off")
+    warm_time = time.perf_counter() - start
+    model = formulate(problem, warm)
+    settings = Settings(SOLVER_GAP_SHARE * mip_gap, threads, seed or 0, solver, highs_options or {})
+    runner = ENGINES[engine](model, settings)
+    if warm is not None:
+        runner.set_start(model.start(problem, warm))
+    build_time = time.perf_counter() - start - warm_time
+    outcome = _optimise(problem, model, runner, deadline, mip_gap, warm)
+    info = {
+        "engine": engine,
+        "solver": runner.solver,
+        "warm_start": warm_note,
+        "warm_start_time": warm_time,
+        **outcome.info(model),
+    }
+    return _result(problem, outcome, mip_gap, engine, build_time=build_time, info=info)
+
+
+def _check_options(mip_gap: float, threads: int | None) -> None:
+    """The values of the options (the registry checks which variant takes which)."""
+    if not (isinstance(mip_gap, int | float) and 0 <= mip_gap < 1):
+        raise ValueError(f"`mip_gap` must be a number in [0, 1); got {mip_gap!r}")
+    if threads is not None and not (isinstance(threads, int) and threads > 0):
+        raise ValueError(f"`threads` must be a positive integer; got {threads!r}")
+
+
+def _warm_start(problem: AssignmentProblem, seed: int | None) -> tuple[Bool | None, str]:
+    """``greedy:balanced``'s answer (the sibling module, called directly) when the
+    independent checker finds it feasible."""
+    from flexmoe.assign.backends import greedy
+
+    result = greedy.solve(problem, seed=seed, method="balanced")
+    if result.x is None or not verify(problem, result.x):
+        return None, f"greedy:balanced gave no feasible start ({result.status})"
+    return np.asarray(result.x, dtype=bool), "greedy:balanced"
+
+
+@dataclass
+class _Outcome:
+    """What the loop ended with: the last run, the best assignment and the bound."""
+
+    last: Run
+    x: Bool | None
+    value: float
+    bound: float
+    rounds: int
+    solve_time: float
+    tolerance: float = 0.0
+
+    def info(self, model: MilpModel) -> dict[str, Any]:
+        return {
+            "native_status": self.last.native,
+            "rounds": self.rounds,
+            "balance_model": model.balance_model,
+            "variance_lines": 0 if model.cuts is None else int(model.cuts.expert.size),
+            "columns": int(model.shape[1]),
+            "rows": int(model.shape[0]),
+            "nonzeros": int(model.matrix.nnz),
+        }
+
+
+def _optimise(
+    problem: AssignmentProblem,
+    model: MilpModel,
+    runner: Any,
+    deadline: float | None,
+    mip_gap: float,
+    warm: Bool | None,
+) -> _Outcome:
+    """Run the solver; with variance lines, add the lines through each incumbent's loads
+    and run again until the best true objective is within `mip_gap` of the bound."""
+    best, value = warm, -math.inf if warm is None else objective_value(problem, warm)
+    bound, rounds, spent = math.inf, 0, 0.0
+    while True:
+        rounds += 1
+        tick = time.perf_counter()
+        run = runner.run(None if deadline is None else max(deadline - tick, 1e-3))
+        spent += time.perf_counter() - tick
+        bound = bound if math.isnan(run.bound) else min(bound, run.bound)
+        x = None if run.values is None else model.assignment(run.values, problem.shape)
+        if x is not None and objective_value(problem, x) > value:
+            best, value = x, objective_value(problem, x)
+        if run.outcome != "optimal" or x is None or model.cuts is None:
+            break
+        if relative_gap(value, bound) <= mip_gap or rounds >= MAX_ROUNDS:
+            break
+        loads = expert_loads(problem, x)
+        d = (loads - loads.mean()) / model.scale
+        rows = model.add_cuts(*model.cuts.lines_through(d))
+        if rows[0].shape[0] == 0:
+            break
+        runner.add_rows(*rows)
+        runner.set_start(model.start(problem, best if best is not None else x))
+    bound = min(bound, _trivial_bound(problem))
+    # the continuous balance columns may each sit a feasibility tolerance off their rows
+    tolerance = FEASIBILITY * float(np.abs(model.cost[~model.integer]).sum())
+    return _Outcome(run, best, value, bound, rounds, spent, tolerance)
+
+
+def _trivial_bound(problem: AssignmentProblem) -> float:
+    """Each client's best allowed experts by effective utility (its first `min_experts`,
+    then any positive ones up to `max_experts`), ignoring every coupling and the balance
+    penalty: a valid bound when the solver stopped before proving one."""
+    ranked = -np.sort(-problem.masked_utility, axis=1)
+    rank = np.arange(problem.n_experts)[None, :]
+    take = (rank < problem.min_experts[:, None]) | (
+        (rank < problem.max_experts[:, None]) & (ranked > 0)
+    )
+    return float(np.where(take, ranked, 0.0).sum())
+
+
+def _result(
+    problem: AssignmentProblem,
+    out: _Outcome,
+    mip_gap: float,
+    engine: str,
+    *,
+    build_time: float,
+    info: dict,
+) -> Assignment:
+    """Map the loop's outcome to a status explicitly; a limit is never ``OPTIMAL``."""
+    from flexmoe.assign.backends import milp
+
+    name = spec_name(milp.NAME, engine, milp.VARIANTS)
+    times: dict[str, Any] = {"build_time": build_time, "solve_time": out.solve_time, "info": info}
+    native = f"{info['solver']}: {out.last.native}"
+    if out.x is None:
+        if out.last.outcome == "infeasible":
+            return Assignment.no_solution(
+                Status.INFEASIBLE, name, _infeasible(problem, native), **times
+            )
+        if out.last.outcome == "limit":
+            message = f"limit reached before any feasible assignment ({native})"
+            return Assignment.no_solution(
+                Status.LIMIT_NO_SOLUTION, name, message, bound=out.bound, **times
+            )
+        return Assignment.no_solution(Status.ERROR, name, f"solver failed ({native})", **times)
+    bound = out.bound
+    if abs(bound - out.value) <= BOUND_SNAP * max(1.0, abs(out.value)) + out.tolerance:
+        bound = out.value
+    gap = relative_gap(out.value, bound)
+    if out.last.outcome == "optimal" and gap <= mip_gap:
+        status, message = Status.OPTIMAL, ""
+    elif out.last.outcome == "limit":
+        status, message = Status.FEASIBLE, f"limit reached ({native}); certified gap {gap:.3g}"
+    else:
+        status = Status.FEASIBLE
+        message = f"stopped after {out.rounds} round(s) at certified gap {gap:.3g} ({native})"
+    return Assignment.from_x(problem, out.x, status=status, bound=bound, backend=name,
+                             message=message, **times)  # fmt: skip
+
+
+def _infeasible(problem: AssignmentProblem, native: str) -> str:
+    """The reason of an infeasible result: which constraint families were in play."""
+    families = [
+        f"experts per client {problem.min_experts.min()}..{problem.max_experts.max()}",
+        "load band [load_min, load_max]",
+    ]
+    families += [f"budget {row.name}" for row in problem.budgets]
+    if problem.allowed is not None:
+        families.append("allowed mask")
+    return (
+        f"no assignment satisfies {', '.join(families)} together (proved by {native}), "
+        "although every aggregate precheck passes"
+    )
