@@ -20,6 +20,7 @@ import pytest
 
 from flexmoe.assign import AssignmentProblem, Status
 from flexmoe.assign.backends import milp
+from flexmoe.assign.backends.milp import engines
 from flexmoe.assign.instances import generate, load_band
 
 
@@ -84,8 +85,8 @@ def test_milp_1000x64_general_optimal(benchmark, medium):
 
 def _build(problem: AssignmentProblem) -> object:
     """What the ``highs`` engine does before solving: arrays, then HiGHS's own model."""
-    model = milp.build_model(problem)
-    return milp._HighsEngine(model, milp._Settings(milp.DEFAULT_MIP_GAP))
+    model = milp.formulate(problem)
+    return engines.HighsEngine(model, engines.Settings(milp.DEFAULT_MIP_GAP))
 
 
 def test_build_10000x64_general(benchmark, large):

@@ -1,9 +1,11 @@
 """Seeded, named instance generators for benchmarks, tests and demos.
 
 Every generator has the signature ``(n_clients, n_experts, k, *, seed=0, load_slack=0.1,
-...)`` and returns a feasible :class:`~flexmoe.assign.AssignmentProblem` named
-``"{kind}-{N}x{E}x{k}-s{seed}"``. :func:`generate` picks one by name from
-:data:`GENERATORS`.
+balance_penalty=0.0, balance_metric="variance", ...)`` and returns a feasible
+:class:`~flexmoe.assign.AssignmentProblem` named ``"{kind}-{N}x{E}x{k}-s{seed}"``, with
+``-lam{λ}`` appended under a balance penalty (and ``-range`` for that metric): the
+soft-balance workload the ``convex`` backend exists for. :func:`generate` picks one by
+name from :data:`GENERATORS`.
 
 Feasibility is by construction: each generator builds a witness assignment (clients hold
 consecutive experts round-robin, heaviest clients first) and makes every band and budget
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -47,8 +50,22 @@ def _check_sizes(n_clients: int, n_experts: int, k: int) -> None:
         raise ValueError(f"`k` must be in 1..n_experts = 1..{n_experts}; got {k}")
 
 
-def _name(kind: str, n_clients: int, n_experts: int, k: int, seed: int) -> str:
-    return f"{kind}-{n_clients}x{n_experts}x{k}-s{seed}"
+def _name(kind: str, n_clients: int, n_experts: int, k: int, seed: int, balance: _Balance) -> str:
+    name = f"{kind}-{n_clients}x{n_experts}x{k}-s{seed}"
+    if balance.penalty:
+        name += f"-lam{balance.penalty:g}" + ("-range" if balance.metric == "range" else "")
+    return name
+
+
+@dataclass(frozen=True)
+class _Balance:
+    """The soft balance term every generator takes: λ and the metric."""
+
+    penalty: float = 0.0
+    metric: str = "variance"
+
+    def fields(self) -> dict[str, Any]:
+        return {"balance_penalty": self.penalty, "balance_metric": self.metric}
 
 
 def _witness(counts: np.ndarray, n_experts: int, order: np.ndarray | None = None) -> np.ndarray:
@@ -97,7 +114,14 @@ def load_band(
 
 
 def uniform(
-    n_clients: int, n_experts: int, k: int, *, seed: int = 0, load_slack: float | None = 0.1
+    n_clients: int,
+    n_experts: int,
+    k: int,
+    *,
+    seed: int = 0,
+    load_slack: float | None = 0.1,
+    balance_penalty: float = 0.0,
+    balance_metric: str = "variance",
 ) -> AssignmentProblem:
     """IID utilities: every pair uniform on [0, 1), every client holds exactly `k` experts.
 
@@ -110,14 +134,19 @@ def uniform(
     load_slack : float or None
         Load band ``[floor(m·(1 − s)), ceil(m·(1 + s))]`` around the mean load
         ``m = N·k/E``; None for no band.
+    balance_penalty, balance_metric : float, {"variance", "range"}
+        The soft balance term λ·imbalance(L) of the problem (default: none).
 
     Examples
     --------
     >>> p = uniform(100, 8, 2, seed=1)
     >>> p.name, p.shape, float(p.load_min[0]), float(p.load_max[0])
     ('uniform-100x8x2-s1', (100, 8), 22.0, 28.0)
+    >>> uniform(100, 8, 2, seed=1, balance_penalty=0.01).name
+    'uniform-100x8x2-s1-lam0.01'
     """
     _check_sizes(n_clients, n_experts, k)
+    balance = _Balance(balance_penalty, balance_metric)
     rng = np.random.default_rng(seed)
     utility = rng.random((n_clients, n_experts))
     lo, hi = load_band(n_clients * k / n_experts, load_slack, n_experts)
@@ -126,7 +155,8 @@ def uniform(
         max_experts=np.full(n_clients, k),
         load_min=lo,
         load_max=hi,
-        name=_name("uniform", n_clients, n_experts, k, seed),
+        name=_name("uniform", n_clients, n_experts, k, seed, balance),
+        **balance.fields(),
     )
 
 
@@ -146,6 +176,8 @@ def clustered(
     n_groups: int = 4,
     strength: float = 0.6,
     popularity: float = 1.0,
+    balance_penalty: float = 0.0,
+    balance_metric: str = "variance",
 ) -> AssignmentProblem:
     """Non-IID clients: a few latent groups, each strongly preferring `k` experts.
 
@@ -157,7 +189,7 @@ def clustered(
 
     Parameters
     ----------
-    n_clients, n_experts, k, seed, load_slack
+    n_clients, n_experts, k, seed, load_slack, balance_penalty, balance_metric
         As in :func:`uniform`.
     n_groups : int
         Number of latent client groups.
@@ -174,6 +206,7 @@ def clustered(
     True
     """
     _check_sizes(n_clients, n_experts, k)
+    balance = _Balance(balance_penalty, balance_metric)
     if n_groups < 1:
         raise ValueError(f"`n_groups` must be >= 1; got {n_groups}")
     rng = np.random.default_rng(seed)
@@ -190,7 +223,8 @@ def clustered(
         max_experts=np.full(n_clients, k),
         load_min=lo,
         load_max=hi,
-        name=_name("clustered", n_clients, n_experts, k, seed),
+        name=_name("clustered", n_clients, n_experts, k, seed, balance),
+        **balance.fields(),
     )
 
 
@@ -217,6 +251,8 @@ def heterogeneous(
     load_slack: float | None = 0.1,
     tiers: Sequence[int] | None = None,
     tier_probs: Sequence[float] | None = None,
+    balance_penalty: float = 0.0,
+    balance_metric: str = "variance",
 ) -> AssignmentProblem:
     """Capacity tiers with storage and compute budgets: the case that needs the MILP.
 
@@ -230,7 +266,7 @@ def heterogeneous(
 
     Parameters
     ----------
-    n_clients, n_experts, k, seed, load_slack
+    n_clients, n_experts, k, seed, load_slack, balance_penalty, balance_metric
         As in :func:`uniform`; the mean load is ``Σ_n t_n / E``.
     tiers : sequence of int, optional
         Experts per client in each tier, each in ``1..k``.
@@ -244,6 +280,7 @@ def heterogeneous(
     ([2, 4, 8], True, True)
     """
     _check_sizes(n_clients, n_experts, k)
+    balance = _Balance(balance_penalty, balance_metric)
     levels: Int = np.asarray(default_tiers(k) if tiers is None else tiers, dtype=np.int64)
     if levels.ndim != 1 or len(levels) == 0 or levels.min() < 1 or levels.max() > k:
         raise ValueError(f"`tiers` must be a non-empty sequence in 1..k = 1..{k}; got {tiers}")
@@ -268,7 +305,8 @@ def heterogeneous(
         storage=storage,
         compute_cost=compute_cost,
         compute_budget=budget,
-        name=_name("heterogeneous", n_clients, n_experts, k, seed),
+        name=_name("heterogeneous", n_clients, n_experts, k, seed, balance),
+        **balance.fields(),
     )
 
 
@@ -281,6 +319,8 @@ def weighted(
     load_slack: float | None = 0.1,
     median_samples: int = 500,
     sigma: float = 1.0,
+    balance_penalty: float = 0.0,
+    balance_metric: str = "variance",
 ) -> AssignmentProblem:
     """Data-volume loads: an expert's load is the number of samples it trains on.
 
@@ -292,7 +332,7 @@ def weighted(
 
     Parameters
     ----------
-    n_clients, n_experts, k, seed, load_slack
+    n_clients, n_experts, k, seed, load_slack, balance_penalty, balance_metric
         As in :func:`uniform`.
     median_samples : int
         Median client data volume.
@@ -307,6 +347,7 @@ def weighted(
     (True, True)
     """
     _check_sizes(n_clients, n_experts, k)
+    balance = _Balance(balance_penalty, balance_metric)
     rng = np.random.default_rng(seed)
     volume = np.maximum(1.0, np.round(rng.lognormal(math.log(median_samples), sigma, n_clients)))
     utility = rng.random((n_clients, n_experts))
@@ -320,7 +361,8 @@ def weighted(
         load_min=lo,
         load_max=hi,
         load_weight=np.broadcast_to(volume[:, None], (n_clients, n_experts)),
-        name=_name("weighted", n_clients, n_experts, k, seed),
+        name=_name("weighted", n_clients, n_experts, k, seed, balance),
+        **balance.fields(),
     )
 
 
@@ -348,6 +390,9 @@ def generate(
     >>> p = generate("uniform", 10_000, 64, 8, seed=0)
     >>> p.name, int(p.max_experts[0]), float(p.load_min[0]), float(p.load_max[0])
     ('uniform-10000x64x8-s0', 8, 1125.0, 1375.0)
+    >>> q = generate("clustered", 100, 8, 2, balance_penalty=0.5, balance_metric="range")
+    >>> q.name, q.balance_penalty, str(q.balance_metric)
+    ('clustered-100x8x2-s0-lam0.5-range', 0.5, 'range')
     """
     try:
         generator = GENERATORS[kind]
