@@ -123,3 +123,17 @@ def test_generator_options_pass_through():
     assert set(p.max_experts.tolist()) == {1, 4}
     with pytest.raises(TypeError):
         generate("uniform", 10, 4, 2, tiers=[1])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_generator_takes_the_balance_penalty(kind):
+    plain = generate(kind, 60, 8, 2, seed=1)
+    soft = generate(kind, 60, 8, 2, seed=1, balance_penalty=0.01)
+    ranged = generate(kind, 60, 8, 2, seed=1, balance_penalty=0.5, balance_metric="range")
+    assert (plain.balance_penalty, soft.balance_penalty, ranged.balance_penalty) == (0, 0.01, 0.5)
+    assert str(soft.balance_metric) == "variance" and str(ranged.balance_metric) == "range"
+    assert soft.name == f"{plain.name}-lam0.01" and ranged.name == f"{plain.name}-lam0.5-range"
+    np.testing.assert_array_equal(soft.utility, plain.utility)
+    assert infeasibility_reason(soft) is None
+    with pytest.raises(ValueError, match="`balance_penalty` must be finite and >= 0"):
+        generate(kind, 10, 4, 2, balance_penalty=-1)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from flexmoe.assign import (
     AssignmentProblem,
+    BudgetRow,
     Status,
     UnsupportedProblemError,
     available_backends,
@@ -34,10 +35,8 @@ def brute_force(p: AssignmentProblem) -> float | None:
     ok = ((held >= p.min_experts) & (held <= p.max_experts)).all(axis=1)
     if p.allowed is not None:
         ok &= ~(x & ~p.allowed).any(axis=(1, 2))
-    if p.storage is not None:
-        ok &= ((x * p.expert_size).sum(axis=2) <= p.storage + 1e-9).all(axis=1)
-    if p.compute_cost is not None:
-        ok &= ((x * p.compute_cost).sum(axis=2) <= p.compute_budget + 1e-9).all(axis=1)
+    for row in p.budgets:  # storage, compute and any user row
+        ok &= ((x * row.cost).sum(axis=2) <= row.limit + 1e-9).all(axis=1)
     w = np.ones((n, e)) if p.load_weight is None else p.load_weight
     loads = (x * w).sum(axis=1)
     ok &= ((loads >= p.load_min - 1e-9) & (loads <= p.load_max + 1e-9)).all(axis=1)
@@ -78,9 +77,22 @@ def problems(draw, general: bool) -> AssignmentProblem:
         kw["switch_cost"] = draw(st.sampled_from([0.0, 0.5, 2.0]))
     kw["balance_penalty"] = draw(st.sampled_from([0.0, 0.0, 0.25, 1.0]))
     kw["balance_metric"] = draw(st.sampled_from(["variance", "range"]))
+    if draw(st.booleans()):
+        kw["budgets"] = (_count_row(draw, n, e, kw.get("allowed")),)
     if general:
         _draw_general(draw, n, e, kw)
     return AssignmentProblem(utility, **kw)
+
+
+def _count_row(draw, n: int, e: int, allowed: np.ndarray | None) -> BudgetRow:
+    """A count-equivalent row: each client pays the same for every expert it may hold
+    (anything on the forbidden ones), so the flow takes it."""
+    per_client = np.array(draw(st.lists(st.sampled_from([0.5, 1.0, 2.0]), min_size=n, max_size=n)))
+    cost = np.repeat(per_client[:, None], e, axis=1)
+    if allowed is not None:
+        cost = np.where(allowed, cost, 3.0)
+    limit = np.array(draw(st.lists(st.integers(0, 6), min_size=n, max_size=n))) / 2
+    return BudgetRow("download", cost, limit)
 
 
 def _draw_general(draw, n: int, e: int, kw: dict) -> None:
@@ -99,6 +111,17 @@ def _draw_general(draw, n: int, e: int, kw: dict) -> None:
         kw["load_max"] = kw["load_max"] * 2.0
         if kw["balance_metric"] == "variance":
             kw["balance_penalty"] = 0.0  # weighted variance is approximated by design
+    if draw(st.booleans()):  # a user row the flow cannot take: costs differ across experts
+        shape = draw(st.sampled_from([(e,), (n, e)]))
+        cost = np.array(
+            draw(
+                st.lists(
+                    st.integers(0, 3), min_size=int(np.prod(shape)), max_size=int(np.prod(shape))
+                )
+            )
+        ).reshape(shape)
+        limit = np.array(draw(st.lists(st.integers(0, 5), min_size=n, max_size=n)))
+        kw["budgets"] = (*kw.get("budgets", ()), BudgetRow("energy", cost, limit))
 
 
 def check_against_oracle(problem: AssignmentProblem) -> None:

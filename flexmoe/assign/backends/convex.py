@@ -5,27 +5,29 @@ The relaxation is compiled once per problem structure and re-solved with new dat
 federated run changes utilities and `previous` every round, not the structure. A re-solve
 starts on the last solve's working set and is certified on every pair by pricing (see
 :class:`ConvexSolver`); ``warm=False`` re-solves every pair through the parameters.
+:class:`ConvexSolver` is also the backend's session class: ``Solver("convex")`` keeps
+one relaxation and its duals across the rounds of a federated run.
 
 Notes
 -----
 Data: the allowed pairs ``j = (n, e)`` as one flat vector; fixed sparse matrices ``R``
-(client of each pair), ``S_w`` (expert of each pair, times its load weight), ``R_size``
-and ``R_cost`` (storage and compute coefficients). Parameters (flat vectors, set every
-solve): effective utility ``ū``, ``min_experts``, ``max_experts``, ``load_min``,
-``load_max``, ``storage``, ``compute_budget`` and λ.
+(client of each pair), ``S_w`` (expert of each pair, times its load weight) and one
+``R_b`` per budget row ``b`` (storage, compute, the user's: its costs). Parameters (flat
+vectors, set every solve): effective utility ``ū``, ``min_experts``, ``max_experts``,
+``load_min``, ``load_max``, each budget row's ``limit_b`` and λ.
 
 .. math::
 
     \max_{z, L, g} \; g - λ\,\|L - \bar L\,\mathbf 1\|^2
     \quad\text{s.t.}\quad g \le ū^\top z,\; 0 \le z \le 1,\;
-    \text{min} \le R z \le \text{max},\; R_{size} z \le \text{storage},\;
-    R_{cost} z \le \text{budget},\; L = S_w z,\; \text{load\_min} \le L \le \text{load\_max}
+    \text{min} \le R z \le \text{max},\; R_b z \le \text{limit}_b\ \forall b,\;
+    L = S_w z,\; \text{load\_min} \le L \le \text{load\_max}
 
 with ``λ·(top − bottom)``, ``bottom ≤ L ≤ top`` for the range metric. The epigraph
 variable ``g`` keeps the large utility parameter out of the quadratic objective (CVXPY
 densifies the parameter coefficients of a quadratic objective: 93 GiB at 1,000 × 64), and
 no coefficient matrix is a parameter (``cp.multiply(parameter, z)`` builds a P²-row tensor:
-30 GiB). Coefficients (sizes, compute costs, load weights) are part of the structure key.
+30 GiB). Coefficients (budget costs, load weights) are part of the structure key.
 
 Every integer assignment is feasible for the relaxation, so its optimal value bounds the
 integer optimum from above; the bound reported is that value plus the solver's tolerance
@@ -279,10 +281,16 @@ class ConvexSolver:
         constraints += [loads <= top, loads >= bottom]
         return lam * (top - bottom)
 
-    def set_data(self, problem: AssignmentProblem) -> None:
-        """Put `problem`'s data into the parameters (same structure)."""
+    def _same_structure(self, problem: AssignmentProblem, *, compile_first: bool) -> None:
+        """Refuse a problem of another structure (compile for it, when none is yet)."""
+        if self.key is None and compile_first:
+            self._compile(problem)
         if structure_key(problem) != self.key:
             raise ValueError("`problem` has another structure than this compiled relaxation")
+
+    def set_data(self, problem: AssignmentProblem) -> None:
+        """Put `problem`'s data into the parameters (same structure)."""
+        self._same_structure(problem, compile_first=False)
         hi = np.minimum(problem.load_max, np.maximum(problem.reach, problem.load_min))
         values = {
             "utility": problem.effective_utility()[self.clients, self.experts],
@@ -307,10 +315,7 @@ class ConvexSolver:
         the candidates and, while some could improve it, add them and solve again."""
         name = solver or _default_solver(problem)
         start, compiled, caught, gain, priced = time.perf_counter(), False, [], 0.0, 0
-        if self.key is None:
-            self._compile(problem)
-        if structure_key(problem) != self.key:
-            raise ValueError("`problem` has another structure than this compiled relaxation")
+        self._same_structure(problem, compile_first=True)
         warm = self.warm and self._last is not None
         if warm:
             self._use(self._working_set(problem), problem)
