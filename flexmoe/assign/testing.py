@@ -227,7 +227,7 @@ REFERENCE: tuple[ReferenceInstance, ...] = (
         [[3, 2, 2], [3, 2, 2]],
         max_experts=2,
         min_experts=1,
-        budgets=(BudgetRow("download", [2.0, 1.0, 1.0], [2.0, 3.0]),),
+        budgets=(BudgetRow("download", np.array([2.0, 1.0, 1.0]), np.array([2.0, 3.0])),),
     ),
     _ref(
         "count-budget",
@@ -237,7 +237,7 @@ REFERENCE: tuple[ReferenceInstance, ...] = (
         [[3, 3, 0], [1, 1, 1]],
         max_experts=3,
         min_experts=1,
-        budgets=(BudgetRow("download", [2.0, 2.0, 2.0], [2.0, 5.0]),),
+        budgets=(BudgetRow("download", np.full(3, 2.0), np.array([2.0, 5.0])),),
     ),
 )
 
@@ -396,7 +396,19 @@ def _reference(ref: ReferenceInstance) -> Callable[[_Context], None]:
 
 #: Problems full of ties (every permutation-like answer is optimal): where an unseeded
 #: random choice shows.
-_TIES = AssignmentProblem(np.ones((6, 4)), max_experts=1, load_min=1, load_max=2, name="ties")
+_TIES = AssignmentProblem(
+    np.ones((6, 4)),
+    max_experts=np.ones(6, np.int64),
+    load_min=np.ones(4),
+    load_max=np.full(4, 2.0),
+    name="ties",
+)
+
+
+def _same_x(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return bool(np.array_equal(a, b))
 
 
 def _determinism(ctx: _Context) -> None:
@@ -407,10 +419,7 @@ def _determinism(ctx: _Context) -> None:
         if ctx.expect(
             first.status == again.status, f"{where}: {first.status}, then {again.status}"
         ):
-            same = (first.x is None) == (again.x is None) and (
-                first.x is None or np.array_equal(first.x, again.x)
-            )
-            ctx.expect(same, f"{where}: two different assignments")
+            ctx.expect(_same_x(first.x, again.x), f"{where}: two different assignments")
 
 
 def _unknown_option(ctx: _Context) -> None:
@@ -454,9 +463,8 @@ def _result_contract(ctx: _Context) -> None:
     except (TypeError, ValueError) as err:
         ctx.problems.append(f"the result is not strict JSON: {err}")
         return
-    same_x = (back.x is None) == (r.x is None) and (r.x is None or np.array_equal(back.x, r.x))
     ctx.expect(
-        back.status == r.status and back.backend == r.backend and same_x,
+        back.status == r.status and back.backend == r.backend and _same_x(back.x, r.x),
         "the JSON round trip changes the status, backend or x",
     )
 
@@ -477,7 +485,10 @@ def _timed_instance() -> tuple[AssignmentProblem, float]:
     repeated = np.repeat(utility, 10, axis=1)
     rows, cols = linear_sum_assignment(repeated, maximize=True)
     optimum = float(repeated[rows, cols].sum())
-    problem = AssignmentProblem(utility, max_experts=1, load_min=10, load_max=10, name="timed")
+    band = np.full(24, 10.0)
+    problem = AssignmentProblem(
+        utility, max_experts=np.ones(240, np.int64), load_min=band, load_max=band, name="timed"
+    )
     return problem, optimum
 
 

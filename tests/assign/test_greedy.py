@@ -293,6 +293,7 @@ def test_huge_utilities_do_not_warn():
 
 def test_unknown_method():
     with pytest.raises(
-        ValueError, match="backend 'greedy' has no variant 'best'; got method='best'; valid backends"
+        ValueError,
+        match="backend 'greedy' has no variant 'best'; got method='best'; valid backends",
     ):
         solve(AssignmentProblem(np.eye(2), max_experts=1), "greedy", method="best")
