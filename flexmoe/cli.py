@@ -41,6 +41,7 @@ __all__ = [
     "load_plugins",
     "main",
     "resolve_config",
+    "unavailable",
 ]
 
 #: Files ``flexmoe train`` writes to ``--out`` (what ``--overwrite`` removes).
@@ -83,7 +84,7 @@ class ConfigSource:
         """`err` as ``--flag: rule`` (or ``file: `key`: rule``). Field names that are no
         configuration field but the destination of one of `parser`'s flags (``client_cpus``
         of ``--client-cpus``) are written as that flag too."""
-        from flexmoe.fedloop import params
+        from flexmoe import params
 
         where, text = params.explain(err, known, self.sources)
         if parser is not None:
@@ -96,7 +97,7 @@ def resolve_config(
     args: argparse.Namespace, known: list[Any], source: ConfigSource
 ) -> dict[str, Any]:
     """The flat settings: the ``--config`` file's, then the flags given (which win)."""
-    from flexmoe.fedloop import params
+    from flexmoe import params
 
     values: dict[str, Any] = {}
     if getattr(args, "config", None) is not None:
@@ -172,25 +173,45 @@ def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> ArgumentParser:
     """The ``flexmoe`` argument parser (``--plugin`` modules already imported)."""
     from flexmoe import __version__
-    from flexmoe.fedloop import FedConfig, params
 
     parser = ArgumentParser(prog="flexmoe", allow_abbrev=False, description="Federated "
                             "MoE with load-balanced expert assignment (FLEX-MoE).")  # fmt: skip
     parser.add_argument("--version", action="version", version=f"flexmoe {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                      parser_class=ArgumentParser)  # fmt: skip
-    train = commands.add_parser(
-        "train", help="run one federated MoE experiment", allow_abbrev=False,
-        description="Train a federated MoE; write config.toml, history.json and a "
-        "checkpoint per round to --out.",
-    )  # fmt: skip
-    train.set_defaults(handler=_train, command_parser=train)
-    params.add_arguments(train, params.options(FedConfig))
-    _add_output_flags(train)
-    _add_engine_flags(train)
+    description = "Train a federated MoE; write config.toml, history.json and a checkpoint "
+    description += "per round to --out."
+    try:
+        from flexmoe import params
+        from flexmoe.fedloop import FedConfig
+    except ImportError as err:  # the federated loop's extra is not installed
+        unavailable(commands, "train", "run one federated MoE experiment", err)
+    else:
+        train = commands.add_parser("train", help="run one federated MoE experiment",
+                                    allow_abbrev=False, description=description)  # fmt: skip
+        train.set_defaults(handler=_train, command_parser=train)
+        params.add_arguments(train, params.options(FedConfig))
+        _add_output_flags(train)
+        _add_engine_flags(train)
     bench_help = "benchmarks: solvers, fl, report, demo (flexmoe bench --help; = flexmoe-bench)"
     commands.add_parser("bench", help=bench_help, add_help=False)
     return parser
+
+
+def unavailable(commands: Any, name: str, help: str, err: ImportError) -> Any:
+    """A subcommand whose part is not installed: whatever it is given, it says which
+    extra to install (`err`'s message) and exits with status 2."""
+    # "+" as the only prefix: every argument, flags included, lands in `ignored`
+    stub = commands.add_parser(name, help=f"{help} (not installed)", prefix_chars="+",
+                               add_help=False)  # fmt: skip
+    stub.add_argument("ignored", nargs="*")
+
+    def handler(*args: Any) -> int:
+        print(f"{stub.prog}: error: {err}", file=sys.stderr)
+        return 2
+
+    stub.set_defaults(handler=handler, command_parser=stub, run=lambda *a: handler())
+    return stub
 
 
 def _check_engine(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -233,7 +254,8 @@ def _prepare_out(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
 
 
 def _config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
-    from flexmoe.fedloop import FedConfig, params
+    from flexmoe import params
+    from flexmoe.fedloop import FedConfig
 
     known = params.options(FedConfig)
     source = ConfigSource()
@@ -339,7 +361,8 @@ def resume_command(argv: Sequence[str]) -> str:
 
 
 def _train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> int:
-    from flexmoe.fedloop import FedConfig, params
+    from flexmoe import params
+    from flexmoe.fedloop import FedConfig
     from flexmoe.fedloop.checkpoint import completed_rounds, load_checkpoint
 
     _check_engine(parser, args)

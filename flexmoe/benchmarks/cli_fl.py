@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flexmoe import params
 from flexmoe.benchmarks.options import UsageError, parse_int_list, parse_names, parse_positive
-from flexmoe.fedloop import params
-from flexmoe.fedloop.params import param
+from flexmoe.params import param
 
 if TYPE_CHECKING:
     from flexmoe.benchmarks.fl import FlGrid
@@ -70,17 +70,23 @@ def _known() -> list[params.Option]:
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from flexmoe.benchmarks.cli import add_common
-    from flexmoe.cli import add_config_flag
+    from flexmoe.cli import add_config_flag, unavailable
 
+    summary = "federated methods × partitions × seeds, in parallel processes"
+    try:
+        known = _known()
+    except ImportError as err:  # the federated loop's extra is not installed
+        unavailable(commands, "fl", summary, err)
+        return
     p = commands.add_parser(
         "fl",
         allow_abbrev=False,
-        help="federated methods × partitions × seeds, in parallel processes",
+        help=summary,
         description="Run the federated MoE loop for every method, partition and seed "
         "(one process per run, up to the core count); report accuracy, load balance, "
         "rounds to a target accuracy and bytes moved; plot accuracy and expert load.",
     )
-    params.add_arguments(p, _known())
+    params.add_arguments(p, known)
     p.add_argument("--jobs", type=int, help="worker processes (default: core count)")
     add_config_flag(p)
     add_common(p, default_out="results/fl")
@@ -102,11 +108,11 @@ def fl_grid(args: argparse.Namespace) -> FlGrid:
         sweep_keys = {o.path for o in params.options(FlSweep)}
         sweep = params.build(FlSweep, {k: v for k, v in flat.items() if k in sweep_keys})
         methods = parse_names(sweep.methods, "--methods", list(METHODS))
-        partitions = [_partition(p) for p in sweep.partitions.split(",")]
         seeds = parse_int_list(sweep.seeds, "--seeds")
-        axes = {"method": methods[0], "partition": partitions[0], "seed": seeds[0]}
+        axes = {"method": methods[0], "seed": seeds[0]}
         config = params.build(FedConfig, {k: v for k, v in flat.items() if k not in sweep_keys}
                               | axes)  # fmt: skip
+        partitions = [_partition(config, p) for p in sweep.partitions.split(",")]
     except UsageError:
         raise
     except ValueError as err:
@@ -128,13 +134,14 @@ def fl_grid(args: argparse.Namespace) -> FlGrid:
     )
 
 
-def _partition(text: str) -> str:
-    from flexmoe.fedloop import parse_partition
+def _partition(config: Any, text: str) -> str:
+    """One item of ``--partitions``, parsed by the configuration's own field."""
+    from flexmoe.fedloop import ConfigError
 
     try:
-        return str(parse_partition(text))
-    except ValueError as err:
-        raise UsageError("--partitions", str(err)) from None
+        return str(config.replace(partition=text.strip()).partition)
+    except ConfigError as err:
+        raise UsageError("--partitions", str(err).removeprefix("`partition`: ")) from None
 
 
 def resolved_settings(grid: FlGrid) -> dict[str, Any]:

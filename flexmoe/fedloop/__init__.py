@@ -3,7 +3,7 @@ fitness, metrics.
 
 ``run(FedConfig(...))`` trains a federated MoE and returns its :class:`History`. The
 pieces stand on their own: :class:`FedConfig` (every parameter declared once, see
-:mod:`~flexmoe.fedloop.params`), :class:`Simulation` (the in-process client side) and
+:mod:`~flexmoe.params`), :class:`Simulation` (the in-process client side) and
 its public :class:`FederationSpec`, :class:`MoEStrategy` (the server: sampling, the
 assignment, aggregation) and its per-round :class:`Round`, :func:`train_client` (pure
 client training). Methods, data sets and fitness signals are registries:
@@ -40,7 +40,6 @@ from flexmoe.fedloop.data import (
 )
 from flexmoe.fedloop.fitness import SIGNALS, Fitness, FitnessConfig, register_signal
 from flexmoe.fedloop.history import History, RoundRecord
-from flexmoe.fedloop.params import ConfigError
 from flexmoe.fedloop.partition import (
     ClientSplit,
     LabelSkew,
@@ -58,6 +57,7 @@ from flexmoe.fedloop.policies import (
     load_band,
     register_method,
 )
+from flexmoe.params import ConfigError
 
 if TYPE_CHECKING:
     from flexmoe.fedloop.loop import federated_loop, run

@@ -1,9 +1,9 @@
 """The configuration of a federated run: frozen, validated, JSON- and TOML-serialisable.
 
 Each field is declared once (default, help, flag, rule) with
-:func:`~flexmoe.fedloop.params.param`; the ``flexmoe train`` and ``flexmoe bench fl``
+:func:`~flexmoe.params.param`; the ``flexmoe train`` and ``flexmoe bench fl``
 flags, the ``--config`` file keys and the flat mapping a Flower ``run_config`` uses are
-all generated from these declarations (see :mod:`flexmoe.fedloop.params`). A
+all generated from these declarations (see :mod:`flexmoe.params`). A
 configuration file has the field names as top-level keys and the nested
 configurations as tables::
 
@@ -26,13 +26,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from flexmoe.fedloop import params
+from flexmoe import params
 from flexmoe.fedloop.clients import CapacitySpec, parse_capacity
 from flexmoe.fedloop.data import DATASETS
 from flexmoe.fedloop.fitness import FitnessConfig
-from flexmoe.fedloop.params import ConfigError, number, param
 from flexmoe.fedloop.partition import PartitionSpec, parse_partition
 from flexmoe.fedloop.policies import METHODS
+from flexmoe.params import ConfigError, number, param
 
 __all__ = ["FEEDBACK", "FedConfig", "TrainConfig"]
 

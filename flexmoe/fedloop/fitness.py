@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from flexmoe.fedloop.params import number, param, validate
 from flexmoe.fedloop.registry import Registry
+from flexmoe.params import number, param, validate
 
 __all__ = ["SIGNALS", "Fitness", "FitnessConfig", "Signal", "register_signal"]
 

@@ -38,8 +38,8 @@ from flexmoe.assign import (
     solve,
     verify,
 )
-from flexmoe.fedloop.params import ConfigError
 from flexmoe.fedloop.registry import Registry
+from flexmoe.params import ConfigError
 
 if TYPE_CHECKING:
     from flexmoe.fedloop.config import FedConfig

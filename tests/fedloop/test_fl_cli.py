@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from flexmoe import params
 from flexmoe.cli import main
-from flexmoe.fedloop import FedConfig, History, params
+from flexmoe.fedloop import FedConfig, History
 
 SMALL = ["--clients", "4", "--experts", "4", "--capacity", "2", "--partition", "iid",
          "--min-size", "5", "--local-epochs", "1", "--quiet"]  # fmt: skip
@@ -161,3 +162,41 @@ def test_bench_and_version_are_the_same_program(tmp_path: Path, capsys) -> None:
         main(["--version"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.startswith("flexmoe ")
+
+
+def test_bench_fl_reads_the_same_fields_and_its_settings_load_back(tmp_path: Path) -> None:
+    from flexmoe.benchmarks import cli as bench_cli
+    from flexmoe.benchmarks import cli_fl
+
+    file = write(tmp_path / "sweep.toml", 'methods = "flex,random"\nclients = 4\nexperts = 4\n'
+                 "rounds = 9\n\n[train]\nlr = 0.05\n")  # fmt: skip
+    parser = bench_cli.build_parser()
+    args = parser.parse_args(["fl", "--config", str(file), "--rounds", "2", "--partitions",
+                              "kclass:2,iid", "--seeds", "3", "--width", "16"])  # fmt: skip
+    grid = cli_fl.fl_grid(args)
+    assert (grid.methods, grid.partitions, grid.seeds) == (
+        ("flex", "random"),
+        ("shards:2", "iid"),
+        (3,),
+    )
+    assert grid.base["clients"] == 4 and grid.base["rounds"] == 2 and grid.base["width"] == 16
+    assert grid.base["train"]["lr"] == 0.05 and not set(cli_fl.AXES) & set(grid.base)
+    params.write_toml(tmp_path / "back.toml", cli_fl.resolved_settings(grid))
+    assert (
+        cli_fl.fl_grid(parser.parse_args(["fl", "--config", str(tmp_path / "back.toml")])) == grid
+    )
+    with pytest.raises(SystemExit):  # the sweep sets the method: no --method flag
+        parser.parse_args(["fl", "--method", "flex"])
+
+
+def test_without_the_federated_loop_the_commands_say_what_to_install(monkeypatch, capsys) -> None:
+    import sys
+
+    from flexmoe.benchmarks.cli import main as bench
+
+    monkeypatch.setitem(sys.modules, "flexmoe.fedloop", None)  # as if its extra were missing
+    assert main(["train", "--rounds", "3", "--out", "x"]) == 2
+    assert bench(["fl", "--rounds", "3"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("flexmoe train: error: ") and len(err) == 2
+    assert err[1].startswith("flexmoe-bench fl: error: ")

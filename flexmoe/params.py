@@ -1,9 +1,9 @@
 """One definition per parameter: configuration fields that describe themselves.
 
 A configuration dataclass (:class:`~flexmoe.fedloop.FedConfig` and the ones nested in
-it) declares each field once — default, help text, flag name, rule — with
-:func:`param` in ``dataclasses.field(metadata=...)``. Everything else is generated from
-those declarations:
+it, the sweep settings of ``flexmoe bench fl``) declares each field once — default, help
+text, flag name, rule — with :func:`param` in ``dataclasses.field(metadata=...)``.
+Everything else is generated from those declarations:
 
 * validation on construction (:func:`validate`, called from ``__post_init__``): types
   checked, value objects parsed once (``"tiers:2/4/8"`` → ``CapacitySpec``), rules and
@@ -17,6 +17,9 @@ those declarations:
   a Flower ``run_config`` takes;
 * error messages that name the flag or file key that set the faulty value
   (:func:`explain`).
+
+It depends on nothing but the standard library, so a command line can be built from
+the declarations without importing what runs them.
 
 Examples
 --------
