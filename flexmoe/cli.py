@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import shlex
 import shutil
@@ -38,7 +39,7 @@ __all__ = [
     "ConfigSource",
     "add_config_flag",
     "build_parser",
-    "load_plugins",
+    "import_plugins",
     "main",
     "resolve_config",
     "unavailable",
@@ -88,7 +89,9 @@ class ConfigSource:
 
         where, text = params.explain(err, known, self.sources)
         if parser is not None:
-            flags = {a.dest: a.option_strings[-1] for a in parser._actions if a.option_strings}
+            fields = {o.path for o in known}
+            flags = {a.dest: a.option_strings[-1] for a in parser._actions
+                     if a.option_strings and a.dest not in fields}  # fmt: skip
             text = re.sub(r"`(\w+)`", lambda m: flags.get(m[1], m[0]), text)
         return f"{where}: {text}" if where else text
 
@@ -109,7 +112,7 @@ def resolve_config(
     return values | flags
 
 
-def load_plugins(argv: Sequence[str], prog: str) -> list[str]:
+def import_plugins(argv: Sequence[str], prog: str) -> list[str]:
     """Import every ``--plugin MODULE`` of `argv` before the parser is built, so that the
     methods, data sets, signals and backends they register are valid choices."""
     from flexmoe.benchmarks.environment import load_plugin
@@ -247,7 +250,10 @@ def _prepare_out(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
     if args.overwrite:
         for name in OUTPUTS:
             target = out / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
     elif not args.resume and out.is_dir() and any(p.name != "config.toml" for p in out.iterdir()):
         parser.error(f"argument --out: {out} is not empty; pass --resume to continue the "
                      "run in it, or --overwrite to start over")  # fmt: skip
@@ -384,7 +390,7 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list
         done = max(progress.done, completed_rounds(args.out / "checkpoint"))
         print(f"flexmoe train: interrupted after {done} of {config.rounds} rounds; "
               f"continue with: {resume_command(argv)}", file=sys.stderr)  # fmt: skip
-        return 130
+        return INTERRUPTED
     except (FileNotFoundError, ImportError, ValueError) as err:
         progress.close()
         parser.error(ConfigSource().explain(err, params.options(FedConfig), parser))
@@ -401,15 +407,31 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list
 # -- the program ------------------------------------------------------------------------
 
 
+#: The exit status of an interrupted run (128 + SIGINT, as shells report it).
+INTERRUPTED = 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``flexmoe`` console script (and ``python -m flexmoe``)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Entry point of the ``flexmoe`` console script (and ``python -m flexmoe``).
+
+    Called as the program (`argv` None), an interrupted run ends the process at once
+    once its last line is out: torch's interpreter teardown alone can take seconds.
+    """
+    status = _main(list(sys.argv[1:] if argv is None else argv))
+    if argv is None and status == INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
+
+
+def _main(argv: list[str]) -> int:
     if argv[:1] == ["bench"]:
         from flexmoe.benchmarks.cli import main as bench
 
         return bench(argv[1:])
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    load_plugins(argv, "flexmoe train")
+    import_plugins(argv, "flexmoe train")
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.ArgumentParser, argparse.Namespace, list[str]], int]

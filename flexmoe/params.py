@@ -115,7 +115,17 @@ class Param:
     group: str | None = None
 
 
-def param(help: str, **kwargs: Any) -> dict[str, Param]:
+def param(
+    help: str,
+    *,
+    flag: str | None = None,
+    parse: Callable[[Any], Any] | None = None,
+    choices: Callable[[], Collection[str]] | None = None,
+    choice_key: Callable[[str], str] | None = None,
+    check: Rule | None = None,
+    metavar: str | None = None,
+    group: str | None = None,
+) -> dict[str, Param]:
     """Field metadata: ``field(default=..., metadata=param("help", ...))``.
 
     Parameters
@@ -138,7 +148,7 @@ def param(help: str, **kwargs: Any) -> dict[str, Param]:
         For ``--help``: the value's placeholder, and the section the flag is listed in
         (a nested configuration's own help is the section of its fields).
     """
-    return {PARAM: Param(help, **kwargs)}
+    return {PARAM: Param(help, flag, parse, choices, choice_key, check, metavar, group)}
 
 
 def number(

@@ -123,18 +123,23 @@ class MoEStrategy:
         )
         rows = np.asarray(participants, dtype=np.int64)
         seed = int(self.rng.integers(2**31))
+        assigning = time.perf_counter()
         round_input = RoundInput(rnd, tuple(participants), self.problem(state, rows), self.rng,
                                  seed, carried=self.config.carry_deficit)  # fmt: skip
         assignment = self.method.assign(round_input)
         assigned = time.perf_counter()
+        if assignment.x is None or assignment.x.shape != round_input.problem.shape:
+            raise RuntimeError(
+                f"method {self.config.method!r} returned no assignment of the round's problem "
+                f"({assignment.status}: {assignment.message})"
+            )
         seeds = self.rng.integers(2**31, size=len(rows))
-        assert assignment.x is not None  # methods return solutions or raise
         plans = tuple(
             ClientPlan(int(n), rnd, tuple(int(e) for e in np.flatnonzero(x)), int(s))
             for n, x, s in zip(rows, assignment.x, seeds, strict=True)
         )
         return Round(self, state, rnd, plans, set(dropped), round_input.problem, assignment,
-                     {"began": began, "assign": assigned - began})  # fmt: skip
+                     {"began": began, "assign": assigned - assigning})  # fmt: skip
 
     def problem(self, state: ServerState, rows: NDArray[np.int64]) -> AssignmentProblem:
         """The round's assignment problem over clients `rows` (built once per round)."""
