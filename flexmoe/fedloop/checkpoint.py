@@ -3,7 +3,8 @@ with ``weights_only=True``), everything else as JSON.
 
 Layout under ``<out>/checkpoint/``: ``tensors-<r>.pt`` (global weights ``server.*``, the
 clients' gates ``client<n>.gate.*``, torch's RNG state), ``state-<r>.json`` (round,
-configuration, fitness, deficit, holdings, numpy RNG state, history so far) and
+configuration, fitness, deficit, holdings, the strategy's numpy RNG state, the assignment
+method's own state, history so far) and
 ``latest.json`` naming the last complete round, replaced atomically after both files are
 written — a run killed at any moment resumes from the last complete round.
 """
@@ -25,7 +26,7 @@ from flexmoe.fedloop.fitness import Fitness, FitnessConfig
 from flexmoe.fedloop.history import write_json
 from flexmoe.fedloop.strategy import ServerState
 
-__all__ = ["Checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = ["Checkpoint", "completed_rounds", "load_checkpoint", "save_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ class Checkpoint:
     clients: dict[str, Tensor]
     rng: np.random.Generator
     history: dict[str, Any]
+    method: dict[str, Any]
+    """What the assignment method's ``state_dict()`` returned."""
 
 
 def save_checkpoint(
@@ -52,8 +55,13 @@ def save_checkpoint(
     clients: dict[str, Tensor],
     rng: np.random.Generator,
     history: dict[str, Any],
+    *,
+    method: dict[str, Any] | None = None,
 ) -> None:
-    """Write the state after round `completed` (0-based) and point ``latest.json`` at it."""
+    """Write the state after round `completed` (0-based) and point ``latest.json`` at it.
+
+    `rng` is the strategy's generator; `method` the assignment method's state (JSON).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {f"server.{k}": v for k, v in state.weights.items()} | dict(clients)
     tensors["rng.torch"] = torch.get_rng_state()
@@ -70,6 +78,7 @@ def save_checkpoint(
             "deficit": state.deficit.tolist(),
             "held": state.held.astype(int).tolist(),
             "rng": rng.bit_generator.state,
+            "method": method or {},
             "history": history,
         },
     )
@@ -77,6 +86,12 @@ def save_checkpoint(
     for old in folder.glob("*-*.*"):
         if old.name.split("-")[1].split(".")[0] != str(completed):
             old.unlink(missing_ok=True)
+
+
+def completed_rounds(folder: Path) -> int:
+    """Rounds the checkpoint in `folder` holds (0 without one); reads only the pointer."""
+    pointer = folder / "latest.json"
+    return int(json.loads(pointer.read_text())["completed"]) + 1 if pointer.exists() else 0
 
 
 def load_checkpoint(folder: Path, fitness: FitnessConfig) -> Checkpoint | None:
@@ -103,4 +118,5 @@ def load_checkpoint(folder: Path, fitness: FitnessConfig) -> Checkpoint | None:
     rng = np.random.default_rng()
     rng.bit_generator.state = meta["rng"]
     log.info("resuming from %s after round %d", folder, completed + 1)
-    return Checkpoint(completed + 1, meta["config"], state, clients, rng, meta["history"])
+    return Checkpoint(completed + 1, meta["config"], state, clients, rng, meta["history"],
+                      meta.get("method", {}))  # fmt: skip

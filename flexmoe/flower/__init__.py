@@ -3,8 +3,9 @@
 Needs the ``flower`` extra (``pip install 'flexmoe[flower]'``); ``import flexmoe`` never
 imports this package.
 
-- :class:`FlexMoEStrategy` — a ``flwr.serverapp.strategy.Strategy`` adapting
-  :class:`~flexmoe.fedloop.MoEStrategy`: assignment per round with any
+- :class:`FlexMoEStrategy` — a ``flwr.serverapp.strategy.Strategy`` whose four
+  callbacks are the steps of :class:`~flexmoe.fedloop.MoEStrategy`'s round driver
+  (:class:`~flexmoe.fedloop.Round`): assignment per round with any
   :mod:`flexmoe.assign` backend, ψ and only the assigned experts sent to each node,
   experts averaged over their holders weighted by routed samples, fitness from the
   clients' per-expert feedback.
