@@ -34,14 +34,21 @@ from numpy.typing import NDArray
 Int = NDArray[np.int64]
 Bool = NDArray[np.bool_]
 
-#: Matrix elements per chunk of a pass over the (N, E) matrix.
-CHUNK = 1 << 20
+#: Matrix elements per chunk of a pass over the (N, E) matrix (a few passes over a chunk
+#: stay in the cache).
+CHUNK = 1 << 17
 
 
 def chunks(n: int, width: int) -> list[slice]:
     """Row slices of about :data:`CHUNK` elements each."""
     step = max(1, CHUNK // max(width, 1))
     return [slice(i, min(i + step, n)) for i in range(0, n, step)]
+
+
+def where2(mask: NDArray[np.bool_]) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """``np.nonzero`` of a 2-D mask, row-major (a flat search is several times faster)."""
+    flat = np.flatnonzero(mask.ravel())
+    return np.divmod(flat, mask.shape[1])
 
 
 # -- the problem in scaled integer units ---------------------------------------------------
@@ -191,9 +198,10 @@ class Candidates:
         return int(self.experts.shape[0])
 
     def moved(self, prices: Int) -> Candidates:
-        """The same candidates with `beyond` bounded under new `prices` (a price fall can
-        raise an outsider's reduced value by as much)."""
-        fall = int(max(0, (self.prices - prices).max(initial=0)))
+        """The same candidates with `beyond` bounded under new `prices`: an outsider's
+        reduced value moves by minus its price change, so by at most the largest fall
+        (negative when every price rose)."""
+        fall = int((self.prices - prices).max())
         return Candidates(self.experts, self.value, self.beyond + fall, prices)
 
 
@@ -351,7 +359,7 @@ def _sort(market: Market, cand: Candidates, reduced: Int, clients: slice | Int, 
 def held_matrix(market: Market, choice: Choice) -> Bool:
     """``x`` of `choice`: each client holds its first ``count`` candidates."""
     x = np.zeros((market.n_clients, market.n_experts), dtype=bool)
-    slots, clients = np.nonzero(choice.held)
+    slots, clients = where2(np.ascontiguousarray(choice.held))
     x[clients, choice.experts[slots, clients]] = True
     return x
 
@@ -406,7 +414,7 @@ class Settled:
 
 
 def settle(
-    market: Market, cand: Candidates, prices: Int, *, max_rounds: int = 10, max_phases: int = 4
+    market: Market, cand: Candidates, prices: Int, *, max_rounds: int = 16, max_phases: int = 6
 ) -> Settled:
     """Best-response rounds on the expert prices, on the candidates.
 
@@ -429,6 +437,7 @@ def settle(
     direction, still = 1, 0
     for _ in range(max_phases):
         still = 0 if _phase(market, out, direction, max_rounds) else still + 1
+        _level(market, out)
         if still == 2:
             out.converged = True
             break
@@ -453,7 +462,6 @@ def _phase(market: Market, out: Settled, direction: int, max_rounds: int) -> boo
         if again.size:
             out.refreshed += int(again.size)
             out.choice = choose(market, out.cand, step, again)
-        _level(market, out)
         history.append(excess)
         if len(history) > 2 and 4 * history[-1] > 3 * history[-3]:
             break
@@ -476,10 +484,15 @@ def _level(market: Market, out: Settled) -> None:
         [market.unit(loads[inside]), market.unit(loads[inside] + 1)]
     ) - np.tile(out.prices[inside], 2)
     shift = int(np.sort(ends)[inside.size - 1])
-    if shift:
-        out.prices = np.clip(out.prices + shift, -market.price_bound, market.price_bound)
+    shift = int(np.clip(shift, -market.price_bound - out.prices.min(), market.price_bound - out.prices.max()))
+    if shift:  # every reduced value falls by the shift; no choice changes
+        c = out.choice
+        out.prices = out.prices + shift
         out.cand = out.cand.moved(out.prices)
-        out.choice = choose(market, out.cand, out.prices)
+        out.choice = Choice(
+            out.prices, c.experts, c.reduced - shift, c.held, c.count, c.keep - shift,
+            c.enter - shift, c.worst - shift, c.other - shift, c.loads,
+        )  # fmt: skip
 
 
 def _responses(market: Market, choice: Choice, direction: int) -> tuple[Int, int]:
@@ -496,7 +509,15 @@ def _responses(market: Market, choice: Choice, direction: int) -> tuple[Int, int
     out = prices.copy()
     if not active.any():
         return out, 0
-    experts, slack = _slacks(market, choice, active, direction)
+    if market.penalty == 0:
+        experts, slack = _slacks(market, choice, active, direction, None)
+    else:  # only slacks below the gap between price and cost can bind (see _meet)
+        gap = np.where(
+            direction > 0,
+            market.marginal(everyone, held_loads) - prices,
+            prices - market.marginal(everyone, held_loads + 1),
+        )
+        experts, slack = _slacks(market, choice, active, direction, gap)
     chosen = np.flatnonzero(active)
     room = np.maximum(room[chosen], 0)
     if market.penalty == 0:
@@ -549,9 +570,11 @@ def _grouping(groups: Int, count: int) -> NDArray[np.intp]:
     return np.argsort(groups.astype(small), kind="stable")
 
 
-def _slacks(market: Market, choice: Choice, active: Bool, direction: int) -> tuple[Int, Int]:
+def _slacks(
+    market: Market, choice: Choice, active: Bool, direction: int, cap: Int | None
+) -> tuple[Int, Int]:
     """Expert and slack of every holder (rising) or open candidate (falling) of an
-    active expert."""
+    active expert (with `cap`: only the slacks at most its expert's cap)."""
     m, n = choice.experts.shape
     block = slice(None)
     if market.fixed:  # the held candidates are the first k slots
@@ -567,7 +590,11 @@ def _slacks(market: Market, choice: Choice, active: Bool, direction: int) -> tup
     clients = at % n
     values = values.ravel()[at]
     slack = values - choice.keep[clients] if direction > 0 else choice.enter[clients] - values
-    return experts.ravel()[at], slack
+    experts = experts.ravel()[at]
+    if cap is not None:
+        keep = slack <= cap[experts]
+        experts, slack = experts[keep], slack[keep]
+    return experts, slack
 
 
 def _meet(prices: Int, slack: Int, cost: Int, room: Int) -> Int:
@@ -650,7 +677,7 @@ def helpers(market: Market, choice: Choice, excess: Int, short: Int) -> Bool:
         (~choice.held, choice.enter - choice.reduced, short),
     ):
         for e in np.flatnonzero(need > 0):
-            slots, clients = np.nonzero(mask & (choice.experts == e))
+            slots, clients = where2(mask & (choice.experts == e))
             take = min(clients.size, 2 * int(need[e]) + 8)
             if take:
                 least = np.argpartition(slack[slots, clients], take - 1)[:take]
@@ -662,17 +689,18 @@ def helpers(market: Market, choice: Choice, excess: Int, short: Int) -> Bool:
 
 
 def potentials(
-    market: Market, x: Bool, prices: Int, included: Bool, margin: Int, *, limit: int | None = None
+    market: Market, x: Bool, prices: Int, included: Bool, margin: Int, limit: int | None = None
 ) -> tuple[Int | None, Bool]:
     """Prices under which `x` may be optimal, from the residual arcs of some clients.
 
     The expert graph has the experts and ``o`` (source and sink) as nodes; an arc ``a → b``
     weighs the least reduced cost (under `prices`) of any residual path ``a → n → b``
     through a client n of `included`, or of the expert's own arc to the sink. Bellman–Ford
-    from a virtual root gives distances ``d`` in ``[−D, 0]``; every client left out has
-    arcs of reduced weight at least its `margin`, so when ``D`` is at most the smallest such
-    margin the shifted prices satisfy every arc. Otherwise the clients with a margin below
-    ``D`` join and the search repeats (giving up past `limit` clients).
+    from a virtual root gives distances ``d``; an arc left out joins two experts (or an
+    expert and ``o``) and has a reduced weight of at least its client's `margin`, so when
+    the spread ``D`` of ``d`` over those nodes is at most the smallest such margin the
+    shifted prices satisfy every arc. Otherwise the clients with a margin below ``D`` join
+    and the search repeats (giving up past `limit` clients).
 
     Returns
     -------
@@ -691,7 +719,10 @@ def potentials(
         dist = _bellman_ford(weights)
         if dist is None:
             return None, included
-        depth = int(-dist.min())
+        # an arc left out joins two experts (or an expert and o, for clients whose count
+        # may change): the spread of the distances over those nodes bounds its change
+        nodes = dist[:e] if market.fixed else dist
+        depth = int(nodes.max() - nodes.min())
         added = ~included & (margin < depth)
         if not added.any():
             shifted = prices - dist[:e] + dist[e]
@@ -726,7 +757,7 @@ def _client_arcs(market: Market, x: Bool, prices: Int, clients: Int, weights: In
         adding = count < market.most[rows]  # o -> e' at −A (clients below `most`)
         if adding.any():
             weights[e, :e] = np.minimum(weights[e, :e], (-open_[adding]).min(axis=0))
-        r, c = np.nonzero(held)  # e -> e' at A_e − A_e', e -> o at A_e (above `least`)
+        r, c = where2(held)  # e -> e' at A_e − A_e', e -> o at A_e (above `least`)
         if r.size == 0:
             continue
         order = np.argsort(c, kind="stable")
@@ -780,7 +811,7 @@ def certify(market: Market, x: Bool, prices: Int) -> Verdict:
     """
     n, e = market.n_clients, market.n_experts
     bad = np.zeros(n, dtype=bool)
-    held_rows, held_cols = np.nonzero(x)
+    held_rows, held_cols = where2(x)
     count = np.bincount(held_rows, minlength=n)
     ends = np.cumsum(count)
     for rows in chunks(n, e):

@@ -75,9 +75,10 @@ _EXTRA_CANDIDATES = 8
 #: Rounds of contested flows before the fallback to every pair.
 _MAX_ROUNDS = 6
 #: Clients of least margin contested when the prices did not settle on a feasible
-#: assignment (four times as many after each failed certificate).
-_NEAR_CLIENTS = 512
-_GROWTH = 2
+#: assignment: one in this many, at least :data:`_NEAR_LEAST` (twice as many after each
+#: failed certificate).
+_NEAR_SHARE = 20
+_NEAR_LEAST = 512
 
 Int = NDArray[np.int64]
 Bool = NDArray[np.bool_]
@@ -327,10 +328,17 @@ class _Network:
 
     @classmethod
     def of(
-        cls, market: Market, clients: Int, pairs: tuple[Int, Int], base: Int, prices: Int
+        cls,
+        market: Market,
+        clients: Int,
+        pairs: tuple[Int, Int],
+        base: Int,
+        prices: Int,
+        kept: Int | None = None,
     ) -> _Network | None:
         """The network of `clients` over `pairs` (local client, expert), with `base` holders
-        per expert fixed elsewhere (None: the fixed holders alone break a band)."""
+        per expert fixed elsewhere and `kept` experts of each client held outside the pairs
+        (None: the fixed holders alone break a band)."""
         c, e = clients.size, market.n_experts
         local, experts = pairs
         lo = np.maximum(market.lo - base, 0)
@@ -344,6 +352,8 @@ class _Network:
             -reduced,
         )  # fmt: skip
         least, most = market.least[clients], market.most[clients]
+        if kept is not None:
+            least, most = np.maximum(least - kept, 0), np.maximum(most - kept, 0)
         source = _Arcs(
             np.full(c, s, np.int32), np.arange(c, dtype=np.int32),
             np.maximum(most - least, 0), np.zeros(c, np.int64),
@@ -503,10 +513,13 @@ class _Search:
         write their holdings into `x`; the engine's status."""
         start = time.perf_counter()
         market = self.market
-        base = x.sum(axis=0).astype(np.int64) - x[clients].sum(axis=0)
-        network = _Network.of(market, clients, pairs, base, prices)
+        local, experts = pairs
+        on = x[clients[local], experts]  # the pairs held now
+        base = x.sum(axis=0).astype(np.int64) - np.bincount(experts[on], minlength=market.n_experts)
+        kept = x[clients].sum(axis=1) - np.bincount(local[on], minlength=clients.size)
+        network = _Network.of(market, clients, pairs, base, prices, kept)
         if network is not None and _too_costly(network, clients.size, market.n_experts):
-            network = _Network.of(market, clients, pairs, base, np.zeros_like(prices))
+            network = _Network.of(market, clients, pairs, base, np.zeros_like(prices), kept)
         self.build_time += time.perf_counter() - start
         if network is None:
             return "INFEASIBLE"
@@ -518,7 +531,7 @@ class _Search:
         self.solves += 1
         self.arcs = int(network.pair_clients.size)
         if outcome.status == "OPTIMAL" and outcome.flows is not None:
-            x[clients] = False
+            x[clients[local], experts] = False
             x[network.held(outcome.flows)] = True
         return outcome.status
 
@@ -536,7 +549,7 @@ class _Search:
         n = market.n_clients
         x = np.zeros((n, market.n_experts), dtype=bool)
         everyone = np.arange(n)
-        rows, experts = np.nonzero(market.value > market.excluded)
+        rows, experts = _prices.where2(market.value > market.excluded)
         prices = np.zeros(market.n_experts, dtype=np.int64)
         self.contested = n
         status = self.flow(x, everyone, (rows, experts), prices)
@@ -564,12 +577,14 @@ class _Search:
         margin = _prices.margins(market, cand, settled.choice, x)
         extra = _prices.contested(market, settled, margin)
         whole = np.zeros(market.n_clients, dtype=bool)  # clients given every allowed pair
-        near = 0 if settled.converged and _within_band(market, x) else _NEAR_CLIENTS
+        least = max(_NEAR_LEAST, market.n_clients // _NEAR_SHARE)
+        near = 0 if settled.converged and _within_band(market, x) else least
         for _ in range(_MAX_ROUNDS):
             self.rounds += 1
             open_ = extra | whole | (margin <= _threshold(margin, near, market))
             if open_.any():
-                status = self._contest(x, open_, whole, cand, settled.choice, prices)
+                window = 2 * max(int(margin[open_].max()), 0)
+                status = self._contest(x, open_, whole, window, settled.choice, prices)
                 if status == "WIDENED":
                     extra |= open_
                     continue
@@ -577,14 +592,15 @@ class _Search:
                     break
                 if status != "OPTIMAL":
                     return _Found(status)
+            limit = 4 * int(open_.sum()) + least
             found, used = self.timed(
-                "solve_time", _prices.potentials, market, x, prices, open_, margin
+                "solve_time", _prices.potentials, market, x, prices, open_, margin, limit
             )
             if found is None:  # the neighbourhood's flow is not optimal overall: grow it
                 if not (used & ~open_).any() and not whole[open_].all():
                     whole |= open_  # the cycle runs through pairs beyond the candidates
                 else:
-                    near = max(_GROWTH * near, _NEAR_CLIENTS)
+                    near = max(2 * near, least)
                 if open_.all():
                     whole[:] = True
                 continue
@@ -608,21 +624,18 @@ class _Search:
         return settled.cand, settled
 
     def _contest(
-        self,
-        x: Bool,
-        open_: Bool,
-        whole: Bool,
-        cand: _prices.Candidates,
-        choice: _prices.Choice,
-        prices: Int,
+        self, x: Bool, open_: Bool, whole: Bool, window: int, choice: _prices.Choice, prices: Int
     ) -> str:
-        """One flow on the open clients; when the fixed ones leave it infeasible, widen
-        `open_` by the clients that can fix the bands (``"WIDENED"``), or by every client;
-        ``"DENSE"`` when every client on its candidates is still infeasible."""
+        """One flow on the open clients' candidates within `window` of their cut; when the
+        fixed ones leave it infeasible, widen `open_` by the clients that can fix the bands
+        (``"WIDENED"``), or by every client; ``"DENSE"`` when every client on every
+        candidate is still infeasible."""
         market = self.market
         clients = np.flatnonzero(open_)
         self.contested = int(clients.size)
-        pairs = _pairs(market, cand, clients, whole[clients])
+        if open_.all():
+            window = market.inf
+        pairs = _pairs(market, choice, clients, whole[clients], window)
         status = self.flow(x, clients, pairs, prices)
         if status != "INFEASIBLE":
             return status
@@ -661,21 +674,27 @@ def _too_costly(network: _Network, clients: int, experts: int) -> bool:
 
 
 def _pairs(
-    market: Market, cand: _prices.Candidates, clients: Int, whole: Bool
+    market: Market, choice: _prices.Choice, clients: Int, whole: Bool, window: int
 ) -> tuple[Int, Int]:
-    """(local client, expert) arcs of `clients`: their allowed candidates, or every allowed
-    expert of those marked `whole`."""
-    rows = cand.experts[:, clients].T
-    allowed = np.take_along_axis(market.value[clients], rows, axis=1) > market.excluded
-    allowed[whole] = False
-    local, col = np.nonzero(allowed)
-    experts = rows[local, col].astype(np.int64)
+    """(local client, expert) arcs of `clients`: the allowed candidates whose slack (how far
+    a price must move to change whether the client holds them) is at most `window`, or
+    every allowed expert of the clients marked `whole`. The other holdings stay fixed."""
+    experts = choice.experts[:, clients]
+    slack = np.where(
+        choice.held[:, clients],
+        choice.reduced[:, clients] - choice.keep[clients],
+        choice.enter[clients] - choice.reduced[:, clients],
+    )
+    free = (slack <= window) & (choice.reduced[:, clients] > market.excluded // 2)
+    free[:, whole] = False
+    slots, local = _prices.where2(free)
+    picked = experts[slots, local].astype(np.int64)
     if whole.any():
         wide = np.flatnonzero(whole)
-        wl, we = np.nonzero(market.value[clients[wide]] > market.excluded)
+        wl, we = _prices.where2(market.value[clients[wide]] > market.excluded)
         local = np.concatenate([local, wide[wl]])
-        experts = np.concatenate([experts, we.astype(np.int64)])
-    return local.astype(np.int64), experts
+        picked = np.concatenate([picked, we.astype(np.int64)])
+    return local.astype(np.int64), picked
 
 
 # -- the backend -------------------------------------------------------------------------------
