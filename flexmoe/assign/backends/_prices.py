@@ -135,10 +135,12 @@ class Market:
         return 1 << (62 - self.bits)
 
     def unit(self, loads: Int) -> Int:
-        """Scaled cost of the `loads`-th holder of an expert (λ·(2L − 1), rounded)."""
+        """Scaled cost of the `loads`-th holder of an expert (λ·(2L − 1), rounded); loads
+        are capped at ``max(hi) + 1``, which the magnitude covers."""
         if self.penalty == 0:
             return np.zeros(np.shape(loads), dtype=np.int64)
-        raw = self.penalty * (2.0 * np.asarray(loads, dtype=np.float64) - 1.0)
+        capped = np.minimum(np.asarray(loads, dtype=np.float64), float(self.hi.max()) + 1)
+        raw = self.penalty * (2.0 * capped - 1.0)
         return np.rint(np.ldexp(raw, self.exponent)).astype(np.int64)
 
     def marginal(self, experts: Int, loads: Int) -> Int:

@@ -67,8 +67,8 @@ _SLACK = 1e-9
 #: costs by (nodes + 1) and its potentials move by at most ~1.5·(path nodes)·(largest scaled
 #: cost), so neither a cost nor a potential can overflow int64 (no BAD_COST_RANGE).
 _COST_BUDGET = 2**62
-#: The costs are scaled for a network of at most this many clients; a larger one (a
-#: fallback on every pair) is solved at the coarser scale its size allows.
+#: The costs are scaled for a network of a quarter of the clients (at least this many); a
+#: larger one (a fallback on every pair) is solved at the coarser scale its size allows.
 _SCALED_CLIENTS = 4096
 #: Candidate experts per client beyond ``max_experts``.
 _EXTRA_CANDIDATES = 8
@@ -217,16 +217,17 @@ def _exponent(magnitude: float, limit: int) -> int:
 def _scaled(problem: AssignmentProblem, clients: int | None = None) -> _Scaled:
     """Scale and round every cost (chunked: one int64 copy of the utilities, no more).
 
-    The scale fits a network of `clients` clients (default :data:`_SCALED_CLIENTS`) and
+    The scale fits a network of `clients` clients (default: a quarter of the clients, at
+    least :data:`_SCALED_CLIENTS`) and
     keeps every sum of :mod:`._prices` inside int64.
     """
     n, e = problem.shape
     most = _most_experts(problem)
     lo, hi = _holder_band(problem, int(most.sum()))
     reach = _largest_utility(problem)
-    units = problem.balance_penalty * (2.0 * float(hi.max(initial=0)) - 1.0)
-    magnitude = max(reach, units if (hi > lo).any() else 0.0, 0.0)
-    size = min(n, _SCALED_CLIENTS if clients is None else clients)
+    units = problem.balance_penalty * (2.0 * float(hi.max(initial=0)) + 1.0)  # up to hi + 1
+    magnitude = max(reach, units, 0.0)
+    size = min(n, max(_SCALED_CLIENTS, n // 4) if clients is None else clients)
     exponent = _exponent(magnitude, min(_ortools_limit(size, e), Market.cap(e)))
     top = math.ldexp(magnitude, exponent)
     value = np.empty((n, e), dtype=np.int64)
@@ -234,14 +235,15 @@ def _scaled(problem: AssignmentProblem, clients: int | None = None) -> _Scaled:
     excluded = Market.excluded_for(e, int(top))
     for rows in _prices.chunks(n, e):
         scaled = np.ldexp(_effective_rows(problem, rows), exponent)
+        if problem.allowed is not None:  # pairs that are never arcs may lie out of range
+            scaled[~problem.allowed[rows]] = 0.0
         rounded = np.rint(scaled)
         value[rows] = rounded
         np.subtract(scaled, rounded, out=scaled)
         np.abs(scaled, out=scaled)
-        if problem.allowed is not None:
-            scaled[~problem.allowed[rows]] = 0.0
-            value[rows][~problem.allowed[rows]] = excluded
         error = max(error, float(scaled.max(initial=0.0)))
+        if problem.allowed is not None:
+            value[rows][~problem.allowed[rows]] = excluded
     market = Market(
         value, problem.min_experts.astype(np.int64), most.astype(np.int64), lo, hi,
         problem.balance_penalty, exponent, int(top),
@@ -578,7 +580,7 @@ class _Search:
         extra = _prices.contested(market, settled, margin)
         whole = np.zeros(market.n_clients, dtype=bool)  # clients given every allowed pair
         least = max(_NEAR_LEAST, market.n_clients // _NEAR_SHARE)
-        near = 0 if settled.converged and _within_band(market, x) else least
+        near = least // 8 if settled.converged and _within_band(market, x) else least
         for _ in range(_MAX_ROUNDS):
             self.rounds += 1
             open_ = extra | whole | (margin <= _threshold(margin, near, market))
@@ -710,9 +712,9 @@ def _check_options(strategy: str, candidates: int | None) -> None:
 
 
 def _width(problem: AssignmentProblem, candidates: int | None) -> int:
-    if candidates is not None:
-        return candidates
-    return int(problem.max_experts.max(initial=0)) + _EXTRA_CANDIDATES
+    """Candidates per client: `candidates`, at least one more than any client may hold."""
+    least = int(problem.max_experts.max(initial=0)) + 1
+    return max(least, least - 1 + _EXTRA_CANDIDATES if candidates is None else candidates)
 
 
 def _start_prices(scaled: _Scaled, prices: NDArray[np.float64] | None) -> Int:
@@ -784,8 +786,9 @@ def solve(
         certify (default); ``dense``: one flow on every allowed pair.
     candidates : int, optional
         Experts per client that the prices are settled on and the small flow may choose
-        from (its best under the starting prices; a client the certificate names gets
-        every pair). Default: ``max(max_experts) + 8``.
+        from (its best under the current prices, ranked again when prices move past them;
+        a client the certificate names gets every pair), at least ``max(max_experts) + 1``.
+        Default: ``max(max_experts) + 8``.
 
     Returns
     -------
