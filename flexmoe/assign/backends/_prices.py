@@ -327,12 +327,11 @@ def _choose_k(
     k = int(market.least[0])
     worst = reduced[:k].min(axis=0) if k else np.full(n, market.inf, dtype=np.int64)
     other = reduced[k:].max(axis=0)
-    redo: slice | Int = np.flatnonzero(worst <= other)  # the held k may have changed (or tie)
+    changed = np.flatnonzero(worst <= other)  # the held k may have changed (or a tie)
     if only is not None:
-        redo = np.union1d(redo, only)
-    if len(redo) > n // 2:
-        redo = slice(None)
-    if not isinstance(redo, np.ndarray) or redo.size:
+        changed = np.union1d(changed, only)
+    redo: slice | Int = slice(None) if changed.size > n // 2 else changed
+    if changed.size:
         _sort(market, cand, reduced, redo, prices)
         worst[redo] = reduced[k - 1, redo] if k else market.inf
         other[redo] = reduced[k, redo]
@@ -344,7 +343,9 @@ def _choose_k(
     )  # fmt: skip
 
 
-def _sort(market: Market, cand: Candidates, reduced: Int, clients: slice | Int, prices: Int) -> None:
+def _sort(
+    market: Market, cand: Candidates, reduced: Int, clients: slice | Int, prices: Int
+) -> None:
     """Sort the candidates of `clients` best first, in place (their reduced values too);
     the key packs ``−A`` and the expert index (ties: the lower expert first)."""
     bits = market.bits
@@ -482,11 +483,15 @@ def _level(market: Market, out: Settled) -> None:
     inside = np.flatnonzero((loads > market.lo) & (loads < market.hi))
     if inside.size == 0:
         return
-    ends = np.concatenate(
-        [market.unit(loads[inside]), market.unit(loads[inside] + 1)]
-    ) - np.tile(out.prices[inside], 2)
+    ends = np.concatenate([market.unit(loads[inside]), market.unit(loads[inside] + 1)]) - np.tile(
+        out.prices[inside], 2
+    )
     shift = int(np.sort(ends)[inside.size - 1])
-    shift = int(np.clip(shift, -market.price_bound - out.prices.min(), market.price_bound - out.prices.max()))
+    shift = int(
+        np.clip(
+            shift, -market.price_bound - out.prices.min(), market.price_bound - out.prices.max()
+        )
+    )
     if shift:  # every reduced value falls by the shift; no choice changes
         c = out.choice
         out.prices = out.prices + shift
@@ -577,7 +582,7 @@ def _slacks(
 ) -> tuple[Int, Int]:
     """Expert and slack of every holder (rising) or open candidate (falling) of an
     active expert (with `cap`: only the slacks at most its expert's cap)."""
-    m, n = choice.experts.shape
+    n = choice.experts.shape[1]
     block = slice(None)
     if market.fixed:  # the held candidates are the first k slots
         k = int(market.least[0])
@@ -824,7 +829,9 @@ def certify(market: Market, x: Bool, prices: Int) -> Verdict:
         upper = np.full(rows.stop - rows.start, market.inf, dtype=np.int64)
         some = count[rows] > 0
         if r.size:
-            upper[some] = np.minimum.reduceat(reduced[r, c], (ends[rows] - count[rows] - first)[some])
+            upper[some] = np.minimum.reduceat(
+                reduced[r, c], (ends[rows] - count[rows] - first)[some]
+            )
         reduced[r, c] = market.none
         lower = reduced.max(axis=1)
         upper = np.where(count[rows] < market.most[rows], np.minimum(upper, 0), upper)

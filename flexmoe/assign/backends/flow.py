@@ -559,7 +559,9 @@ class _Search:
             return _Found(status)
         everyone_mask = np.ones(n, dtype=bool)
         zeros = np.zeros(n, dtype=np.int64)
-        found, _ = self.timed("solve_time", _prices.potentials, market, x, prices, everyone_mask, zeros)
+        found, _ = self.timed(
+            "solve_time", _prices.potentials, market, x, prices, everyone_mask, zeros
+        )
         if found is None or not self.timed("solve_time", _prices.certify, market, x, found).ok:
             return _Found("NEGATIVE_CYCLE")
         return _Found("OPTIMAL", x, found)
@@ -614,9 +616,7 @@ class _Search:
         self.fallback = True
         return self.dense()
 
-    def _settle(
-        self, prices: Int, width: int
-    ) -> tuple[_prices.Candidates, _prices.Settled]:
+    def _settle(self, prices: Int, width: int) -> tuple[_prices.Candidates, _prices.Settled]:
         """Rank the candidates and settle the prices on them."""
         market = self.market
         cand = self.timed("build_time", _prices.rank, market, prices, width)
@@ -726,7 +726,7 @@ def _start_prices(scaled: _Scaled, prices: NDArray[np.float64] | None) -> Int:
         return np.clip(np.rint(np.ldexp(prices, market.exponent)), -bound, bound).astype(np.int64)
     if market.penalty == 0:
         return np.zeros(market.n_experts, dtype=np.int64)
-    mean = int(round(int(market.least.sum()) / market.n_experts))
+    mean = round(int(market.least.sum()) / market.n_experts)
     load = np.clip(mean, market.lo + 1, np.maximum(market.hi, market.lo + 1))
     return np.clip(market.unit(load), -bound, bound)
 
@@ -905,7 +905,9 @@ class FlowSolver:
         if reason is not None:
             from flexmoe.assign.errors import UnsupportedProblemError
 
-            raise UnsupportedProblemError(f"backend {backend!r} cannot solve this problem: {reason}")
+            raise UnsupportedProblemError(
+                f"backend {backend!r} cannot solve this problem: {reason}"
+            )
         precheck = infeasibility_reason(problem)
         if precheck is not None:
             return Assignment.no_solution(
@@ -964,7 +966,9 @@ def _result(search: _Search, found: _Found, engine: str, strategy: str) -> Assig
     if found.prices is not None:
         prices = np.ldexp(found.prices.astype(np.float64), -scaled.market.exponent)
         info["prices"] = prices.tolist()
-    result = Assignment.from_x(problem, x, status=Status.OPTIMAL, bound=math.nan, backend=backend, **times)
+    result = Assignment.from_x(
+        problem, x, status=Status.OPTIMAL, bound=math.nan, backend=backend, **times
+    )
     gap = scaled.error_bound(rounded)
     bound = result.objective + gap
     scale = max(abs(result.objective), scaled.reach)
