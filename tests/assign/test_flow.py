@@ -171,6 +171,7 @@ def flow_problems(draw, *, kind: str = "real", max_clients: int = 5) -> Assignme
         utility = _matrix(draw, n, e, st.floats(-10, 10, allow_subnormal=False)) * scale
     else:
         utility = _matrix(draw, n, e, st.floats(-10, 10, allow_subnormal=False))
+    size = float(np.abs(utility).max(initial=0)) or 1.0  # the switch cost and λ follow it
     hi = np.array(draw(st.lists(st.integers(0, e), min_size=n, max_size=n)))
     fixed = draw(st.booleans())
     lo = hi if fixed else np.array([draw(st.integers(0, int(h))) for h in hi])
@@ -182,12 +183,9 @@ def flow_problems(draw, *, kind: str = "real", max_clients: int = 5) -> Assignme
         kw["allowed"] = _matrix(draw, n, e, st.booleans())
     if draw(st.booleans()):
         kw["previous"] = _matrix(draw, n, e, st.booleans())
-        kw["switch_cost"] = draw(st.sampled_from([0.0, 0.3, 2.5])) * float(
-            np.abs(utility).max(initial=1)
-        )
+        kw["switch_cost"] = draw(st.sampled_from([0.0, 0.3, 2.5])) * size
     if fixed:
-        kw["balance_penalty"] = draw(st.sampled_from([0.0, 0.05, 0.7, 3.0]))
-        kw["balance_penalty"] *= float(np.abs(utility).max(initial=1)) or 1.0
+        kw["balance_penalty"] = draw(st.sampled_from([0.0, 0.05, 0.7, 3.0])) * size
     return AssignmentProblem(utility, **kw)
 
 

@@ -807,15 +807,61 @@ class Verdict:
         return self.clients.size == 0 and self.experts.size == 0
 
 
-def certify(market: Market, x: Bool, prices: Int) -> Verdict:
+def certify(market: Market, x: Bool, prices: Int, cand: Candidates | None = None) -> Verdict:
     """Check that `prices` prove `x` optimal: every residual arc of the whole network has a
-    nonnegative reduced cost, in exact integer arithmetic (one chunked pass).
+    nonnegative reduced cost, in exact integer arithmetic.
 
     A client n needs a threshold ``t[n]`` with every held reduced value ``>= t[n]``, every
     other allowed one ``<= t[n]``, ``t[n] <= 0`` if it may hold more and ``t[n] >= 0`` if it
     may hold fewer; an expert with L holders needs ``p[e] <= unit(L + 1)`` below ``hi`` and
-    ``p[e] >= unit(L)`` above ``lo``.
+    ``p[e] >= unit(L)`` above ``lo``. Without `cand` every row is checked (one chunked
+    pass). With `cand`, a client holding only candidates is checked on its candidates, and
+    on every other expert through ``beyond``, a bound on their reduced values that the
+    ranking computed exactly and price falls can only have raised; the clients that bound
+    does not clear are checked row by row.
     """
+    if cand is None:
+        bad = _rows_fail(market, x, prices)
+    else:
+        bad = np.zeros(market.n_clients, dtype=bool)
+        unclear = np.flatnonzero(~_candidates_clear(market, x, prices, cand))
+        for part in chunks(unclear.size, market.n_experts):
+            rows = unclear[part]
+            bad[rows] = _exact(market, x[rows], market.reduced(rows, prices), rows)
+    held_loads = x.sum(axis=0).astype(np.int64)
+    more = (held_loads < market.hi) & (prices > market.unit(held_loads + 1))
+    fewer = (held_loads > market.lo) & (prices < market.unit(held_loads))
+    return Verdict(np.flatnonzero(bad), np.flatnonzero(more | fewer))
+
+
+def _candidates_clear(market: Market, x: Bool, prices: Int, cand: Candidates) -> Bool:
+    """Clients whose threshold interval is provably nonempty from their candidates and the
+    `beyond` bound alone (every holding a candidate)."""
+    cand = cand.moved(prices)
+    clients = np.arange(market.n_clients)
+    inside = x[clients, cand.experts]  # (m, N): which candidates are held
+    count = x.sum(axis=1)
+    reduced = cand.value - np.take(prices, cand.experts)
+    upper = np.where(inside, reduced, market.inf).min(axis=0)
+    lower = np.maximum(np.where(inside, market.none, reduced).max(axis=0), cand.beyond)
+    return (inside.sum(axis=0) == count) & _interval_ok(market, count, upper, lower, slice(None))
+
+
+def _interval_ok(market: Market, count: Int, upper: Int, lower: Int, rows: slice | Int) -> Bool:
+    upper = np.where(count < market.most[rows], np.minimum(upper, 0), upper)
+    lower = np.where(count > market.least[rows], np.maximum(lower, 0), lower)
+    return lower <= upper
+
+
+def _exact(market: Market, held: Bool, reduced: Int, rows: slice | Int) -> Bool:
+    """Which rows (held mask and reduced values of their whole rows) fail."""
+    upper = np.where(held, reduced, market.inf).min(axis=1)
+    lower = np.where(held, market.none, reduced).max(axis=1)
+    return ~_interval_ok(market, held.sum(axis=1), upper, lower, rows)
+
+
+def _rows_fail(market: Market, x: Bool, prices: Int) -> Bool:
+    """:func:`certify` on every row: one chunked pass."""
     n, e = market.n_clients, market.n_experts
     bad = np.zeros(n, dtype=bool)
     held_rows, held_cols = where2(x)
@@ -834,10 +880,5 @@ def certify(market: Market, x: Bool, prices: Int) -> Verdict:
             )
         reduced[r, c] = market.none
         lower = reduced.max(axis=1)
-        upper = np.where(count[rows] < market.most[rows], np.minimum(upper, 0), upper)
-        lower = np.where(count[rows] > market.least[rows], np.maximum(lower, 0), lower)
-        bad[rows] = lower > upper
-    held_loads = x.sum(axis=0).astype(np.int64)
-    more = (held_loads < market.hi) & (prices > market.unit(held_loads + 1))
-    fewer = (held_loads > market.lo) & (prices < market.unit(held_loads))
-    return Verdict(np.flatnonzero(bad), np.flatnonzero(more | fewer))
+        bad[rows] = ~_interval_ok(market, count[rows], upper, lower, rows)
+    return bad

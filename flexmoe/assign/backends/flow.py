@@ -608,7 +608,7 @@ class _Search:
                 if open_.all():
                     whole[:] = True
                 continue
-            verdict = self.timed("solve_time", _prices.certify, market, x, found)
+            verdict = self.timed("solve_time", _prices.certify, market, x, found, cand)
             if verdict.ok:
                 return _Found("OPTIMAL", x, found)
             whole[verdict.clients] = True
