@@ -643,3 +643,52 @@ def test_session_options_are_checked():
         flow.FlowSolver(candidates=0)
     with pytest.raises(UnknownBackendError, match="valid engines"):
         flow.FlowSolver(engine="simplex")
+
+
+# -- against the algorithm this backend replaced ------------------------------------------------
+
+#: The last revision with the prune-and-certify flow (before issue 14).
+OLD_REVISION = "7737a11"
+
+
+def old_flow():
+    """The flow module at :data:`OLD_REVISION`, or a skip when git cannot show it."""
+    import importlib.util
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    shown = subprocess.run(
+        ["git", "show", f"{OLD_REVISION}:flexmoe/assign/backends/flow.py"],
+        cwd=root, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if shown.returncode != 0:
+        pytest.skip(f"git cannot show {OLD_REVISION} here: {shown.stderr.strip()}")
+    path = tmp_dir() / "flexmoe_old_flow.py"
+    path.write_text(shown.stdout)
+    spec = importlib.util.spec_from_file_location("flexmoe_old_flow", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def tmp_dir():
+    import tempfile
+    from pathlib import Path
+
+    return Path(tempfile.mkdtemp(prefix="flexmoe-old-flow-"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["uniform", "clustered"])
+@pytest.mark.parametrize("penalty", [0.0, 0.01])
+def test_matches_the_old_algorithm(kind, penalty):
+    old = old_flow()
+    for seed, size in enumerate([(500, 16, 3), (3000, 32, 4), (10_000, 64, 8)]):
+        p = generate(kind, *size, seed=seed).replace(balance_penalty=penalty)
+        new, was = solve(p, "flow"), old.solve(p)
+        assert new.status is was.status is Status.OPTIMAL
+        assert close(new.objective, was.objective), (size, new.objective, was.objective)
