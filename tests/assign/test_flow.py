@@ -312,6 +312,12 @@ def test_tiny_utilities_are_solved_at_full_resolution():
     assert r.bound - r.objective <= flow.RTOL * abs(r.objective)
     assert r.info["scale_exponent"] > 1000 and r.info["scale"] is None
     json.dumps(r.to_dict(), allow_nan=False)
+    # two experts 0.04 % apart: at the capped scale both rounded to the same cost and the
+    # worse one came back OPTIMAL
+    near = AssignmentProblem(np.tile([1.0, 1.0004], (10, 1)) * 1e-298, max_experts=1)
+    r = solve(near, "flow")
+    assert r.status is Status.OPTIMAL and r.x[:, 1].all()
+    assert r.objective == pytest.approx(10 * 1.0004e-298, rel=1e-12)
 
 
 def test_a_coarse_scale_reports_feasible_with_the_true_bound(monkeypatch):
