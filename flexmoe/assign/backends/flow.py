@@ -218,8 +218,7 @@ def _scaled(problem: AssignmentProblem, clients: int | None = None) -> _Scaled:
     """Scale and round every cost (chunked: one int64 copy of the utilities, no more).
 
     The scale fits a network of `clients` clients (default: a quarter of the clients, at
-    least :data:`_SCALED_CLIENTS`) and
-    keeps every sum of :mod:`._prices` inside int64.
+    least :data:`_SCALED_CLIENTS`) and keeps every sum of :mod:`._prices` inside int64.
     """
     n, e = problem.shape
     most = _most_experts(problem)
