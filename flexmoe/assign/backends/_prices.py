@@ -349,14 +349,15 @@ def _sort(
     """Sort the candidates of `clients` best first, in place (their reduced values too);
     the key packs ``−A`` and the expert index (ties: the lower expert first)."""
     bits = market.bits
-    key = np.negative(reduced[:, clients])
+    key = np.negative(reduced[:, clients].T)  # one row per client: a contiguous sort
     key <<= bits
-    key |= cand.experts[:, clients]
-    key.sort(axis=0)
-    experts = key & ((1 << bits) - 1)
+    key |= cand.experts[:, clients].T
+    key.sort(axis=1)
+    experts = (key & ((1 << bits) - 1)).T
+    values = -(key >> bits).T
     cand.experts[:, clients] = experts
-    reduced[:, clients] = -(key >> bits)
-    cand.value[:, clients] = reduced[:, clients] + np.take(prices, experts)
+    reduced[:, clients] = values
+    cand.value[:, clients] = values + np.take(prices, experts)
 
 
 def held_matrix(market: Market, choice: Choice) -> Bool:
@@ -462,9 +463,9 @@ def _phase(market: Market, out: Settled, direction: int, max_rounds: int) -> boo
         out.prices = step
         out.choice = choose(market, out.cand, step)
         out.cand, again = refresh(market, out.cand, out.choice)
-        if again.size:
+        if again.size:  # ranked best first already: choosing again sorts only ties
             out.refreshed += int(again.size)
-            out.choice = choose(market, out.cand, step, again)
+            out.choice = choose(market, out.cand, step)
         history.append(excess)
         if len(history) > 2 and 4 * history[-1] > 3 * history[-3]:
             break
@@ -582,26 +583,21 @@ def _slacks(
 ) -> tuple[Int, Int]:
     """Expert and slack of every holder (rising) or open candidate (falling) of an
     active expert (with `cap`: only the slacks at most its expert's cap)."""
-    n = choice.experts.shape[1]
     block = slice(None)
     if market.fixed:  # the held candidates are the first k slots
         k = int(market.least[0])
         block = slice(0, k) if direction > 0 else slice(k, None)
     experts, values = choice.experts[block], choice.reduced[block]
+    slack = values - choice.keep if direction > 0 else choice.enter - values
     mask = np.take(active, experts)
     if not market.fixed:
         mask &= choice.held[block] if direction > 0 else ~choice.held[block]
     if direction < 0:
         mask &= values > market.excluded // 2
-    at = np.flatnonzero(mask)
-    clients = at % n
-    values = values.ravel()[at]
-    slack = values - choice.keep[clients] if direction > 0 else choice.enter[clients] - values
-    experts = experts.ravel()[at]
     if cap is not None:
-        keep = slack <= cap[experts]
-        experts, slack = experts[keep], slack[keep]
-    return experts, slack
+        mask &= slack <= np.take(cap, experts)
+    at = np.flatnonzero(mask)
+    return experts.ravel()[at], slack.ravel()[at]
 
 
 def _meet(prices: Int, slack: Int, cost: Int, room: Int) -> Int:
