@@ -349,7 +349,8 @@ def _sort(
     """Sort the candidates of `clients` best first, in place (their reduced values too);
     the key packs ``−A`` and the expert index (ties: the lower expert first)."""
     bits = market.bits
-    key = np.negative(reduced[:, clients].T)  # one row per client: a contiguous sort
+    key = np.ascontiguousarray(reduced[:, clients].T)  # one row per client: a contiguous sort
+    np.negative(key, out=key)
     key <<= bits
     key |= cand.experts[:, clients].T
     key.sort(axis=1)
