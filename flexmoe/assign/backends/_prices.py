@@ -14,7 +14,9 @@ numpy rather than a min-cost flow solver:
 3. :func:`contested`: the clients whose choice the prices leave open.
 4. :func:`potentials` and :func:`certify`: integer potentials of the whole network from a
    shortest path on the ``E + 1``-node expert graph, then a check of every pair's reduced
-   cost (one chunked pass). Passing it proves the assignment optimal for the scaled costs.
+   cost (on the candidates, every other pair bounded by the ranking's exact outsider
+   value; whole rows where that bound does not decide). Passing it proves the assignment
+   optimal for the scaled costs.
 
 Sign convention: node potentials ``π[e] = −p[e]`` for experts, ``π[o] = 0`` for the source
 and sink (merged into ``o``: the return arc never binds), ``π[n] = t[n]`` for clients. A

@@ -23,7 +23,7 @@ import importlib.util
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -501,7 +501,6 @@ class _Search:
     refreshed: int = 0
     rounds: int = 0
     fallback: bool = False
-    notes: list[str] = field(default_factory=list)
 
     @property
     def market(self) -> Market:
@@ -569,9 +568,11 @@ class _Search:
         """Settle prices, contest the clients they leave open, certify; widen what fails.
 
         The open clients are the ties and movers of :func:`._prices.contested`, plus, when
-        the prices did not settle on a feasible assignment, the clients of least margin;
-        when the certificate finds the flow of that neighbourhood not optimal overall, the
-        neighbourhood grows fourfold.
+        the prices did not settle on a feasible assignment, the clients of least margin
+        (one in :data:`_NEAR_SHARE`; an eighth as many when they did); when the expert
+        graph finds the flow of that neighbourhood not optimal overall, the neighbourhood
+        doubles, or its clients get every pair when the cycle runs through pairs beyond
+        their candidates. A certificate that names clients gives them every pair.
         """
         market = self.market
         cand, settled = self._settle(start_prices, width)
