@@ -26,7 +26,10 @@ across the rounds of a federated run. A backend module may declare a session cla
 * ``session.solve(problem, *, time_limit=None, seed=None) -> Assignment``, the same
   contract as the backend's ``solve``, for any problem (a session whose state does not
   fit a problem, e.g. another shape, starts over for it);
-* state lives on the instance only; two sessions never share it.
+* state lives on the instance only; two sessions never share it;
+* optionally ``session.state_dict() -> dict`` (JSON-serialisable) and
+  ``session.load_state_dict(state)``, so that a checkpointed run that resumes its
+  sessions gives the same answers as one that never stopped (:meth:`Solver.state_dict`).
 
 A backend without a session class gets a stateless one (each solve calls ``solve``).
 :func:`solve` is a one-shot run of the same checked path.
@@ -557,6 +560,23 @@ class Solver:
                 _Stateless(choice) if cls is None else cls(**choice.kwargs)
             )
         return self._sessions[choice.spec]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The JSON-serialisable state of every open session that can save its own
+        (``{spec: state}``); sessions without ``state_dict`` are left out."""
+        return {
+            spec: session.state_dict()
+            for spec, session in self._sessions.items()
+            if hasattr(session, "state_dict")
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Reopen the sessions :meth:`state_dict` saved, with their state."""
+        for spec, saved in state.items():
+            choice = _resolve(spec, dict(self.options), None)
+            session = self._open(choice)
+            if hasattr(session, "load_state_dict"):
+                session.load_state_dict(saved)
 
     def __repr__(self) -> str:
         return f"Solver({self.backend!r}, sessions={sorted(self._sessions)})"

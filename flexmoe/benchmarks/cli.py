@@ -56,11 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
     _add_solvers(commands)
-    from flexmoe.benchmarks import cli_fl, cli_report
+    from flexmoe.benchmarks import cli_fl, cli_report, rounds
 
     cli_fl.add_parser(commands)
     cli_report.add_parser(commands)
     cli_report.add_demo_parser(commands)
+    rounds.add_parser(commands)
     return parser
 
 

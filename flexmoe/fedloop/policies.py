@@ -32,6 +32,7 @@ from flexmoe.assign import (
     Assignment,
     AssignmentProblem,
     BackendUnavailableError,
+    Solver,
     Status,
     UnknownBackendError,
     UnsupportedProblemError,
@@ -233,10 +234,14 @@ def make_method(setup: MethodSetup) -> Method:
 # -- the built-ins ----------------------------------------------------------------------
 
 
-def _solve(problem: AssignmentProblem, backend: str, seed: int) -> Assignment:
-    """:func:`flexmoe.assign.solve`, with what the registry raises about `backend`
-    reported against the ``backend`` setting."""
+def _solve(
+    problem: AssignmentProblem, backend: str, seed: int, session: Solver | None = None
+) -> Assignment:
+    """:func:`flexmoe.assign.solve` (or `session`'s warm solve), with what the registry
+    raises about `backend` reported against the ``backend`` setting."""
     try:
+        if session is not None:
+            return session.solve(problem, seed=seed)
         return solve(problem, backend, seed=seed)
     except (UnknownBackendError, BackendUnavailableError, UnsupportedProblemError) as err:
         raise ConfigError("backend", f"`backend` {backend!r}: {err}") from err
@@ -251,18 +256,41 @@ def _solution(result: Assignment, what: str) -> Assignment:
 
 class Flex(Method):
     """The load-balanced assignment: the round's problem solved by the configured
-    backend. When a carried deficit makes the band infeasible it solves once more with
-    the plain band."""
+    backend, in one :class:`~flexmoe.assign.Solver` session for the whole run (a backend
+    with a session class, flow and convex, re-solves warm from the last round: flow
+    from its expert prices). When a carried deficit makes the band infeasible it solves
+    once more with the plain band."""
+
+    def __init__(self, setup: MethodSetup) -> None:
+        super().__init__(setup)
+        self.session: Solver | None = None
+
+    def _session(self) -> Solver:
+        if self.session is None:
+            backend = self.setup.config.backend
+            try:
+                self.session = Solver(backend)
+            except (UnknownBackendError, BackendUnavailableError) as err:
+                raise ConfigError("backend", f"`backend` {backend!r}: {err}") from err
+        return self.session
 
     def assign(self, round: RoundInput) -> Assignment:
-        backend = self.setup.config.backend
-        result = _solve(round.problem, backend, round.seed)
+        backend, session = self.setup.config.backend, self._session()
+        result = _solve(round.problem, backend, round.seed, session)
         if result.status is Status.INFEASIBLE and round.carried:
             log.warning("load band with carried deficit is infeasible; solving without the carry")
             p = round.problem
             lo, hi = load_band(p.max_experts, p.n_experts)
-            result = _solve(p.replace(load_min=lo, load_max=hi), backend, round.seed)
+            result = _solve(p.replace(load_min=lo, load_max=hi), backend, round.seed, session)
         return _solution(result, "assignment")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The solver sessions' state (flow's prices), so that a resumed run re-solves
+        from where the interrupted one was."""
+        return {"sessions": self._session().state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._session().load_state_dict(state.get("sessions", {}))
 
 
 def greedy(round: RoundInput) -> Assignment:
