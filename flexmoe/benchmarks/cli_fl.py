@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flexmoe.benchmarks.options import UsageError, parse_int_list, parse_names, parse_positive
@@ -117,15 +116,13 @@ def _check_config(base: dict[str, Any], method: str, partition: str) -> None:
 
 
 def run_fl(args: argparse.Namespace, command: str) -> int:
-    from flexmoe.benchmarks.fl import run_fl_grid
-    from flexmoe.benchmarks.results import now, write_fl_results
+    from flexmoe.benchmarks.results import now
+    from flexmoe.benchmarks.sweeps import fl_sweep
 
     grid = fl_grid(args)
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    started = now()
-    rows = run_fl_grid(grid, out, progress=not args.no_progress)
-    return report_fl(write_fl_results(out, grid, rows, command, started))
+    results = fl_sweep(grid, args.out, command, now(), progress=not args.quiet,
+                       resume=args.resume, overwrite=args.overwrite)  # fmt: skip
+    return report_fl(results)
 
 
 def report_fl(results: FlResults) -> int:

@@ -5,6 +5,11 @@ pieces are usable on their own: :class:`MoEStrategy` (the server's two hooks),
 :func:`train_client` (pure client training), :class:`Simulation` (in-process clients).
 """
 
+from flexmoe.extras import require_extra
+
+require_extra("fl", part="`flexmoe.fedloop`")  # torch + scikit-learn, or the pip command
+
+
 from flexmoe.fedloop.clients import (
     CapacitySpec,
     ClientProfile,
