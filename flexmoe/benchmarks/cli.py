@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     prefix = f"flexmoe-bench {args.subcommand}"
     try:
         for extra in getattr(args, "extras", ()):
-            require_extra(extra, part=prefix)
+            require_extra(extra, part="this command")
         with interruptible():
             status: int = args.run(args, command)
     except (UsageError, MissingExtraError) as err:

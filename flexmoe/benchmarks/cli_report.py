@@ -79,7 +79,7 @@ def run_demo(args: argparse.Namespace, command: str) -> int:
 
     load_plugins(args.plugin)
     if not args.skip_fl:
-        require_extra("fl", part="flexmoe-bench demo (its federated part; --skip-fl skips it)")
+        require_extra("fl", part="its federated part (--skip-fl skips it)")
     demo = DemoConfig()
     start = time.perf_counter()
     status = _demo_solvers(demo, args, command)

@@ -64,7 +64,7 @@ def styles(labels: Sequence[str]) -> dict[str, dict[str, Any]]:
     }
 
 
-def _figure(width: float = 7.0, height: float = 4.2, ncols: int = 1) -> tuple[Figure, list[Axes]]:
+def _figure(width: float = 8.0, height: float = 4.2, ncols: int = 1) -> tuple[Figure, list[Axes]]:
     require_extra("bench", modules=("matplotlib",), part="the plots of flexmoe-bench")
     import matplotlib
 
@@ -157,9 +157,8 @@ def _time_vs_size(
                    label=f"time limit {time_limit:g} s")  # fmt: skip
         for label, xs_out in timeouts.items():
             ax.plot(xs_out, [time_limit] * len(xs_out), linestyle="none", marker="X",
-                    markersize=10, color=style[label]["color"], zorder=10)  # fmt: skip
-        if timeouts:
-            ax.plot([], [], linestyle="none", marker="X", color="grey", label="time-out")
+                    markersize=10, color=style[label]["color"], zorder=10,
+                    label=f"{label}: time-out")  # fmt: skip
     if lines or floor:
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -175,6 +174,9 @@ def _gap_plot(summaries: list[SolverSummary], path: Path, per: str) -> Path:
     """Gap to the best verified objective, linear percent, one bar per backend and
     group; an answer that a gap cannot describe is a marker on the zero line instead
     (relaxed, infeasible, time-out, no answer), so that none dominates the axis."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     table = _by_group(summaries, "gap_to_best", scale=100.0)
     groups = list(dict.fromkeys(s.group for s in summaries))
     style = styles(list(table))
@@ -190,9 +192,11 @@ def _gap_plot(summaries: list[SolverSummary], path: Path, per: str) -> Path:
                 continue
             drawn.append(label)
             x = j + (i - (len(table) - 1) / 2) * width
-            if kind is None:
-                ax.bar(x, value, width=width * 0.9, color=style[label]["color"], zorder=2)
-                ax.plot(x, value, marker="o", markersize=3, color="black", zorder=3)
+            if kind is None:  # a bar, with a dot on top: a zero gap still shows
+                colour = style[label]["color"]
+                ax.bar(x, value, width=width * 0.9, color=colour, zorder=2)
+                ax.plot(x, value, marker="o", markersize=6, color=colour,
+                        markeredgecolor="black", markeredgewidth=0.6, zorder=3)  # fmt: skip
                 continue
             used.add(kind)
             ax.plot(x, 0.0, linestyle="none", marker=_NO_GAP[kind][0], markersize=9,
@@ -201,12 +205,10 @@ def _gap_plot(summaries: list[SolverSummary], path: Path, per: str) -> Path:
             if kind == "relaxed" and math.isfinite(value):
                 ax.annotate(f"{value:+.2g} %", (x, 0.0), textcoords="offset points",
                             xytext=(0, -14), ha="center", fontsize=7)  # fmt: skip
-    for label in dict.fromkeys(drawn):
-        ax.bar([], [], color=style[label]["color"], label=label)
-    for kind in _NO_GAP:
-        if kind in used:
-            ax.plot([], [], linestyle="none", marker=_NO_GAP[kind][0], markerfacecolor="none",
-                    color="grey", label=_NO_GAP[kind][1])  # fmt: skip
+    handles = [Patch(color=style[label]["color"], label=label) for label in dict.fromkeys(drawn)]
+    handles += [Line2D([], [], linestyle="none", marker=_NO_GAP[kind][0], markerfacecolor="none",
+                       color="grey", label=_NO_GAP[kind][1])
+                for kind in _NO_GAP if kind in used]  # fmt: skip
     ax.set_xticks(range(len(groups)), groups, rotation=15 if len(groups) > 3 else 0)
     ax.axhline(0.0, color="black", linewidth=0.6)
     bars = [v for values in table.values() for v, s in values.values()
@@ -214,7 +216,9 @@ def _gap_plot(summaries: list[SolverSummary], path: Path, per: str) -> Path:
     top = max([0.0, *bars])
     ax.set_ylim(min([0.0, *bars]) - 0.15 * max(top, 0.1), 1.15 * max(top, 0.1))
     _decorate(ax, f"Objective gap to the best verified objective ({per})", "",
-              "gap to best [%]  (0: the best known)", legend=True)  # fmt: skip
+              "gap to best [%]  (0: the best known)", legend=False)  # fmt: skip
+    if handles:
+        _legend(ax, handles)
     return _save(fig, path)
 
 
@@ -291,6 +295,7 @@ def grouped_bars(
     fig, (ax,) = _figure()
     groups = list(dict.fromkeys(g for values in table.values() for g in values))
     style = styles(list(table))
+    table = {k: v for k, v in table.items() if any(math.isfinite(y) for y in v.values())}
     width = 0.8 / max(1, len(table))
     for i, (label, values) in enumerate(table.items()):
         xs = [j + (i - (len(table) - 1) / 2) * width for j, g in enumerate(groups)]
@@ -317,7 +322,14 @@ def _decorate(ax: Any, title: str, xlabel: str, ylabel: str, *, legend: bool) ->
     ax.set_ylabel(ylabel)
     ax.grid(True, which="major", alpha=0.3)
     if legend and ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+        _legend(ax)
+
+
+def _legend(ax: Any, handles: list[Any] | None = None) -> None:
+    """The legend right of the axes, where it hides no data."""
+    kwargs: dict[str, Any] = {"handles": handles} if handles else {}
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
+              frameon=False, **kwargs)  # fmt: skip
 
 
 # -- federated runs --------------------------------------------------------------------
@@ -373,7 +385,7 @@ def _per_partition(
     """One panel per partition, one line per method (± std band with two seeds or more)."""
     partitions, methods = _partitions(histories)
     style = styles(methods)
-    fig, axes_list = _figure(4.2 * len(partitions) + 1, 3.8, ncols=len(partitions))
+    fig, axes_list = _figure(4.2 * len(partitions) + 2, 3.8, ncols=len(partitions))
     for ax, part in zip(axes_list, partitions, strict=True):
         lines: dict[str, list[tuple[float, float]]] = {}
         bands: dict[str, Sequence[float]] = {}
@@ -387,7 +399,8 @@ def _per_partition(
                 bands[method] = std
         _draw_lines(ax, lines, style, bands)
         _integer_ticks(ax)
-        _decorate(ax, part, "round", ylabel if ax is axes_list[0] else "", legend=True)
+        _decorate(ax, part, "round", ylabel if ax is axes_list[0] else "",
+                  legend=ax is axes_list[-1])  # fmt: skip
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
@@ -399,7 +412,7 @@ def _load_profile(histories: dict[str, list[dict[str, Any]]], path: Path, seeds:
 
     partitions, methods = _partitions(histories)
     style = styles(methods)
-    fig, axes_list = _figure(4.2 * len(partitions) + 1, 3.8, ncols=len(partitions))
+    fig, axes_list = _figure(4.2 * len(partitions) + 2, 3.8, ncols=len(partitions))
     for ax, part in zip(axes_list, partitions, strict=True):
         lines: dict[str, list[tuple[float, float]]] = {}
         for method in methods:
@@ -411,7 +424,8 @@ def _load_profile(histories: dict[str, list[dict[str, Any]]], path: Path, seeds:
         _draw_lines(ax, lines, style)
         _integer_ticks(ax)
         ylabel = "clients holding the expert" if ax is axes_list[0] else ""
-        _decorate(ax, part, "expert rank in the round (most held first)", ylabel, legend=True)
+        _decorate(ax, part, "expert rank in the round (most held first)", ylabel,
+                  legend=ax is axes_list[-1])  # fmt: skip
     fig.suptitle(f"Expert load per round, experts sorted (mean over rounds and {seeds})",
                  fontsize=10)  # fmt: skip
     return _save(fig, path)

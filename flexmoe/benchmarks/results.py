@@ -111,7 +111,8 @@ def write_solver_results(
         settings=settings_of(grid),
         versions=versions(_solver_modules(grid)),
         figures=figures,
-        counts={"runs": len(rows), "rejected": len(results.rejected), "skipped": len(skipped)},
+        counts={"runs": len(rows), "rejected": len(results.rejected)}
+        | ({"skipped": len(skipped)} if skipped else {}),
         state=state,
         skipped=[s.to_dict() for s in skipped],
     )

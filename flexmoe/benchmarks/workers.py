@@ -64,8 +64,8 @@ def _serve(conn: Connection, work: Work) -> None:
 class WorkerPool:
     """`size` spawn processes running `work` on jobs; use it as a context manager.
 
-    >>> with WorkerPool(1, pow_job) as pool:  # doctest: +SKIP
-    ...     results = [r for kind, r in pool.run([(2, 3)]) if kind == "done"]
+    Workers start when the first jobs need them, at most `size`, each running jobs one
+    after another; a worker that dies is reported (``"died"``) and replaced.
     """
 
     def __init__(self, size: int, work: Work) -> None:
