@@ -197,6 +197,9 @@ def _gap_plot(summaries: list[SolverSummary], path: Path, per: str) -> Path:
                 ax.bar(x, value, width=width * 0.9, color=colour, zorder=2)
                 ax.plot(x, value, marker="o", markersize=6, color=colour,
                         markeredgecolor="black", markeredgewidth=0.6, zorder=3)  # fmt: skip
+                if s.timeouts:  # some seeds answered, others timed out
+                    ax.annotate(f"{s.timeouts}/{s.runs}\ntime-out", (x, value), ha="center",
+                                textcoords="offset points", xytext=(0, 6), fontsize=7)  # fmt: skip
                 continue
             used.add(kind)
             ax.plot(x, 0.0, linestyle="none", marker=_NO_GAP[kind][0], markersize=9,
@@ -209,12 +212,12 @@ def _gap_plot(summaries: list[SolverSummary], path: Path, per: str) -> Path:
     handles += [Line2D([], [], linestyle="none", marker=_NO_GAP[kind][0], markerfacecolor="none",
                        color="grey", label=_NO_GAP[kind][1])
                 for kind in _NO_GAP if kind in used]  # fmt: skip
-    ax.set_xticks(range(len(groups)), groups, rotation=15 if len(groups) > 3 else 0)
+    ax.set_xticks(range(len(groups)), [_tick(g) for g in groups])
     ax.axhline(0.0, color="black", linewidth=0.6)
     bars = [v for values in table.values() for v, s in values.values()
             if _no_gap_kind(s, v) is None]  # fmt: skip
     top = max([0.0, *bars])
-    ax.set_ylim(min([0.0, *bars]) - 0.15 * max(top, 0.1), 1.15 * max(top, 0.1))
+    ax.set_ylim(min([0.0, *bars]) - 0.15 * max(top, 0.1), 1.25 * max(top, 0.1))
     _decorate(ax, f"Objective gap to the best verified objective ({per})", "",
               "gap to best [%]  (0: the best known)", legend=False)  # fmt: skip
     if handles:
@@ -304,10 +307,16 @@ def grouped_bars(
         if keep:
             ax.bar([x for x, _ in keep], [y for _, y in keep], width=width * 0.9, label=label,
                    color=style[label]["color"])  # fmt: skip
-    ax.set_xticks(range(len(groups)), groups, rotation=15 if len(groups) > 3 else 0)
+    ax.set_xticks(range(len(groups)), [_tick(g) for g in groups])
     ax.axhline(0.0, color="black", linewidth=0.6)
     _decorate(ax, title, "", ylabel, legend=bool(table))
     return _save(fig, path)
+
+
+def _tick(group: str) -> str:
+    """A group's tick label on two lines (``clustered`` over ``1000x64x8``): side by side,
+    long labels would run into each other."""
+    return group.replace(" ", "\n", 1)
 
 
 def _integer_ticks(ax: Any) -> None:

@@ -74,13 +74,15 @@ def interruptible() -> Iterator[None]:
     """Raise :class:`Interrupted` on SIGINT or SIGTERM inside the block (main thread).
 
     After the first signal, repeats are ignored until the block ends, so that the
-    clean-up (ending children, writing finished rows) runs to its end. Outside the main
-    thread (where Python cannot set handlers) the block runs unchanged.
+    clean-up (ending children, writing finished rows) runs to its end. A signal this
+    process ignores (SIGINT in a shell's background job, ``nohup``) stays ignored.
+    Outside the main thread (where Python cannot set handlers) the block runs unchanged.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    signals = (signal.SIGINT, signal.SIGTERM)
+    signals = tuple(s for s in (signal.SIGINT, signal.SIGTERM)
+                    if signal.getsignal(s) is not signal.SIG_IGN)  # fmt: skip
 
     def handler(signum: int, frame: FrameType | None) -> None:
         for s in signals:

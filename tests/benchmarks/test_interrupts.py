@@ -96,7 +96,7 @@ def _solvers_args(plugin: str, instances: Path, out: Path, backends: str) -> lis
             backends, "--time-limit", "60", "--out", str(out)]  # fmt: skip
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_solvers_interrupt_stops_kills_the_child_and_keeps_finished_rows(
     tmp_path, plugin, instances, signum
 ):
@@ -239,3 +239,20 @@ def test_what_a_backend_starts_in_a_new_session_does_not_outlive_its_run(
     for child, daemon in runs:
         assert not alive(child)
         assert not alive(daemon), f"{backend}'s daemon {daemon} survived the sweep"
+
+
+def test_an_ignored_sigint_stays_ignored():
+    """A shell's background job ignores SIGINT; the sweep keeps doing so."""
+    from flexmoe.benchmarks.processes import Interrupted, interruptible
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with interruptible():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            with pytest.raises(Interrupted, match="SIGTERM"):
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1)
+    finally:
+        signal.signal(signal.SIGINT, previous)
