@@ -4,7 +4,10 @@ Subcommands: ``solvers`` (backends × instances, each run in its own process und
 and memory limits), ``fl`` (federated methods × partitions × seeds), ``report``
 (Markdown from result folders) and ``demo`` (what ``make run`` shows). Bad input exits
 with status 2 and a message naming the flag; a backend answer rejected by the
-independent verifier exits with status 1.
+independent verifier exits with status 1. Ctrl-C or SIGTERM ends a sweep within a
+second or two with one line (what was kept, and the ``--resume`` command), every
+process it started ended, status 130 / 143; a non-empty ``--out`` needs ``--resume``
+(skip what finished) or ``--overwrite`` (start again).
 """
 
 from __future__ import annotations

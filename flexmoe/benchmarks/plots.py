@@ -186,29 +186,21 @@ def _gap_plot(summaries: list[SolverSummary], path: Path, per: str) -> Path:
     drawn: list[str] = []
     for i, (label, values) in enumerate(table.items()):
         for j, group in enumerate(groups):
-            value, s = values.get(group, (math.nan, None))
-            kind = "" if s is None else _no_gap_kind(s, value)
+            if group not in values:
+                continue
+            value, summary = values[group]
+            kind = _no_gap_kind(summary, value)
             if kind == "":
                 continue
             drawn.append(label)
             x = j + (i - (len(table) - 1) / 2) * width
-            if kind is None:  # a bar, with a dot on top: a zero gap still shows
-                colour = style[label]["color"]
-                ax.bar(x, value, width=width * 0.9, color=colour, zorder=2)
-                ax.plot(x, value, marker="o", markersize=6, color=colour,
-                        markeredgecolor="black", markeredgewidth=0.6, zorder=3)  # fmt: skip
-                if s.timeouts:  # some seeds answered, others timed out
-                    ax.annotate(f"{s.timeouts}/{s.runs}\ntime-out", (x, value), ha="center",
-                                textcoords="offset points", xytext=(0, 6), fontsize=7)  # fmt: skip
-                continue
-            used.add(kind)
-            ax.plot(x, 0.0, linestyle="none", marker=_NO_GAP[kind][0], markersize=9,
-                    markerfacecolor="none", markeredgewidth=1.6, color=style[label]["color"],
-                    zorder=4)  # fmt: skip
-            if kind == "relaxed" and math.isfinite(value):
-                ax.annotate(f"{value:+.2g} %", (x, 0.0), textcoords="offset points",
-                            xytext=(0, -14), ha="center", fontsize=7)  # fmt: skip
-    handles = [Patch(color=style[label]["color"], label=label) for label in dict.fromkeys(drawn)]
+            if kind is None:
+                _gap_bar(ax, x, width, value, summary, style[label]["color"])
+            else:
+                used.add(kind)
+                _gap_marker(ax, x, value, kind, style[label]["color"])
+    handles: list[Any] = [Patch(color=style[label]["color"], label=label)
+                          for label in dict.fromkeys(drawn)]  # fmt: skip
     handles += [Line2D([], [], linestyle="none", marker=_NO_GAP[kind][0], markerfacecolor="none",
                        color="grey", label=_NO_GAP[kind][1])
                 for kind in _NO_GAP if kind in used]  # fmt: skip
@@ -223,6 +215,25 @@ def _gap_plot(summaries: list[SolverSummary], path: Path, per: str) -> Path:
     if handles:
         _legend(ax, handles)
     return _save(fig, path)
+
+
+def _gap_bar(ax: Any, x: float, width: float, value: float, s: SolverSummary, colour: str) -> None:
+    """A bar with a dot on top, so that a zero gap still shows."""
+    ax.bar(x, value, width=width * 0.9, color=colour, zorder=2)
+    ax.plot(x, value, marker="o", markersize=6, color=colour, markeredgecolor="black",
+            markeredgewidth=0.6, zorder=3)  # fmt: skip
+    if s.timeouts:  # some seeds answered, others timed out
+        ax.annotate(f"{s.timeouts}/{s.runs}\ntime-out", (x, value), ha="center",
+                    textcoords="offset points", xytext=(0, 6), fontsize=7)  # fmt: skip
+
+
+def _gap_marker(ax: Any, x: float, value: float, kind: str, colour: str) -> None:
+    """The marker of an answer without a comparable gap, on the zero line."""
+    ax.plot(x, 0.0, linestyle="none", marker=_NO_GAP[kind][0], markersize=9,
+            markerfacecolor="none", markeredgewidth=1.6, color=colour, zorder=4)  # fmt: skip
+    if kind == "relaxed" and math.isfinite(value):
+        ax.annotate(f"{value:+.2g} %", (x, 0.0), textcoords="offset points", xytext=(0, -14),
+                    ha="center", fontsize=7)  # fmt: skip
 
 
 def _no_gap_kind(s: SolverSummary, value: float) -> str | None:
@@ -278,7 +289,10 @@ def _draw_lines(
         if not points:
             continue
         xs, ys = zip(*points, strict=True)
-        every = (style[label]["zorder"] % 3, 3) if len(xs) > 12 else None
+        # Many points: each line marks every n-th, starting at its own offset, so that
+        # markers of coinciding lines never sit on each other.
+        n, i = max(2, len(style)), list(style).index(label)
+        every = (i % n, n) if len(xs) > 12 else None
         ax.plot(xs, ys, label=label, markevery=every, **style[label])
         if bands and label in bands:
             lo = [y - d for y, d in zip(ys, bands[label], strict=True)]
