@@ -4,11 +4,12 @@ A run's child process carries a tag in its environment (:data:`TAG_VARIABLE`), w
 every process it starts inherits — also one a plugin backend starts in a new session
 (``start_new_session=True``, ``setsid``), where a process-group kill misses it.
 :func:`kill_tree` ends the child, its descendants (found through ``/proc``) and every
-process with the tag, and reaps those that are ours. The benchmark process makes itself
-a child subreaper (``prctl(PR_SET_CHILD_SUBREAPER)``) so that a descendant orphaned by
-its parent's death is re-parented to it, not to init, and gets reaped; children ask to
-be killed when their parent dies (``PR_SET_PDEATHSIG``). Both are Linux-only; elsewhere
-they do nothing and the tag still finds the descendants where ``/proc`` exists.
+process with the tag, and reaps those that are children of the caller. The solver child
+makes itself a child subreaper (``prctl(PR_SET_CHILD_SUBREAPER)``), so that what its
+solver daemonises stays in its tree while it runs, and asks to be killed when its parent
+dies (``PR_SET_PDEATHSIG``); both are Linux-only and do nothing elsewhere. The benchmark
+process itself is never made a subreaper: it would adopt every orphan of the process it
+runs in (Ray's daemons, in a test session, then never notice that their parent ended).
 
 :func:`interruptible` turns SIGINT and SIGTERM into :class:`Interrupted`, so that a sweep
 ends its children, writes what finished and exits with one line.
@@ -130,7 +131,8 @@ def _prctl(option: int, value: int) -> bool:
 
 
 def become_subreaper() -> bool:
-    """Orphaned descendants of this process are re-parented to it (Linux)."""
+    """Orphaned descendants of this process are re-parented to it (Linux). For a
+    short-lived process that owns all it starts (the solver child), never a host."""
     return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
 
 
@@ -204,7 +206,7 @@ def kill_tree(pid: int | None, tag: str | None = None, *, timeout: float = 2.0) 
 
     Repeats until none is left (a process may fork while it is being killed) or
     `timeout` seconds have passed, then reaps those that are children of this process
-    (the subreaper's adopted orphans); `pid` itself is left for its caller to reap.
+    (only direct children can be); `pid` itself is left for its caller to reap.
     Returns the pids it signalled.
     """
     if pid is not None:

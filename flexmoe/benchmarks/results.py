@@ -33,6 +33,7 @@ __all__ = [
     "SolverResults",
     "State",
     "claim_out",
+    "grid_versions",
     "read_journal",
     "read_meta",
     "settings_of",
@@ -109,7 +110,7 @@ def write_solver_results(
         command=command,
         started=started,
         settings=settings_of(grid),
-        versions=versions(_solver_modules(grid)),
+        versions=grid_versions(grid),
         figures=figures,
         counts={"runs": len(rows), "rejected": len(results.rejected)}
         | ({"skipped": len(skipped)} if skipped else {}),
@@ -119,8 +120,12 @@ def write_solver_results(
     return results
 
 
-def _solver_modules(grid: SolverGrid) -> list[str]:
-    return sorted({m for spec in grid.backends for m in spec_modules(spec)})
+def grid_versions(grid: SolverGrid | FlGrid) -> dict[str, str]:
+    """Versions of Python, flexmoe, numpy and the libraries the sweep's runs use
+    (cached: the first call scans the installed distributions)."""
+    if isinstance(grid, FlGrid):
+        return versions(["torch"])
+    return versions(sorted({m for spec in grid.backends for m in spec_modules(spec)}))
 
 
 @dataclass(frozen=True)
@@ -160,7 +165,7 @@ def write_fl_results(
         command=command,
         started=started,
         settings=settings_of(grid),
-        versions=versions(["torch"]),
+        versions=grid_versions(grid),
         figures=figures,
         counts={"runs": len(rows), "failed": sum(1 for row in rows if row.error)},
         state=state,

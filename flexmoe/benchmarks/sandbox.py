@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flexmoe.benchmarks.processes import TAG_VARIABLE, become_subreaper, kill_tree, new_tag
+from flexmoe.benchmarks.processes import TAG_VARIABLE, kill_tree, new_tag
 from flexmoe.benchmarks.records import Outcome
 
 __all__ = ["DEFAULT_STARTUP", "ChildOutcome", "Limits", "SolverJob", "run_isolated", "try_plugins"]
@@ -113,7 +113,6 @@ def run_isolated(job: SolverJob, limits: Limits, log: Path) -> ChildOutcome:
     job_path = Path(job.result).with_suffix(".job.json")
     job_path.write_text(job.to_json())
     Path(job.result).unlink(missing_ok=True)
-    become_subreaper()
     tag = new_tag()
     read_fd, write_fd = os.pipe()
     command = [sys.executable, "-m", "flexmoe.benchmarks.child", str(job_path), str(write_fd)]

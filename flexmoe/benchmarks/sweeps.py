@@ -22,6 +22,7 @@ from flexmoe.benchmarks.results import (
     SolverResults,
     State,
     claim_out,
+    grid_versions,
     read_journal,
     settings_of,
     write_fl_results,
@@ -51,13 +52,17 @@ def solver_sweep(
     resume: bool = False,
     overwrite: bool = False,
     on_row: Callable[[SolverRun], None] | None = None,
+    prepare: Callable[[Path], None] | None = None,
 ) -> SolverResults:
     """Generate (or read) the instances, run the grid, write every output file.
 
     `resume` and `overwrite` say what to do with a non-empty `out`
-    (:func:`~flexmoe.benchmarks.results.claim_out`).
+    (:func:`~flexmoe.benchmarks.results.claim_out`); `prepare(out)` runs once the
+    folder is claimed, before any run (to write the resolved configuration there).
     """
     rows = _claim(out, "solvers", grid, command, started, SolverRun.from_dict, resume, overwrite)
+    if prepare is not None:
+        prepare(out)
     skipped: list[Skipped] = []
     total: int | str = "?"
     try:
@@ -85,12 +90,15 @@ def fl_sweep(
     progress: bool = True,
     resume: bool = False,
     overwrite: bool = False,
+    prepare: Callable[[Path], None] | None = None,
 ) -> FlResults:
     """Run every (method, partition, seed) of `grid`, write every output file.
 
-    `resume` and `overwrite` as :func:`solver_sweep`.
+    `resume`, `overwrite` and `prepare` as :func:`solver_sweep`.
     """
     rows = _claim(out, "fl", grid, command, started, FlRun.from_dict, resume, overwrite)
+    if prepare is not None:
+        prepare(out)
     keys = {job.key for job in fl_jobs(grid, out)}
     rows[:] = [row for row in rows if row.key in keys and _kept_run(out, row)]
     write_jsonl(out / JOURNAL, [row.to_dict() for row in rows])
@@ -124,5 +132,6 @@ def _claim(
     resuming = claim_out(out, kind, settings, resume=resume, overwrite=overwrite)
     kept = [parse(data) for data in read_journal(out)] if resuming else []
     write_meta(out, kind=kind, command=command, started=started, settings=settings,
-               versions={}, figures=[], counts={}, state=State.RUNNING)  # fmt: skip
+               versions=grid_versions(grid), figures=[], counts={},
+               state=State.RUNNING)  # fmt: skip
     return kept

@@ -23,13 +23,7 @@ from multiprocessing.process import BaseProcess
 from types import TracebackType
 from typing import Any
 
-from flexmoe.benchmarks.processes import (
-    become_subreaper,
-    die_with_parent,
-    kill_tree,
-    new_tag,
-    tagging,
-)
+from flexmoe.benchmarks.processes import die_with_parent, kill_tree, new_tag, tagging
 
 __all__ = ["WorkerDied", "WorkerPool"]
 
@@ -76,7 +70,6 @@ class WorkerPool:
         self._workers: list[_Worker] = []
 
     def __enter__(self) -> WorkerPool:
-        become_subreaper()
         return self
 
     def __exit__(

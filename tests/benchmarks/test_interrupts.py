@@ -256,3 +256,40 @@ def test_an_ignored_sigint_stays_ignored():
                 time.sleep(1)
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_prepare_writes_into_the_claimed_folder_before_the_runs(tmp_path, plugin, instances):
+    """`prepare` is where a command writes its resolved settings: after the folder is
+    claimed (so the file does not make it "non-empty"), before any run."""
+    from flexmoe.benchmarks.environment import load_plugin
+    from flexmoe.benchmarks.solvers import SolverGrid
+    from flexmoe.benchmarks.sweeps import solver_sweep
+
+    load_plugin(plugin)
+    grid = SolverGrid(backends=("t_favourite",), instances_dir=instances, plugins=(plugin,))
+    out = tmp_path / "out"
+    seen: list[list[str]] = []
+
+    def prepare(folder: Path) -> None:
+        seen.append(sorted(p.name for p in folder.iterdir()))
+        (folder / "config.toml").write_text("backends = 't_favourite'\n")
+
+    results = solver_sweep(grid, out, "test", "now", progress=False, prepare=prepare)
+    assert seen == [["meta.json"]] and len(results.rows) == 2
+    assert (out / "config.toml").is_file()
+    resumed = solver_sweep(grid, out, "test", "now", progress=False, resume=True, prepare=prepare)
+    assert len(resumed.rows) == 2
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="Linux: prctl")
+def test_the_host_process_is_not_made_a_subreaper(tmp_path, plugin, instances):
+    """A subreaper adopts every orphan of the process it runs in (Ray's daemons in a
+    test session, which then never see their parent end): only the solver child is one."""
+    import ctypes
+    import ctypes.util
+
+    assert main([*_solvers_args(plugin, instances, tmp_path / "out", "t_daemon"), "--quiet"]) == 0
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    flag = ctypes.c_int(-1)
+    assert libc.prctl(37, ctypes.byref(flag), 0, 0, 0) == 0  # PR_GET_CHILD_SUBREAPER
+    assert flag.value == 0
