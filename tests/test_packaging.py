@@ -112,7 +112,9 @@ def _source_copy(tmp: Path) -> Path:
 
 
 def _pip(python: Path, *args: str) -> None:
-    done = subprocess.run([str(python), "-m", "pip", "install", "--quiet", *args],
+    """``pip install``; without byte-compiling (a third of the time: torch alone has
+    thousands of files), Python compiles what it imports."""
+    done = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-compile", *args],
                           capture_output=True, text=True, timeout=900)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
 
