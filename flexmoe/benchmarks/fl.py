@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from flexmoe.benchmarks.records import JOURNAL, append_jsonl
+from flexmoe.benchmarks.records import in_order, keep_row
 
 __all__ = ["FlGrid", "FlRun", "FlSummary", "fl_jobs", "run_fl_grid", "summarise_fl"]
 
@@ -163,14 +163,12 @@ def run_fl_grid(
                     continue
                 (job, _), result = value
                 row = result if kind == "done" else failed_row(job.config, str(result))
-                rows.append(row)
-                append_jsonl(out / JOURNAL, row.to_dict())
+                keep_row(rows, row, out)
                 if on_done is not None:
                     on_done(row)
     finally:
         bar.close()
-    position = {job.key: n for n, job in enumerate(every)}
-    rows.sort(key=lambda row: position.get(row.key, len(position)))
+    in_order(rows, [job.key for job in every])
     return rows
 
 

@@ -18,6 +18,8 @@ __all__ = [
     "Outcome",
     "SolverRun",
     "append_jsonl",
+    "in_order",
+    "keep_row",
     "read_jsonl",
     "write_csv",
     "write_jsonl",
@@ -162,6 +164,19 @@ def append_jsonl(path: Path, row: dict[str, Any]) -> None:
     """Add one row to a JSONL file and flush it (a journal that survives a kill)."""
     with path.open("a") as fh:
         fh.write(json.dumps({k: _json_value(v) for k, v in row.items()}) + "\n")
+
+
+def keep_row(rows: list[Any], row: Any, out: Path) -> None:
+    """A finished run's row (``SolverRun`` or ``FlRun``): into `rows`, and at once into
+    the journal ``out/runs.jsonl``."""
+    rows.append(row)
+    append_jsonl(out / JOURNAL, row.to_dict())
+
+
+def in_order(rows: list[Any], keys: list[Any]) -> None:
+    """Sort `rows` (in place) by the position of each row's ``key`` in `keys`."""
+    position = {key: n for n, key in enumerate(keys)}
+    rows.sort(key=lambda row: position.get(row.key, len(position)))
 
 
 def read_jsonl(path: Path) -> list[SolverRun]:

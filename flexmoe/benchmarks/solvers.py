@@ -23,7 +23,7 @@ from flexmoe.assign import AssignmentProblem, get_backend, load_problem, save_pr
 from flexmoe.benchmarks.environment import spec_modules, versions
 from flexmoe.benchmarks.floor import topk_floor
 from flexmoe.benchmarks.options import Size
-from flexmoe.benchmarks.records import JOURNAL, WITH_SOLUTION, Outcome, SolverRun, append_jsonl
+from flexmoe.benchmarks.records import WITH_SOLUTION, Outcome, SolverRun, in_order, keep_row
 from flexmoe.benchmarks.sandbox import DEFAULT_STARTUP, Limits, SolverJob, run_isolated
 
 __all__ = [
@@ -174,14 +174,12 @@ def run_grid(
             if instance.name not in floors:
                 floors[instance.name] = topk_floor(instance.problem)
             row = run_one(grid, instance, spec, out, floor=floors[instance.name])
-            rows.append(row)
-            append_jsonl(out / JOURNAL, row.to_dict())
+            keep_row(rows, row, out)
             if on_row is not None:
                 on_row(row)
     finally:
         bar.close()
-    position = {(s, i.name): n for n, (i, s) in enumerate(_pairs(grid, instances))}
-    rows.sort(key=lambda row: position.get(row.key, len(position)))
+    in_order(rows, [(s, i.name) for i, s in _pairs(grid, instances)])
     assign_gaps(rows)
     return rows
 
