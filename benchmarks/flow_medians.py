@@ -58,7 +58,8 @@ CLOCK = time.perf_counter
 
 def topk_floor(problem: AssignmentProblem) -> float:
     """Seconds of one top-k pass: ``np.argpartition(U, E − k, axis=1)`` (the floor of
-    ``flexmoe-bench``; see :func:`flexmoe.benchmarks.rounds.topk_floor`)."""
+    ``flexmoe-bench``, :func:`flexmoe.benchmarks.floor.topk_floor`), on this script's
+    `CLOCK` (wall or CPU time) so that it compares with the solves timed beside it."""
     k = int(problem.max_experts.max())
     start = CLOCK()
     np.argpartition(problem.utility, problem.n_experts - k, axis=1)

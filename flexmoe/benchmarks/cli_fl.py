@@ -156,22 +156,20 @@ def resolved_settings(grid: FlGrid) -> dict[str, Any]:
     return params.to_flat(sweep) | base
 
 
-def _quiet(args: argparse.Namespace) -> bool:
-    return bool(getattr(args, "quiet", False) or getattr(args, "no_progress", False))
-
-
 def run_fl(args: argparse.Namespace, command: str) -> int:
-    from flexmoe.benchmarks.fl import run_fl_grid
-    from flexmoe.benchmarks.results import now, write_fl_results
+    from flexmoe.benchmarks.results import now
+    from flexmoe.benchmarks.sweeps import fl_sweep
 
     grid = fl_grid(args)
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    params.write_toml(out / "config.toml", resolved_settings(grid),
-                      header="flexmoe bench fl settings; load them with --config")  # fmt: skip
-    started = now()
-    rows = run_fl_grid(grid, out, progress=not _quiet(args))
-    return report_fl(write_fl_results(out, grid, rows, command, started))
+
+    def write_settings(out: Path) -> None:
+        params.write_toml(out / "config.toml", resolved_settings(grid),
+                          header="flexmoe bench fl settings; load them with --config")  # fmt: skip
+
+    results = fl_sweep(grid, args.out, command, now(), progress=not args.quiet,
+                       resume=args.resume, overwrite=args.overwrite,
+                       prepare=write_settings)  # fmt: skip
+    return report_fl(results)
 
 
 def report_fl(results: FlResults) -> int:

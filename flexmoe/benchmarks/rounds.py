@@ -27,6 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from flexmoe.assign import Assignment, AssignmentProblem, solve
+from flexmoe.benchmarks.floor import topk_floor
 from flexmoe.benchmarks.options import Size, UsageError, parse_positive, parse_sizes
 
 __all__ = ["RoundsConfig", "RoundsRow", "add_parser", "run_rounds", "topk_floor"]
@@ -50,20 +51,6 @@ def warm_session(spec: str) -> Session | None:
     if get_backend(spec.partition(":")[0]).session is None:
         return None
     return Solver(spec)
-
-
-def topk_floor(problem: AssignmentProblem, repeats: int = 3) -> float:
-    """Seconds (median of `repeats`) of each client's top-k by utility: one
-    ``np.argpartition(U, E − k, axis=1)`` pass, the floor of any assignment solver."""
-    utility = problem.utility
-    k = int(problem.max_experts.max())
-    kth = max(problem.n_experts - k, 0)
-    times = []
-    for _ in range(max(repeats, 1)):
-        start = time.perf_counter()
-        np.argpartition(utility, kth, axis=1)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 @dataclass(frozen=True)
@@ -155,7 +142,7 @@ def run_rounds(config: RoundsConfig) -> list[RoundsRow]:
                 warm = _timed(session.solve, problem)
                 row.warm.append(warm[1])
                 row.agree &= _same(cold[0], warm[0])
-            row.floor.append(topk_floor(problem))
+            row.floor.append(topk_floor(problem, repeats=3))
             lead = lead or cold[0]
         if lead is None or lead.x is None:
             raise RuntimeError(f"{config.backends[0]} found no assignment: {lead}")
