@@ -79,6 +79,15 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _all_gone(pids: list[int], *, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while any(alive(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def _interrupt(proc: subprocess.Popen[str], signum: int) -> tuple[float, str, str]:
     start = time.monotonic()
     proc.send_signal(signum)
@@ -153,7 +162,9 @@ def test_fl_sigint_stops_the_workers_and_keeps_finished_runs(tmp_path, plugin):
 
     assert proc.returncode == 130
     assert took < STOP_WITHIN
-    assert not any(alive(pid) for pid in children)
+    # multiprocessing's resource tracker (a child that serves the whole process) ends by
+    # itself once its parent is gone: give it a moment on a loaded machine
+    assert _all_gone(children, within=STOP_WITHIN), [p for p in children if alive(p)]
     assert (
         err.strip()
         .splitlines()[-1]
