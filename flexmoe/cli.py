@@ -368,7 +368,14 @@ def resume_command(argv: Sequence[str]) -> str:
 
 def _train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> int:
     from flexmoe import params
+    from flexmoe.extras import MissingExtraError, require_extra
     from flexmoe.fedloop import FedConfig
+
+    try:
+        require_extra("fl", part="`flexmoe train`")
+    except MissingExtraError as err:
+        print(f"flexmoe train: error: {err}", file=sys.stderr)
+        return 2
     from flexmoe.fedloop.checkpoint import completed_rounds, load_checkpoint
 
     _check_engine(parser, args)

@@ -146,6 +146,14 @@ def _check_base(python: Path, bin_dir: Path, work: Path) -> None:
         "flexmoe-bench solvers: error: this command needs matplotlib, tqdm, which are not "
         "installed; install the extra: pip install 'flexmoe[bench]'\n"
     )
+    help_ = subprocess.run([str(bin_dir / "flexmoe"), "--help"], capture_output=True,
+                           text=True, cwd=work, timeout=120)  # fmt: skip
+    assert help_.returncode == 0 and "train" in help_.stdout, help_.stderr
+    train = subprocess.run([str(bin_dir / "flexmoe"), "train", "--rounds", "1", "--out",
+                            str(work / "run")], capture_output=True, text=True, cwd=work,
+                           timeout=120)  # fmt: skip
+    assert train.returncode == 2 and "Traceback" not in train.stderr, train.stderr
+    assert train.stderr.strip().endswith("install the extra: pip install 'flexmoe[fl]'")
     user = work / "user.py"
     user.write_text("from flexmoe.assign import AssignmentProblem, solve\n"
                     "reveal_type(solve)\n")  # fmt: skip
