@@ -24,7 +24,7 @@ def test_train_writes_history_and_prints_a_table(tmp_path: Path, capsys) -> None
     assert "pers acc" in printed and "final: personalised" in printed
     history = json.loads((out / "history.json").read_text())
     assert len(history["rounds"]) == 2 and history["config"]["method"] == "flex"
-    assert (out / "checkpoint" / "latest.json").exists()
+    assert (out / "checkpoint" / "manifest-1.json").exists()
 
 
 def test_resume_continues_and_a_second_fresh_run_is_refused(tmp_path: Path, capsys) -> None:
@@ -44,7 +44,9 @@ def test_overwrite_starts_over_in_a_used_folder(tmp_path: Path) -> None:
     (out / "notes.txt").write_text("mine")
     assert main(["train", *SMALL, "--rounds", "1", "--out", str(out), "--overwrite"]) == 0
     assert len(History.load(out / "history.json").rounds) == 1
-    assert sorted(p.name for p in (out / "checkpoint").iterdir())[0] == "latest.json"
+    assert sorted(p.name for p in (out / "checkpoint").iterdir()) == [
+        "manifest-0.json", "state-0.json", "tensors-0.pt",
+    ]  # fmt: skip
     assert (out / "notes.txt").read_text() == "mine"  # not ours: left alone
 
 
