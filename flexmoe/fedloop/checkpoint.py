@@ -159,8 +159,11 @@ def save_checkpoint(
 
 
 def _write_generation(folder: Path, manifest: str, completed: int, files: dict[str, bytes]) -> None:
-    """The data files, durable, then the manifest that seals them."""
+    """The data files, durable, then the manifest that seals them. A generation being
+    rewritten (a round run again after a fallback) loses its old seal first: half
+    rewritten, it reads as unfinished."""
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / manifest).unlink(missing_ok=True)
     for name, data in files.items():
         _write_durably(folder / name, data)
     _sync_folder(folder)
@@ -516,8 +519,10 @@ class _Generation:
 
     def array(self, data: dict[str, Any], path: str) -> np.ndarray:
         try:
-            value = np.array(data["data"], dtype=np.dtype(data[_ARRAY]))
-            shape = tuple(data["shape"])
+            dtype, shape = np.dtype(data[_ARRAY]), tuple(data["shape"])
+            if dtype.hasobject:
+                raise ValueError(f"dtype {dtype} holds Python objects")
+            value = np.array(data["data"], dtype=dtype)
         except (KeyError, TypeError, ValueError) as err:
             raise self.fault("state", f"`{path}` is not a valid array: {err}") from None
         if value.shape != shape:

@@ -24,7 +24,15 @@ import torch
 from numpy.typing import NDArray
 
 from flexmoe.cli import main
-from flexmoe.fedloop import FedConfig, History, MoEStrategy, ServerState, Simulation, run
+from flexmoe.fedloop import (
+    FedConfig,
+    History,
+    MoEStrategy,
+    ServerState,
+    Simulation,
+    checkpoint,
+    run,
+)
 from flexmoe.fedloop.checkpoint import (
     CheckpointError,
     completed_rounds,
@@ -291,6 +299,36 @@ def test_an_unfinished_newest_generation_is_skipped_with_a_warning(
     assert "manifest-1.json: missing: the checkpoint after round 2 was never finished" in warning
     assert "resuming from the checkpoint after round 1 " in warning
     assert not list(folder.glob("*.tmp")) and completed_rounds(folder) == 3
+
+
+class Killed(Exception):
+    """Stands in for the process dying."""
+
+
+def test_a_run_killed_while_rewriting_a_generation_leaves_it_unfinished(
+    out: Path,
+    config: FedConfig,
+    whole: dict,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    damage(out, "random bytes", 1)
+    write = checkpoint._write_durably
+
+    def dies_before_the_seal(path: Path, data: bytes) -> None:
+        if path.name.startswith("manifest-"):
+            raise Killed
+        write(path, data)
+
+    monkeypatch.setattr(checkpoint, "_write_durably", dies_before_the_seal)
+    with pytest.raises(Killed):  # round 2 runs again; its new files are written, unsealed
+        run(config, out=out, resume=True, threads=1)
+    monkeypatch.undo()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert run(config, out=out, resume=True, threads=1).without_timings() == whole
+    [warning] = warnings_of(caplog)
+    assert "manifest-1.json: missing: the checkpoint after round 2 was never finished" in warning
 
 
 def test_only_unfinished_generations_start_afresh_with_a_warning(
