@@ -68,7 +68,10 @@ FORMAT = 2
 KEEP = 2
 
 #: The files of a generation (and their temporaries while being written).
-_NAME = re.compile(r"(?P<kind>tensors|state|manifest)-(?P<round>\d+)\.(?:pt|json)(?:\.tmp)?")
+_NAME = re.compile(
+    r"(?:(?P<kind>state|manifest)-(?P<round>\d+)\.json|(?P<tensors>tensors)-(?P<r>\d+)\.pt)"
+    r"(?P<tmp>\.tmp)?"
+)
 
 #: Markers of a tensor (a key of the tensor file) and of an array in the state's JSON.
 _TENSOR, _ARRAY = "__tensor__", "__ndarray__"
@@ -104,6 +107,14 @@ class _Fault(Exception):
     def brief(self) -> str:
         """The fault with the file's name only (its folder said once before)."""
         return f"{self.path.name}: {self.reason}"
+
+
+def _parse(name: str) -> tuple[str, int, bool] | None:
+    """(kind, round, whether a temporary) of a generation's file name; None for others."""
+    match = _NAME.fullmatch(name)
+    if match is None:
+        return None
+    return match["kind"] or "tensors", int(match["round"] or match["r"]), bool(match["tmp"])
 
 
 def _names(completed: int) -> dict[str, str]:
@@ -209,9 +220,9 @@ def _prune(folder: Path, completed: int, keep: int) -> None:
     kept = range(completed - keep + 1, completed + 1)
     doomed = []
     for path in folder.iterdir():
-        match = _NAME.fullmatch(path.name)
-        if match and (int(match["round"]) not in kept or path.suffix == ".tmp"):
-            doomed.append((match["kind"] != "manifest", path.name, path))
+        parsed = _parse(path.name)
+        if parsed is not None and (parsed[1] not in kept or parsed[2]):
+            doomed.append((parsed[0] != "manifest", path.name, path))
     for *_, path in sorted(doomed):
         path.unlink(missing_ok=True)
 
@@ -253,12 +264,8 @@ def _rounds(folder: Path, *, sealed: bool = False) -> set[int]:
     """The rounds with a file of a generation (with a manifest, if `sealed`)."""
     if not folder.is_dir():
         return set()
-    matches = (_NAME.fullmatch(p.name) for p in folder.iterdir())
-    return {
-        int(m["round"])
-        for m in matches
-        if m and (m["kind"] == "manifest" or not sealed) and not m[0].endswith(".tmp")
-    }
+    files = [parsed for p in folder.iterdir() if (parsed := _parse(p.name)) is not None]
+    return {r for kind, r, tmp in files if not tmp and (kind == "manifest" or not sealed)}
 
 
 def load_checkpoint(
