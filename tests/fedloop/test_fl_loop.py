@@ -19,6 +19,7 @@ from flexmoe.fedloop import (
     run,
     train_client,
 )
+from flexmoe.fedloop.checkpoint import completed_rounds
 from flexmoe.fedloop.task import workspace
 
 TINY = FedConfig(
@@ -180,7 +181,7 @@ def test_history_json_round_trips(tmp_path: Path) -> None:
 
 
 def read_tensors(folder: Path) -> dict[str, torch.Tensor]:
-    latest = json.loads((folder / "checkpoint" / "latest.json").read_text())["completed"]
+    latest = completed_rounds(folder / "checkpoint") - 1
     return torch.load(folder / "checkpoint" / f"tensors-{latest}.pt", weights_only=True)
 
 
@@ -196,7 +197,8 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path: Path, method: str) ->
     a, b = read_tensors(tmp_path / "whole"), read_tensors(tmp_path / "cut")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert sorted(p.name for p in (tmp_path / "cut" / "checkpoint").iterdir()) == [
-        "latest.json", "state-3.json", "tensors-3.pt",
+        "manifest-2.json", "manifest-3.json", "state-2.json", "state-3.json",
+        "tensors-2.pt", "tensors-3.pt",
     ]  # fmt: skip
 
 
