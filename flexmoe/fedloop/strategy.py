@@ -195,13 +195,15 @@ class MoEStrategy:
         """The next state: aggregated weights, fitness, deficit and holdings.
 
         Only the clients that replied change: one that dropped out keeps its fitness and
-        its previous holdings (its gate never trained with this round's experts)."""
+        its previous holdings (its gate never trained with this round's experts). A
+        method that ignores fitness leaves it as it is."""
         plan_of = {p.client: p for p in plans}
         fitness = state.fitness.copy()
         held = state.held.copy()
         for reply in replies:
             plan = plan_of[reply.client]
-            fitness.update(reply.client, reply.stats, plan.experts, plan.round)
+            if self.method.uses_fitness:
+                fitness.update(reply.client, reply.stats, plan.experts, plan.round)
             held[reply.client] = False
             held[reply.client, list(plan.experts)] = True
         trained = np.zeros(self.n_experts)
