@@ -129,7 +129,7 @@ def fl_grid(args: argparse.Namespace) -> FlGrid:
         sweep = params.build(FlSweep, {k: v for k, v in flat.items() if k in sweep_keys})
         methods = parse_names(sweep.methods, "--methods", [*METHODS, *VARIANTS])
         seeds = parse_int_list(sweep.seeds, "--seeds")
-        axes = {"method": methods[0], "seed": seeds[0]}
+        axes = {"method": arm_settings(methods[0])["method"], "seed": seeds[0]}
         config = params.build(FedConfig, {k: v for k, v in flat.items() if k not in sweep_keys}
                               | axes)  # fmt: skip
         partitions = [_partition(config, p) for p in sweep.partitions.split(",")]
@@ -207,7 +207,10 @@ def resolved_settings(grid: FlGrid) -> dict[str, Any]:
 
     sweep = FlSweep(grid.preset or None, ",".join(grid.methods), ",".join(grid.partitions),
                     ",".join(str(s) for s in grid.seeds), grid.target)  # fmt: skip
-    first = {"method": grid.methods[0], "partition": grid.partitions[0], "seed": grid.seeds[0]}
+    from flexmoe.benchmarks.presets import arm_settings
+
+    method = arm_settings(grid.methods[0])["method"]
+    first = {"method": method, "partition": grid.partitions[0], "seed": grid.seeds[0]}
     config = FedConfig.from_dict({**grid.base, **first})
     base = {k: v for k, v in params.to_flat(config).items() if k not in AXES}
     return params.to_flat(sweep) | base
