@@ -292,6 +292,8 @@ class FlSummary:
     personalized_std: float
     global_acc: float
     global_std: float
+    personalized_val_acc: float
+    personalized_val_std: float
     load_cv: float
     routed_cv: float
     rounds_to_target: str
@@ -327,6 +329,8 @@ def _fl_summary(method: str, partition: str, rows: list[FlRun]) -> FlSummary:
         personalized_std=_std([r.personalized_acc for r in rows]),
         global_acc=_mean([r.global_acc for r in rows]),
         global_std=_std([r.global_acc for r in rows]),
+        personalized_val_acc=_mean([r.personalized_val_acc for r in rows]),
+        personalized_val_std=_std([r.personalized_val_acc for r in rows]),
         load_cv=_mean([r.load_cv for r in rows]),
         routed_cv=_mean([r.routed_cv for r in rows]),
         rounds_to_target=to_target,
@@ -350,6 +354,7 @@ FL_HEADERS = (
     "method",
     "partition",
     "runs",
+    "pers val acc",
     "personalised acc",
     "global acc",
     "load CV",
@@ -360,17 +365,27 @@ FL_HEADERS = (
 )
 
 
-def fl_table(summaries: list[FlSummary], *, markdown: bool = False) -> str:
-    """Mean ± std over seeds as a terminal (or Markdown) table; one seed shows no ±."""
+def fl_table(
+    summaries: list[FlSummary], *, markdown: bool = False, withheld: set[str] | None = None
+) -> str:
+    """Mean ± std over seeds as a terminal (or Markdown) table; one seed shows no ±. The
+    test accuracies of the arms in `withheld` (options not chosen on validation) are not
+    shown."""
     from flexmoe.benchmarks.tables import fmt, markdown_table, mean_pm, text_table
+
+    hidden = withheld or set()
+
+    def test(s: FlSummary, mean: float, std: float) -> str:
+        return "withheld" if s.method in hidden else mean_pm(mean, std)
 
     cells = [
         [
             s.method,
             s.partition,
             str(s.runs),
-            mean_pm(s.personalized_acc, s.personalized_std),
-            mean_pm(s.global_acc, s.global_std),
+            mean_pm(s.personalized_val_acc, s.personalized_val_std),
+            test(s, s.personalized_acc, s.personalized_std),
+            test(s, s.global_acc, s.global_std),
             fmt(s.load_cv),
             fmt(s.routed_cv),
             s.rounds_to_target,
