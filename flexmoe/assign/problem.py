@@ -368,6 +368,19 @@ class AssignmentProblem:
         return derived.masked_utility(self)
 
     @cached_property
+    def load_unit(self) -> float:
+        """The typical load of one holder: the median positive load weight (1 for count
+        loads)."""
+        return derived.load_unit(self)
+
+    @cached_property
+    def objective_unit(self) -> float:
+        """A power of two at or below the largest objective coefficient: the unit the
+        ``milp`` and ``convex`` backends hand the objective to their solvers in
+        (:func:`~flexmoe.assign.derived.objective_unit`)."""
+        return derived.objective_unit(self)
+
+    @cached_property
     def budget_share(self) -> Float:
         """Per pair, ``Σ_rows cost[n, e] / limit[n]``: the share of its budgets a pair
         takes (zeros without budget rows)."""

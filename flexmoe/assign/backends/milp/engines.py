@@ -20,7 +20,16 @@ from flexmoe.assign.backends.milp.model import MilpModel
 from flexmoe.assign.errors import BackendUnavailableError
 from flexmoe.assign.problem import Float
 
-__all__ = ["BOUND_SNAP", "ENGINES", "FEASIBILITY", "HIGHS_DEFAULTS", "Run", "Settings"]
+__all__ = [
+    "BOUND_SNAP",
+    "ENGINES",
+    "FEASIBILITY",
+    "HIGHS_DEFAULTS",
+    "SCIPY_DEFAULTS",
+    "HighsEngine",
+    "Run",
+    "Settings",
+]
 
 #: A bound this close (times max(1, |objective|)) to the objective is reported as equal,
 #: and so is one within the solvers' row feasibility tolerance `FEASIBILITY` times the
@@ -42,6 +51,13 @@ HIGHS_DEFAULTS: dict[str, Any] = {
     "mip_heuristic_run_rens": False,
     "mip_heuristic_run_root_reduced_cost": False,
 }
+
+#: ``scipy.optimize.milp`` options: SciPy's HiGHS presolve returns wrong answers on this
+#: model (SciPy 1.17, HiGHS 1.8 inside): a false "infeasible" on a feasible 7 × 7 with
+#: storage, "optimal" values up to 40 % below the optimum with an x that does not match
+#: them, and "Solve error" on an infeasible 3 × 2 with weighted loads; without presolve
+#: each is solved right (tests/assign/test_certificates.py).
+SCIPY_DEFAULTS: dict[str, Any] = {"presolve": False}
 
 
 @dataclass(frozen=True)
@@ -110,12 +126,15 @@ class HighsEngine:
         }
         if settings.threads is not None:
             options["threads"] = settings.threads
-        for key, value in {**options, **settings.highs_options}.items():
+        options |= settings.highs_options
+        for key, value in options.items():
             if self.highs.setOptionValue(key, value).name != "kOk":
                 raise ValueError(f"HiGHS rejects option {key!r} = {value!r}")
         self.highs.passModel(self._lp(model))
         self.cost = model.cost
         self.solver = f"HiGHS {self.highs.version()}"
+        #: An "infeasible" is a proof only without presolve (see :data:`HIGHS_DEFAULTS`).
+        self.proves_infeasibility = options["presolve"] in ("off", False)
 
     @staticmethod
     def _lp(model: MilpModel) -> Any:
@@ -164,6 +183,7 @@ class ScipyEngine:
     def __init__(self, model: MilpModel, settings: Settings):
         self.model, self.mip_gap = model, settings.solver_gap
         self.solver = "scipy.optimize.milp (HiGHS)"
+        self.proves_infeasibility = not SCIPY_DEFAULTS["presolve"]
 
     def add_rows(self, rows: Any, lo: Float, hi: Float) -> None:
         """Nothing to do: every run reads the model's current rows."""
@@ -175,7 +195,7 @@ class ScipyEngine:
         from scipy.optimize import Bounds, LinearConstraint, milp
 
         m = self.model
-        options: dict[str, Any] = {"disp": False, "mip_rel_gap": self.mip_gap}
+        options: dict[str, Any] = {"disp": False, "mip_rel_gap": self.mip_gap, **SCIPY_DEFAULTS}
         if time_limit is not None:
             options["time_limit"] = time_limit
         res = milp(
@@ -258,6 +278,8 @@ class PulpEngine:
         )
         self.add_rows(model.matrix, model.row_lo, model.row_hi)
         self.solver = str(settings.solver or "PuLP default")
+        #: CBC and HiGHS run their presolve under PuLP: an "infeasible" needs a witness.
+        self.proves_infeasibility = False
 
     def add_rows(self, rows: Any, lo: Float, hi: Float) -> None:
         import pulp
