@@ -43,6 +43,7 @@ from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Any, Protocol
 
+from flexmoe.assign.deadline import PROMISE, STOP_WAIT, Found, within
 from flexmoe.assign.errors import (
     BackendUnavailableError,
     SolverError,
@@ -581,7 +582,10 @@ def solve(
         ``"flow:networkx"``), or ``"auto"``: flow when the structure allows, MILP
         otherwise. ``result.backend`` is the canonical spec of what ran.
     time_limit : float, optional
-        Seconds for the solver; reaching it never yields ``OPTIMAL``.
+        Seconds for the whole solve; reaching it never yields ``OPTIMAL``, and the call
+        returns by ``time_limit`` + 1 s whatever the backend does: one still running
+        then is left to finish in the background and its best assignment so far is
+        the answer (:mod:`flexmoe.assign.deadline`).
     seed : int, optional
         For backends with randomness.
     check : bool
@@ -657,7 +661,7 @@ def _run(
         raise UnsupportedProblemError(
             f"backend {choice.spec!r} cannot solve this problem: {unsupported}"
         )
-    result = session(choice).solve(problem, time_limit=time_limit, seed=seed)
+    result = _call(problem, session(choice), choice.spec, time_limit, seed, start)
     if not isinstance(result, Assignment):
         raise SolverError(
             f"backend {choice.spec!r} returned {type(result).__name__}, not an Assignment"
@@ -666,6 +670,61 @@ def _run(
     if check:
         result = _checked(problem, result)
     return result.replace(backend=choice.spec)
+
+
+#: A limit longer than this (a year; ``inf`` included) is no limit to wait for.
+_NO_LIMIT = 365 * 24 * 3600.0
+
+
+def _call(
+    problem: AssignmentProblem,
+    solver: Session,
+    spec: str,
+    time_limit: float | None,
+    seed: int | None,
+    start: float,
+) -> Any:
+    """The backend's answer; under a limit, by the limit + :data:`~.deadline.PROMISE`
+    seconds whatever the backend does (:func:`~flexmoe.assign.deadline.within`): the
+    backend gets the time left of the limit, and one that overruns it is abandoned."""
+    if time_limit is None or time_limit > _NO_LIMIT:
+        return solver.solve(problem, time_limit=time_limit, seed=seed)
+    left = max(time_limit - (time.perf_counter() - start), 1e-3)
+    how, answer = within(problem, left, lambda: solver.solve(problem, time_limit=left, seed=seed))
+    if how == "done":
+        return answer
+    assert isinstance(answer, Found)
+    return _abandoned(problem, spec, answer, time_limit)
+
+
+def _abandoned(
+    problem: AssignmentProblem, spec: str, found: Found, time_limit: float
+) -> Assignment:
+    """The answer for a backend still running :data:`~.deadline.STOP_WAIT` s past its
+    limit: the best assignment it reported (``FEASIBLE``), or ``LIMIT_NO_SOLUTION``."""
+    message = (
+        f"time limit {time_limit:g} s reached; {spec} was still running {STOP_WAIT:g} s "
+        f"later, asked to stop, and was left to finish in the background (the promise: "
+        f"an answer by the limit + {PROMISE:g} s)"
+    )
+    info = {"abandoned": True, "source": found.source}
+    if found.x is None:
+        return Assignment.no_solution(
+            Status.LIMIT_NO_SOLUTION,
+            spec,
+            f"{message}; no feasible assignment reported before",
+            bound=found.bound,
+            info=info,
+        )
+    return Assignment.from_x(
+        problem,
+        found.x,
+        status=Status.FEASIBLE,
+        bound=found.bound,
+        backend=spec,
+        message=f"{message}; its best assignment so far, from {found.source}",
+        info=info,
+    )
 
 
 def _checked(problem: AssignmentProblem, result: Assignment) -> Assignment:

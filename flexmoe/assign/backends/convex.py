@@ -56,16 +56,20 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
+import threading
 import time
 import warnings
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from flexmoe.assign.deadline import current, seconds_left
 from flexmoe.assign.precheck import infeasibility_reason
 from flexmoe.assign.problem import AssignmentProblem, BalanceMetric, Bool, Float
 from flexmoe.assign.registry import Variant
@@ -182,6 +186,7 @@ class ConvexSolver:
     ):
         self.solver, self.cache, self.candidates, self.warm = solver, cache, candidates, warm
         self.key: tuple[Any, ...] | None = None
+        self.lock = threading.Lock()  # held by the solve using it (see `_exclusive`)
         if problem is not None:
             self._compile(problem)
 
@@ -204,9 +209,12 @@ class ConvexSolver:
     ) -> Assignment:
         """Relax, round and bound `problem` like :func:`solve`, re-solving warm when it
         has this session's structure (with ``cache=False``: compiling every time)."""
-        if self.key != structure_key(problem) or (not self.cache and self.compiled):
-            self._compile(problem)
-        return _solve(self, problem, time_limit, seed, self.solver)
+        with _exclusive(self, problem) as compiled:
+            if compiled is self and (
+                self.key != structure_key(problem) or (not self.cache and self.compiled)
+            ):
+                self._compile(problem)
+            return _solve(compiled, problem, time_limit, seed, self.solver)
 
     _FIELDS = ("problem", "z", "rows", "params", "clients", "experts", "compiled")
 
@@ -632,7 +640,23 @@ def solve(
         compiled = _compiled(problem, candidates, warm)
     else:
         compiled = ConvexSolver(problem, cache=False, candidates=candidates, warm=warm)
-    return _solve(compiled, problem, time_limit, seed, solver)
+    with _exclusive(compiled, problem) as free:
+        return _solve(free, problem, time_limit, seed, solver)
+
+
+@contextlib.contextmanager
+def _exclusive(compiled: ConvexSolver, problem: AssignmentProblem) -> Iterator[ConvexSolver]:
+    """`compiled`, held for this solve; or, while a time-limited solve that was
+    abandoned still runs on it (:mod:`flexmoe.assign.deadline`), a fresh relaxation of
+    `problem` for this solve alone: two solves never share one CVXPY problem."""
+    if not compiled.lock.acquire(blocking=False):
+        fresh = ConvexSolver(problem, cache=False, candidates=compiled.candidates, warm=False)
+        yield fresh
+        return
+    try:
+        yield compiled
+    finally:
+        compiled.lock.release()
 
 
 def _solve(
@@ -645,12 +669,19 @@ def _solve(
     """Relax with `compiled` (of `problem`'s structure) → round → bound."""
     start = time.perf_counter()
     deadline = None if time_limit is None else start + time_limit
-    relaxation = compiled.relax(problem, solver=solver, time_limit=time_limit)
+    progress = current()  # a time-limited solve reports what it finds as it goes
+    greedy = _greedy(problem, seed)
+    if greedy.has_solution:
+        progress.offer(problem, greedy.x, source="greedy:balanced")
+    relaxation = compiled.relax(problem, solver=solver, time_limit=seconds_left(deadline))
+    progress.tighten(problem, relaxation.bound)
     info = _relaxation_info(relaxation, compiled)
     build_time = float(info.pop("compile_time"))
     tick = time.perf_counter()
     rounded: Assignment | None
-    if relaxation.status == "infeasible":
+    if progress.cancelled:
+        rounded, how = None, "none: the time limit passed before the rounding"
+    elif relaxation.status == "infeasible":
         exact = _exact(problem, deadline, seed, None)
         if exact.status is Status.INFEASIBLE:
             return _infeasible(relaxation, exact, build_time, info)
@@ -659,7 +690,7 @@ def _solve(
         rounded, how = _round(problem, relaxation.z, deadline, seed)
     if how.startswith("full") and rounded is not None:
         info["full_problem_bound"] = rounded.bound
-    rounded, how = _keep_the_better(problem, rounded, how, seed)
+    rounded, how = _keep_the_better(rounded, how, greedy)
     info |= {"rounding": how, "rounding_time": time.perf_counter() - tick}
     solve_time = time.perf_counter() - start - build_time
     return _result(problem, relaxation, rounded, build_time, solve_time, info)
@@ -718,6 +749,7 @@ def _round(
             continue
         result = _exact(restricted, deadline, seed, ROUNDING_TIME)
         if result.has_solution:
+            current().offer(problem, result.x, source=f"the rounding ({how})")
             return result, f"{how}: {result.backend} on {int((mask & allowed).sum())} pairs"
         out_of_time = deadline is not None and time.perf_counter() >= deadline
         if result.status is Status.LIMIT_NO_SOLUTION and out_of_time:
@@ -734,7 +766,7 @@ def _exact(
     rounding needs a good assignment, the relaxation already certifies the gap."""
     from flexmoe.assign.backends import flow, milp
 
-    limit = _left(deadline)
+    limit = seconds_left(deadline)
     if cap is not None:
         limit = cap if limit is None else min(limit, cap)
     if flow.unsupported(problem) is None and flow.VARIANTS[0].available:
@@ -753,15 +785,20 @@ def _verified(problem: AssignmentProblem, result: Assignment) -> Assignment:
     return result.replace(status=Status.ERROR, message=f"verifier: {verdict.reason}")
 
 
-def _keep_the_better(
-    problem: AssignmentProblem, rounded: Assignment | None, how: str, seed: int | None
-) -> tuple[Assignment | None, str]:
-    """The rounding, or ``greedy balanced`` on the whole problem when that is better: a
-    restricted MILP stopped at its cap can hold an incumbent far below (weighted loads
-    with the variance term: −171,095 against greedy's 4,460 at 1,000 × 64)."""
-    from flexmoe.assign.backends import greedy as greedy_backend
+def _greedy(problem: AssignmentProblem, seed: int | None) -> Assignment:
+    """``greedy balanced`` on the whole problem (the sibling, called directly), checked."""
+    from flexmoe.assign.backends import greedy
 
-    greedy = _verified(problem, greedy_backend.solve(problem, seed=seed, method="balanced"))
+    return _verified(problem, greedy.solve(problem, seed=seed, method="balanced"))
+
+
+def _keep_the_better(
+    rounded: Assignment | None, how: str, greedy: Assignment
+) -> tuple[Assignment | None, str]:
+    """The rounding, or `greedy` (``greedy balanced`` on the whole problem) when that is
+    better: a restricted MILP stopped at its cap can hold an incumbent far below
+    (weighted loads with the variance term: −171,095 against greedy's 4,460 at
+    1,000 × 64)."""
     if not greedy.has_solution:
         return rounded, how
     if rounded is None or not rounded.has_solution or greedy.objective > rounded.objective:
@@ -787,10 +824,6 @@ def _widened(problem: AssignmentProblem, z: Float) -> Bool:
         np.put_along_axis(chosen, order, rank, axis=1)
         mask |= chosen
     return mask
-
-
-def _left(deadline: float | None) -> float | None:
-    return None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
 
 
 def _result(

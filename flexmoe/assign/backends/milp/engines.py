@@ -10,6 +10,7 @@ import math
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,6 +153,26 @@ class HighsEngine:
         lp.integrality_ = [kinds[i] for i in model.integer.tolist()]
         lp.sense_ = highspy.ObjSense.kMaximize
         return lp
+
+    def watch(
+        self, stop: Callable[[], bool], report: Callable[[Float | None, float], None]
+    ) -> None:
+        """Interrupt the MIP search once ``stop()`` is true, and ``report(values,
+        dual_bound)`` (model units) each improving solution and dual bound HiGHS finds:
+        what a time-limited solve answers with if HiGHS overruns its limit (it does not
+        check it everywhere) and is abandoned (:mod:`flexmoe.assign.deadline`)."""
+
+        def interrupt(event: Any) -> None:
+            if stop():
+                event.interrupt()
+            report(None, float(event.data_out.mip_dual_bound))
+
+        def improving(event: Any) -> None:
+            values = np.array(event.data_out.mip_solution, dtype=np.float64)
+            report(values, float(event.data_out.mip_dual_bound))
+
+        self.highs.cbMipInterrupt.subscribe(interrupt)
+        self.highs.cbMipImprovingSolution.subscribe(improving)
 
     def add_rows(self, rows: Any, lo: Float, hi: Float) -> None:
         self.highs.addRows(

@@ -20,7 +20,8 @@ from flexmoe.assign.backends.milp.engines import (
     Settings,
 )
 from flexmoe.assign.backends.milp.model import MilpModel, formulate
-from flexmoe.assign.problem import AssignmentProblem, Bool
+from flexmoe.assign.deadline import Progress, current, seconds_left
+from flexmoe.assign.problem import AssignmentProblem, Bool, Float
 from flexmoe.assign.registry import spec_name
 from flexmoe.assign.result import OPTIMAL_RTOL, Assignment, Status, relative_gap
 from flexmoe.assign.verify import expert_loads, objective_scale, objective_value, verify
@@ -83,13 +84,18 @@ def solve(
     start = time.perf_counter()
     _check_options(mip_gap, threads)
     deadline = None if time_limit is None else start + time_limit
+    progress = current()  # a time-limited solve reports what it finds as it goes
     warm, warm_note = _warm_start(problem, seed) if warm_start else (None, "off")
+    if warm is not None:
+        progress.offer(problem, warm, source=f"the warm start ({warm_note})")
+    progress.tighten(problem, _trivial_bound(problem))
     warm_time = time.perf_counter() - start
     model = formulate(problem, warm)
     settings = Settings(SOLVER_GAP_SHARE * mip_gap, threads, seed or 0, solver, highs_options or {})
     runner = ENGINES[engine](model, settings)
     if warm is not None:
         runner.set_start(model.start(problem, warm))
+    _report_to(progress, problem, model, runner)
     build_time = time.perf_counter() - start - warm_time
     outcome = _optimise(problem, model, runner, deadline, mip_gap, warm)
     info = {
@@ -100,7 +106,7 @@ def solve(
         "objective_unit": model.unit,
         **outcome.info(model),
     }
-    if outcome.x is None and not runner.proves_infeasibility:
+    if outcome.x is None and not runner.proves_infeasibility and not progress.cancelled:
         outcome = _confirmed(problem, model, outcome, settings, deadline)
         info["confirmed_by"] = outcome.witness
     return _result(problem, outcome, mip_gap, engine, build_time=build_time, info=info)
@@ -112,6 +118,26 @@ def _check_options(mip_gap: float, threads: int | None) -> None:
         raise ValueError(f"`mip_gap` must be a number in [0, 1); got {mip_gap!r}")
     if threads is not None and not (isinstance(threads, int) and threads > 0):
         raise ValueError(f"`threads` must be a positive integer; got {threads!r}")
+
+
+def _report_to(
+    progress: Progress, problem: AssignmentProblem, model: MilpModel, runner: Any
+) -> None:
+    """Let an engine that can (HiGHS) stop when the time-limited solve is cancelled,
+    and report its incumbents and dual bounds as it finds them (they count only when
+    `problem` is the solve's own, not a restricted one)."""
+    watch = getattr(runner, "watch", None)
+    if watch is None or progress.problem is None:  # not a time-limited solve
+        return
+
+    def report(values: Float | None, bound: float) -> None:
+        if values is not None and values.size == model.cost.size:
+            x = model.assignment(values, problem.shape)
+            progress.offer(problem, x, source=f"{runner.solver}'s incumbent")
+        if math.isfinite(bound):
+            progress.tighten(problem, bound * model.unit)
+
+    watch(lambda: progress.cancelled, report)
 
 
 def _warm_start(problem: AssignmentProblem, seed: int | None) -> tuple[Bool | None, str]:
@@ -163,16 +189,19 @@ def _optimise(
     and run again until the best true objective is within `mip_gap` of the bound."""
     best, value = warm, -math.inf if warm is None else objective_value(problem, warm)
     bound, rounds, spent = math.inf, 0, 0.0
+    progress = current()
     while True:
         rounds += 1
         tick = time.perf_counter()
-        run = runner.run(None if deadline is None else max(deadline - tick, 1e-3))
+        run = runner.run(seconds_left(deadline))
         spent += time.perf_counter() - tick
         bound = bound if math.isnan(run.bound) else min(bound, run.bound * model.unit)
         x = None if run.values is None else model.assignment(run.values, problem.shape)
         if x is not None and objective_value(problem, x) > value:
             best, value = x, objective_value(problem, x)
-        if run.outcome != "optimal" or x is None or model.cuts is None:
+            progress.offer(problem, x, source=f"{runner.solver}, round {rounds}")
+        progress.tighten(problem, bound)
+        if run.outcome != "optimal" or x is None or model.cuts is None or progress.cancelled:
             break
         scale = objective_scale(problem, best if best is not None else x)
         if relative_gap(value, bound, scale) <= mip_gap or rounds >= MAX_ROUNDS:
@@ -204,8 +233,9 @@ def _confirmed(
     if out.last.outcome not in ("infeasible", "error"):
         return out
     witness = HighsEngine(model, replace(settings, highs_options={}))
+    _report_to(current(), problem, model, witness)
     tick = time.perf_counter()
-    run = witness.run(None if deadline is None else max(deadline - tick, 1e-3))
+    run = witness.run(seconds_left(deadline))
     spent = out.solve_time + time.perf_counter() - tick
     name = f"{witness.solver} without presolve"
     if run.values is None:
