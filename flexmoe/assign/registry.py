@@ -52,7 +52,7 @@ from flexmoe.assign.errors import (
 )
 from flexmoe.assign.precheck import infeasibility_reason
 from flexmoe.assign.problem import AssignmentProblem
-from flexmoe.assign.result import Assignment, Status
+from flexmoe.assign.result import OPTIMAL_RTOL, Assignment, Status
 from flexmoe.assign.verify import verify
 
 __all__ = [
@@ -727,11 +727,31 @@ def _abandoned(
     )
 
 
+def _certified(result: Assignment) -> Assignment:
+    """An ``OPTIMAL`` whose certified gap exceeds its tolerance (``info["rtol"]``, the
+    `mip_gap` a caller gave ``milp``, else :data:`~.result.OPTIMAL_RTOL`) — or that has
+    no bound — is only ``FEASIBLE``: the status is a promise, whatever the backend's
+    own tolerances did (a min-cost flow's cost scaling at |u| ≈ 1e-305, say)."""
+    if result.status is not Status.OPTIMAL:
+        return result
+    rtol = float(result.info.get("rtol", OPTIMAL_RTOL))
+    if result.gap <= rtol:
+        return result
+    message = (
+        f"the backend claimed OPTIMAL, but its certified gap is {result.gap:.3g} > {rtol:g} "
+        f"(objective {result.objective!r}, bound {result.bound!r}): no certificate"
+    )
+    if result.message:
+        message += f" (backend said: {result.message})"
+    return result.replace(status=Status.FEASIBLE, message=message)
+
+
 def _checked(problem: AssignmentProblem, result: Assignment) -> Assignment:
     """Run the independent verifier on a backend's answer.
 
     A claimed solution that breaks a constraint, a wrong objective or an objective above
-    the claimed bound turns into ``ERROR``. A ``RELAXED`` answer is expected to break
+    the claimed bound turns into ``ERROR``; an ``OPTIMAL`` without a certified gap within
+    its tolerance into ``FEASIBLE``. A ``RELAXED`` answer is expected to break
     constraints: it becomes ``FEASIBLE`` if it happens to satisfy them all, and otherwise
     keeps its status with the violations in `message`.
     """
@@ -747,7 +767,7 @@ def _checked(problem: AssignmentProblem, result: Assignment) -> Assignment:
         problem, result.x, objective=result.objective, bound=None if relaxed else result.bound
     )
     if verdict.ok:
-        return result.replace(status=Status.FEASIBLE) if relaxed else result
+        return result.replace(status=Status.FEASIBLE) if relaxed else _certified(result)
     if relaxed and not any(v.startswith("objective") for v in verdict.violations):
         return result.replace(message=f"violates {verdict.reason}")
     message = f"verifier rejected the {result.backend} answer: {verdict.reason}"

@@ -36,9 +36,12 @@ class Status(StrEnum):
 
     OPTIMAL = "optimal"
     """Proven optimal within a relative tolerance: ``(bound − objective) / max(|objective|,
-    |bound|, scale) <= OPTIMAL_RTOL`` (1e-6; ``milp``: its `mip_gap`), `scale` being the
-    magnitude of the objective's terms (:func:`~flexmoe.assign.verify.objective_scale`).
-    Never on a solver's absolute gap: the certificate holds at any scale of the data."""
+    |bound|, scale) <= OPTIMAL_RTOL`` (1e-6; ``milp``: its `mip_gap`, stated as
+    ``info["rtol"]``), `scale` being the objective's scale at the assignment — the
+    magnitude of its terms, at least its largest utility
+    (:func:`~flexmoe.assign.verify.objective_scale`). Never on a solver's absolute gap:
+    the certificate holds at any scale of the data. :func:`flexmoe.assign.solve` turns
+    an ``OPTIMAL`` without such a gap into ``FEASIBLE``."""
     FEASIBLE = "feasible"
     """A verified feasible assignment without an optimality proof (heuristic or limit hit)."""
     INFEASIBLE = "infeasible"
@@ -61,10 +64,11 @@ def relative_gap(objective: float, bound: float, scale: float = 0.0) -> float:
     """``(bound − objective) / max(|objective|, |bound|, scale)``: 0 when equal, NaN if
     unknown, ``inf`` for an infinite bound.
 
-    `scale` is the magnitude of the objective's terms (``Assignment.scale``): where they
-    cancel, the objective can be near zero while float64 and the solvers only resolve
-    differences relative to the terms. No absolute floor: the gap means the same at
-    utilities of 1e-300 and of 1e300.
+    `scale` is the objective's scale (``Assignment.scale``: the magnitude of its terms,
+    at least the largest utility): where terms cancel, the objective can be near zero
+    while float64 and the solvers only resolve differences relative to the terms and to
+    the largest coefficient. No absolute floor: the gap means the same at utilities of
+    1e-300 and of 1e300.
 
     >>> relative_gap(1.0, 2.0), relative_gap(1e-300, 2e-300), relative_gap(0.0, 1e-12, 2.0)
     (0.5, 0.5, 5e-13)
@@ -157,9 +161,9 @@ class Assignment:
     info : dict
         Backend-specific details (engine, iterations, scaling, ...), JSON-serialisable.
     scale : float
-        The magnitude of the objective's terms under `x`
-        (:func:`~flexmoe.assign.verify.objective_scale`); `gap` is relative to it, to
-        `objective` and to `bound`. NaN without a solution.
+        The objective's scale at `x` (:func:`~flexmoe.assign.verify.objective_scale`:
+        the magnitude of its terms, at least the largest utility of an allowed pair);
+        `gap` is relative to it, to `objective` and to `bound`. NaN without a solution.
     """
 
     status: Status

@@ -58,28 +58,35 @@ def objective_value(problem: AssignmentProblem, x: ArrayLike) -> float:
 
 
 def objective_scale(problem: AssignmentProblem, x: ArrayLike) -> float:
-    """The magnitude of the objective's terms: ``Σ |u − μ·(1 − previous)|·x + λ·imbalance(L)``.
+    """The scale of the objective at `x`: the magnitude of its terms, ``Σ |ū|·x +
+    λ·imbalance(L)`` with ``ū = u − μ·(1 − previous)``, and at least the largest ``|ū|``
+    of an allowed pair.
 
-    At least ``|objective|``; larger where terms cancel. Relative gaps and the
-    verifier's objective and bound checks are relative to it, so they mean the same
-    whatever the scale of the data (utilities of 1e-300 or 1e300).
+    At least ``|objective|``; larger where terms cancel, or where the assignment holds
+    only pairs far smaller than the problem's largest (a solver resolves differences
+    relative to its largest coefficient, float64 relative to the terms it sums).
+    Relative gaps and the verifier's objective and bound checks are relative to it, so
+    they mean the same at every scale of the data (utilities of 1e-300 or 1e300).
 
     >>> import numpy as np
     >>> from flexmoe.assign import AssignmentProblem
-    >>> p = AssignmentProblem([[2.0, -1.0]], max_experts=2, balance_penalty=0.5)
-    >>> objective_value(p, [[True, True]]), objective_scale(p, [[True, True]])
-    (1.0, 3.0)
+    >>> p = AssignmentProblem([[1.0, -1.0, -3.0]], max_experts=2)
+    >>> x = [[True, True, False]]
+    >>> objective_value(p, x), objective_scale(p, x)
+    (0.0, 3.0)
     """
     x = np.asarray(x, dtype=bool)
     utility = problem.utility
     if problem.switch_cost and problem.previous is not None:
         utility = utility - problem.switch_cost * ~problem.previous
-    value = float(np.abs(utility[x]).sum())
+    magnitude = np.abs(utility)
+    value = float(magnitude[x].sum())
     if problem.balance_penalty:
         value += problem.balance_penalty * imbalance(
             expert_loads(problem, x), problem.balance_metric
         )
-    return value
+    allowed = magnitude if problem.allowed is None else magnitude[problem.allowed]
+    return max(value, float(allowed.max(initial=0.0)))
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,7 @@ def solve(
         "warm_start": warm_note,
         "warm_start_time": warm_time,
         "objective_unit": model.unit,
+        "rtol": mip_gap,
         **outcome.info(model),
     }
     if outcome.x is None and not runner.proves_infeasibility and not progress.cancelled:
