@@ -553,7 +553,7 @@ def _counts(name: str, value: ArrayLike, n_clients: int) -> Int:
         raise InvalidProblemError(f"`{name}` must be whole numbers; got {array[at]} at index {at}")
     _check_nonnegative(name, array)
     # 2.0**63 is the first float above the int64 range; uint64 compares exactly
-    too_big = array >= 2.0**63 if array.dtype.kind == "f" else array > COUNT_MAX
+    too_big = array.astype(np.float64) >= 2.0**63 if array.dtype.kind == "f" else array > COUNT_MAX
     if too_big.any():
         at = _first(too_big)
         raise InvalidProblemError(
