@@ -54,7 +54,7 @@ __all__ = ["PROMISE", "STOP_WAIT", "Found", "Progress", "current", "seconds_left
 PROMISE = 1.0
 #: Seconds a backend asked to stop at its limit gets to return on its own; the rest of
 #: :data:`PROMISE` is for building and verifying the answer.
-STOP_WAIT = 0.5
+STOP_WAIT = 0.25
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

@@ -239,11 +239,46 @@ REFERENCE: tuple[ReferenceInstance, ...] = (
         min_experts=1,
         budgets=(BudgetRow("download", np.full(3, 2.0), np.array([2.0, 5.0])),),
     ),
+    _ref(
+        "small-scale",
+        2.9e-7 + 2.95e-7,
+        "one expert each with load_max=1 is a permutation: 2.9e-7 + 2.95e-7 beats 3e-7 + 1e-7 "
+        "(a certificate on a solver's absolute gap returned the latter as optimal)",
+        [[3e-7, 2.9e-7], [2.95e-7, 1e-7]],
+        max_experts=1,
+        load_max=1,
+    ),
+    _ref(
+        "large-scale",
+        4.2e15,
+        "λ = 4e14: both on expert 1 give 2e15 + 3e15 − λ·2 = 4.2e15, the split 1e15 + 3e15, "
+        "the rest less (utilities of 1e15 broke a relaxation's solver)",
+        [[1e15, 2e15], [1e15, 3e15]],
+        max_experts=1,
+        balance_penalty=4e14,
+    ),
+    _ref(
+        "zero-weight",
+        1.0,
+        "the only pair loads nothing (weight 0): no penalty, utility 1",
+        [[1.0]],
+        max_experts=1,
+        load_weight=[[0.0]],
+        balance_penalty=0.1,
+    ),
 )
 
 
-def _close(a: float, b: float) -> bool:
-    return abs(a - b) <= RTOL * max(1.0, abs(a), abs(b))
+def _close(a: float, b: float, scale: float = 0.0) -> bool:
+    """`a` and `b` equal up to :data:`RTOL` relative to the larger and to `scale` (no
+    absolute floor: references at 1e-7 and at 1e15 are checked alike)."""
+    return abs(a - b) <= RTOL * max(abs(a), abs(b), scale)
+
+
+def _scale(ref: ReferenceInstance) -> float:
+    """What the reference comparisons are relative to: the optimum and the largest
+    utility."""
+    return max(abs(ref.optimum or 0.0), float(np.abs(ref.problem.utility).max()))
 
 
 # -- the report ------------------------------------------------------------------------
@@ -352,7 +387,7 @@ def _check_answer(ctx: _Context, ref: ReferenceInstance, r: Assignment, where: s
     """The reference contract of one answer (see the module docstring)."""
     if not ctx.expect(r.status is not Status.ERROR, f"{where}: ERROR: {r.message}"):
         return
-    scale = RTOL * max(1.0, abs(ref.optimum or 0.0))
+    scale = RTOL * _scale(ref)
     if ref.optimum is None:
         ctx.expect(not r.has_solution, f"{where}: claims a solution of an infeasible problem")
         if ctx.exact:
@@ -363,7 +398,7 @@ def _check_answer(ctx: _Context, ref: ReferenceInstance, r: Assignment, where: s
     elif ctx.exact:
         ctx.expect(r.status is Status.OPTIMAL, f"{where}: {r.status} ({r.message})")
         ctx.expect(
-            not r.has_solution or _close(r.objective, ref.optimum),
+            not r.has_solution or _close(r.objective, ref.optimum, _scale(ref)),
             f"{where}: objective {r.objective} ≠ the proven optimum {ref.optimum}",
         )
         ctx.expect(not r.has_solution or r.gap <= 1e-6, f"{where}: gap {r.gap} at OPTIMAL")

@@ -846,6 +846,7 @@ def _result(
             status = Status.ERROR
         if rounded is not None and status is Status.INFEASIBLE:
             info["proof"] = f"{rounded.backend} on the whole problem: {rounded.message}"
+            bound = math.nan  # nothing to bound
         message = info["rounding"] if rounded is None else rounded.message
         return Assignment.no_solution(status, NAME, message, bound=bound, **times)
     message = ""

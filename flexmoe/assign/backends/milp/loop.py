@@ -240,8 +240,11 @@ def _confirmed(
     spent = out.solve_time + time.perf_counter() - tick
     name = f"{witness.solver} without presolve"
     if run.values is None:
-        return replace(out, last=replace(run, native=f"{out.last.native}; {name}: {run.native}"),
-                       solve_time=spent, witness=name)  # fmt: skip
+        said = (
+            f", confirmed by {name}" if run.outcome == "infeasible" else f"; {name}: {run.native}"
+        )
+        return replace(out, last=replace(run, native=out.last.native + said), solve_time=spent,
+                       witness=name)  # fmt: skip
     x = model.assignment(run.values, problem.shape)
     bound = _trivial_bound(problem)
     if not math.isnan(run.bound):
@@ -300,10 +303,9 @@ def _no_solution(
 ) -> Assignment:
     """``INFEASIBLE`` (proved without presolve), ``LIMIT_NO_SOLUTION`` or ``ERROR``."""
     if out.last.outcome == "infeasible":
-        reason = _infeasible(problem, native)
-        if out.witness:
-            reason += f"; confirmed by {out.witness}"
-        return Assignment.no_solution(Status.INFEASIBLE, name, reason, **times)
+        return Assignment.no_solution(
+            Status.INFEASIBLE, name, _infeasible(problem, native), **times
+        )
     if out.last.outcome == "limit":
         message = f"limit reached before any feasible assignment ({native})"
         return Assignment.no_solution(

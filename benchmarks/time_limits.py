@@ -1,0 +1,117 @@
+"""The largest time-limit overrun of every backend: many limited solves, worst ``wall − limit``.
+
+    .venv/bin/python benchmarks/time_limits.py [--limits 0.05 0.3 1] [--repeats 1] [--quick]
+
+Every solve goes through :func:`flexmoe.assign.solve` with ``time_limit=...`` and is timed
+around the call, in one process and one after the other: a solve abandoned at its limit
+(:mod:`flexmoe.assign.deadline`) keeps running in the background and competes with the
+next ones, which is the worst case the promise (an answer by the limit + 1 s) must
+survive. The instances:
+
+* ``item4``: the reproducer of issue 13, item 4 (170 × 14, compute rows, a variance term,
+  utilities of 3e7): HiGHS 1.16 ran 10-12 s past a 1 s limit in its root separation;
+* the generator's kinds at sizes where the exact backends do not finish in the limits:
+  ``heterogeneous`` (storage and compute rows), ``weighted`` (weighted loads, variance),
+  ``clustered`` with a range penalty, ``uniform`` (flow's structure, large).
+
+Prints, per backend, the solves, the worst ``wall − limit`` (and where), how many were
+abandoned, and the statuses; then the worst over every backend. Exit status 1 when some
+solve broke the promise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+import time
+
+import numpy as np
+
+from flexmoe.assign import AssignmentProblem, UnsupportedProblemError, solve
+from flexmoe.assign.deadline import PROMISE
+from flexmoe.assign.instances import generate
+
+SPECS = ("flow", "flow:networkx", "milp", "milp:scipy", "milp:pulp", "convex", "greedy")
+
+
+def item4() -> AssignmentProblem:
+    """The reproducer of issue 13, item 4, as the issue states it."""
+    rng = np.random.default_rng(0)
+    n, e, k = 170, 14, 4
+    utility = rng.random((n, e)) * 3e7
+    cost = np.round(rng.uniform(0, 2, (n, e)), 2)
+    x0 = np.zeros((n, e), bool)
+    for i in range(n):
+        x0[i, rng.choice(e, k, replace=False)] = True
+    return AssignmentProblem(
+        utility,
+        max_experts=k,
+        load_max=np.ceil(x0.sum(0) + 1),
+        compute_cost=cost,
+        compute_budget=(x0 * cost).sum(1) + rng.random(n),
+        balance_penalty=0.06,
+        name="item4-170x14x4",
+    )
+
+
+def instances(quick: bool) -> list[AssignmentProblem]:
+    scale = 1 if quick else 2
+    return [
+        item4(),
+        generate("heterogeneous", 300 * scale, 32, 4, seed=1),
+        generate("weighted", 200 * scale, 24, 3, seed=2, balance_penalty=0.05),
+        generate(
+            "clustered", 300 * scale, 32, 4, seed=3, balance_penalty=0.5, balance_metric="range"
+        ),
+        generate("uniform", 2000 * scale, 64, 8, seed=4),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--limits", type=float, nargs="+", default=[0.05, 0.3, 1.0])
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="smaller instances")
+    parser.add_argument("--specs", nargs="+", default=list(SPECS))
+    args = parser.parse_args(argv)
+    problems = instances(args.quick)
+    worst: dict[str, tuple[float, str]] = {}
+    counts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for _ in range(args.repeats):
+        for problem in problems:
+            for limit in args.limits:
+                for spec in args.specs:
+                    over = run(problem, spec, limit, counts[spec])
+                    if over is not None and over > worst.get(spec, (-np.inf, ""))[0]:
+                        worst[spec] = (over, f"{problem.name}, limit {limit:g} s")
+    print(f"worst wall − limit per backend (promise: ≤ {PROMISE:g} s; solves in one process)")
+    for spec in args.specs:
+        if spec in worst:
+            over, where = worst[spec]
+            tally = ", ".join(f"{n} {s}" for s, n in sorted(counts[spec].items()))
+            print(f"  {spec:<14} {over:+.3f} s  ({where})   {tally}")
+    overall = max(over for over, _ in worst.values())
+    print(f"worst over every backend: {overall:+.3f} s")
+    return 0 if overall <= PROMISE else 1
+
+
+def run(
+    problem: AssignmentProblem, spec: str, limit: float, tally: collections.Counter
+) -> float | None:
+    """One limited solve: its ``wall − limit`` (None when the backend does not take the
+    problem), its status counted in `tally`."""
+    start = time.perf_counter()
+    try:
+        result = solve(problem, spec, time_limit=limit, seed=0)
+    except UnsupportedProblemError:
+        return None
+    wall = time.perf_counter() - start
+    tally[str(result.status)] += 1
+    if result.info.get("abandoned"):
+        tally["(abandoned)"] += 1
+    return wall - limit
+
+
+if __name__ == "__main__":
+    sys.exit(main())
