@@ -17,8 +17,14 @@ runs its backend in a worker thread, and :func:`within` waits for it until the l
 A backend running under a limit reads the :class:`Progress` of its solve with
 :func:`current` (a no-op one otherwise) and reports to it as it goes: feasible
 assignments with :meth:`~Progress.offer`, proven bounds with :meth:`~Progress.tighten`,
-and how to interrupt it with :meth:`~Progress.on_cancel`. Reports about another problem
-(a restricted one, say) are ignored, so a backend may call its siblings freely.
+how to interrupt it with :meth:`~Progress.on_cancel`, and :meth:`~Progress.check` in
+its own long loops. Reports about another problem (a restricted one, say) are ignored,
+so a backend may call its siblings freely.
+
+An abandoned worker stops at its next cancellation point; a vendor step that has none
+(HiGHS's root separation, CVXPY's compilation, PuLP writing its model) runs to its end
+in the background. Those that hold the interpreter (the Python ones) slow the solves
+that follow in the same process: ``benchmarks/time_limits.py`` measures both cases.
 
 >>> import time, numpy as np
 >>> from flexmoe.assign import AssignmentProblem
@@ -33,6 +39,7 @@ and how to interrupt it with :meth:`~Progress.on_cancel`. Reports about another 
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import logging
 import math
@@ -48,16 +55,37 @@ from numpy.typing import ArrayLike
 from flexmoe.assign.problem import AssignmentProblem, Bool
 from flexmoe.assign.verify import objective_value, verify
 
-__all__ = ["PROMISE", "STOP_WAIT", "Found", "Progress", "current", "seconds_left", "within"]
+__all__ = [
+    "EXIT_WAIT",
+    "PROMISE",
+    "STOP_WAIT",
+    "Cancelled",
+    "Found",
+    "Progress",
+    "current",
+    "seconds_left",
+    "within",
+]
 
 #: What :func:`flexmoe.assign.solve` promises: it returns by ``time_limit + PROMISE``.
 PROMISE = 1.0
 #: Seconds a backend asked to stop at its limit gets to return on its own; the rest of
 #: :data:`PROMISE` is for building and verifying the answer.
 STOP_WAIT = 0.25
+#: Seconds an exiting interpreter waits for abandoned workers still inside a vendor
+#: solver: one that returns into a finalizing interpreter aborts the process
+#: ("terminate called without an active exception", seen with HiGHS), so the exit
+#: waits for them while the interpreter is whole. They were told to stop, and each got
+#: its time limit: they end soon after it, save for a vendor step that overruns.
+EXIT_WAIT = 60.0
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+
+
+class Cancelled(Exception):
+    """Raised by :meth:`Progress.check` in a solve that was asked to stop: it ends
+    without an answer of its own, and :func:`within` answers from its reports."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +140,12 @@ class Progress:
         if problem is self.problem and not self._closed and not math.isnan(bound):
             with self._lock:
                 self._bound = min(self._bound, float(bound))
+
+    def check(self) -> None:
+        """Raise :class:`Cancelled` if the solve was asked to stop: a cancellation point
+        for a backend's own long Python loops (model building, say)."""
+        if self.cancelled:
+            raise Cancelled("the time limit passed and the solve was asked to stop")
 
     def on_cancel(self, hook: Callable[[], Any]) -> None:
         """Call `hook` (no arguments) when the solve is asked to stop; at once if it
@@ -181,16 +215,42 @@ def within(
             _CURRENT.reset(token)
             done.set()
 
-    threading.Thread(target=work, name="flexmoe-solve", daemon=True).start()
+    worker = threading.Thread(target=work, name="flexmoe-solve", daemon=True)
+    worker.start()
     if not done.wait(time_limit):
         progress.cancel()
         done.wait(STOP_WAIT)
-    if not done.is_set():
-        log.info("a solve still ran %.3g s past its limit: abandoned", STOP_WAIT)
+    if not done.is_set() or isinstance(box.get("error"), Cancelled):
+        log.info("a solve gave no answer %.3g s after its limit: abandoned", STOP_WAIT)
+        _abandon(worker)
         return "abandoned", progress.close()
     if "error" in box:
         raise box["error"]
     return "done", box["value"]
+
+
+#: Abandoned workers that may still run, joined at exit (:func:`_join_at_exit`).
+_ABANDONED: set[threading.Thread] = set()
+_EXIT_HOOK: list[bool] = []
+
+
+def _abandon(worker: threading.Thread) -> None:
+    if worker.is_alive():
+        _ABANDONED.add(worker)
+    if not _EXIT_HOOK:  # registered late, so it runs before earlier exit handlers
+        atexit.register(_join_at_exit)
+        _EXIT_HOOK.append(True)
+
+
+def _join_at_exit() -> None:
+    """Wait (up to :data:`EXIT_WAIT` s) for abandoned workers, before the interpreter
+    finalizes: see :data:`EXIT_WAIT`."""
+    end = time.monotonic() + EXIT_WAIT
+    for worker in list(_ABANDONED):
+        worker.join(max(0.0, end - time.monotonic()))
+    alive = sum(worker.is_alive() for worker in _ABANDONED)
+    if alive:
+        log.warning("%d abandoned solve(s) still running at exit after %g s", alive, EXIT_WAIT)
 
 
 def seconds_left(deadline: float | None) -> float | None:

@@ -246,6 +246,7 @@ class AssignmentProblem:
         _set(self, "switch_cost", _scalar("switch_cost", self.switch_cost))
         _set(self, "balance_metric", _metric(self.balance_metric))
         _validate_pairs(self)
+        _validate_objective_range(self)
         _set(self, "budgets", _budget_rows(self))
 
     # -- shape and structure ---------------------------------------------------------
@@ -627,6 +628,29 @@ def _validate_pairs(p: AssignmentProblem) -> None:
         raise InvalidProblemError(
             f"`switch_cost` requires `previous`; got switch_cost={p.switch_cost:g} "
             "and previous=None"
+        )
+
+
+def _validate_objective_range(p: AssignmentProblem) -> None:
+    """Every objective value must be finite in float64: ``Σ |utility| + μ·N·E`` and
+    ``λ·E·(largest load)²`` (variance) or ``λ·(largest load)`` (range) bound what any
+    assignment can reach (utilities up to 1e300 on 10⁸ pairs stay well inside)."""
+    with np.errstate(over="ignore"):
+        terms = float(np.abs(p.utility).sum()) + p.switch_cost * p.utility.size
+        load = float(np.max(p.weights().sum(axis=0))) if p.balance_penalty else 0.0
+        spread = p.n_experts * load * load if p.balance_metric is BalanceMetric.VARIANCE else load
+        penalty = p.balance_penalty * spread if p.balance_penalty else 0.0
+    if not np.isfinite(terms):
+        raise InvalidProblemError(
+            "`utility` is too large: objective values must be finite in float64, and "
+            f"Σ |utility| (+ switch_cost per pair) overflows; got |utility| up to "
+            f"{float(np.abs(p.utility).max()):g}"
+        )
+    if not np.isfinite(penalty) or not np.isfinite(terms + penalty):
+        raise InvalidProblemError(
+            "`balance_penalty` is too large: objective values must be finite in float64, "
+            f"and λ·imbalance can reach {penalty:g} (λ = {p.balance_penalty:g}, largest "
+            f"load {load:g}) beside Σ |utility| = {terms:g}"
         )
 
 

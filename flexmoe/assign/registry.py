@@ -703,9 +703,9 @@ def _abandoned(
     """The answer for a backend still running :data:`~.deadline.STOP_WAIT` s past its
     limit: the best assignment it reported (``FEASIBLE``), or ``LIMIT_NO_SOLUTION``."""
     message = (
-        f"time limit {time_limit:g} s reached; {spec} was still running {STOP_WAIT:g} s "
-        f"later, asked to stop, and was left to finish in the background (the promise: "
-        f"an answer by the limit + {PROMISE:g} s)"
+        f"time limit {time_limit:g} s reached; {spec} gave no answer {STOP_WAIT:g} s after "
+        f"being asked to stop, and what it still does runs on in the background (the "
+        f"promise: an answer by the limit + {PROMISE:g} s)"
     )
     info = {"abandoned": True, "source": found.source}
     if found.x is None:

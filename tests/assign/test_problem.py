@@ -221,3 +221,28 @@ def test_foreign_inputs_convert_to_float64(utility):
     assert p.utility.dtype == np.float64 and p.utility.shape == (3, 4)
     assert p.max_experts.dtype == np.int64 and p.load_max.tolist() == [3.0] * 4
     np.testing.assert_array_equal(p.utility, np.asarray(utility, dtype=np.float64))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"utility": np.full((3, 4), 1e308)},
+            "`utility` is too large: objective values must be finite in float64, and "
+            "Σ |utility| (+ switch_cost per pair) overflows; got |utility| up to 1e+308",
+        ),
+        (
+            {"utility": np.ones((3, 4)), "balance_penalty": 1e308},
+            "`balance_penalty` is too large: objective values must be finite in float64, and "
+            "λ·imbalance can reach inf (λ = 1e+308, largest load 3) beside Σ |utility| = 12",
+        ),
+    ],
+)
+def test_objectives_that_overflow_float64_are_refused(changes, message):
+    with pytest.raises(InvalidProblemError, match=re.escape(message) + "$"):
+        make(**changes)
+
+
+def test_the_extremes_of_the_supported_range_are_accepted():
+    assert make(utility=np.full((3, 4), 1e300), balance_penalty=1e290).n_clients == 3
+    assert make(utility=np.full((3, 4), 5e-324)).utility[0, 0] == 5e-324

@@ -18,6 +18,7 @@ import numpy as np
 
 from flexmoe.assign.backends._highs import new_highs, silence_highs_banner
 from flexmoe.assign.backends.milp.model import MilpModel
+from flexmoe.assign.deadline import current
 from flexmoe.assign.errors import BackendUnavailableError
 from flexmoe.assign.problem import Float
 
@@ -32,7 +33,8 @@ __all__ = [
     "Settings",
 ]
 
-#: A bound this close (times max(1, |objective|)) to the objective is reported as equal,
+#: A bound this close (times the objective's scale, which is relative: the engines see the
+#: objective in units of its largest coefficient) to the objective is reported as equal,
 #: and so is one within the solvers' row feasibility tolerance `FEASIBILITY` times the
 #: objective weight of the continuous (balance) columns, which may each sit that far off
 #: their rows: with λ·(top − bottom), λ = 3, HiGHS proves −0.499999 for an optimum of −0.5.
@@ -287,12 +289,13 @@ class PulpEngine:
         self.choice = settings.solver
         self.prob = pulp.LpProblem("flexmoe_assignment", pulp.LpMaximize)
         cat = {True: pulp.LpInteger, False: pulp.LpContinuous}
-        self.vars = [
-            self.prob.add_variable(name, _finite(lo), _finite(hi), cat[bool(i)])
-            for name, lo, hi, i in zip(
-                _pulp_names(model), model.col_lo, model.col_hi, model.integer, strict=True
-            )
-        ]
+        progress = current()  # a cancellation point every 4,096 columns (pure Python)
+        self.vars = []
+        columns = zip(_pulp_names(model), model.col_lo, model.col_hi, model.integer, strict=True)
+        for j, (name, lo, hi, i) in enumerate(columns):
+            if j % 4096 == 0:
+                progress.check()
+            self.vars.append(self.prob.add_variable(name, _finite(lo), _finite(hi), cat[bool(i)]))
         nonzero = np.flatnonzero(model.cost)
         self.prob += pulp.LpAffineExpression(
             [(self.vars[j], float(model.cost[j])) for j in nonzero]
@@ -305,7 +308,10 @@ class PulpEngine:
     def add_rows(self, rows: Any, lo: Float, hi: Float) -> None:
         import pulp
 
+        progress = current()
         for i in range(rows.shape[0]):
+            if i % 1024 == 0:
+                progress.check()
             span = slice(rows.indptr[i], rows.indptr[i + 1])
             terms = zip(rows.indices[span].tolist(), rows.data[span].tolist(), strict=True)
             expr = pulp.LpAffineExpression([(self.vars[j], v) for j, v in terms])

@@ -284,16 +284,17 @@ def _result(
     if out.x is None:
         return _no_solution(problem, out, name, native, times)
     scale = objective_scale(problem, out.x)
-    bound, message = _certified_bound(problem, out, scale)
+    bound, note = _certified_bound(problem, out, scale)
     gap = relative_gap(out.value, bound, scale)
-    if out.last.outcome == "optimal" and gap <= mip_gap and not message:
+    status, message = Status.FEASIBLE, ""
+    if out.last.outcome == "optimal" and gap <= mip_gap and not note:
         status = Status.OPTIMAL
     elif out.last.outcome == "limit":
-        status, message = Status.FEASIBLE, f"limit reached ({native}); certified gap {gap:.3g}"
+        message = f"limit reached ({native}); certified gap {gap:.3g}"
     else:
-        status = Status.FEASIBLE
-        message = message or f"stopped after {out.rounds} round(s) at certified gap {gap:.3g}"
-        message += f" ({native})"
+        message = f"stopped after {out.rounds} round(s) at certified gap {gap:.3g} ({native})"
+    if note:
+        message += f"; {note}"
     return Assignment.from_x(problem, out.x, status=status, bound=bound, backend=name,
                              message=message, **times)  # fmt: skip
 
