@@ -8,8 +8,9 @@ around the call, in one process and one after the other: a solve abandoned at it
 next ones, which is the worst case the promise (an answer by the limit + 1 s) must
 survive. The instances:
 
-* ``item4``: the reproducer of issue 13, item 4 (170 × 14, compute rows, a variance term,
-  utilities of 3e7): HiGHS 1.16 ran 10-12 s past a 1 s limit in its root separation;
+* the reproducer of issue 13, item 4 (:func:`flexmoe.assign.testing.overrunning_instance`:
+  170 × 14, compute rows, a variance term, utilities of 3e7): HiGHS 1.16 ran 10-12 s past
+  a 1 s limit in its root separation;
 * the generator's kinds at sizes where the exact backends do not finish in the limits:
   ``heterogeneous`` (storage and compute rows), ``weighted`` (weighted loads, variance),
   ``clustered`` with a range penalty, ``uniform`` (flow's structure, large).
@@ -35,34 +36,15 @@ import numpy as np
 from flexmoe.assign import AssignmentProblem, UnsupportedProblemError, solve
 from flexmoe.assign.deadline import PROMISE
 from flexmoe.assign.instances import generate
+from flexmoe.assign.testing import overrunning_instance
 
 SPECS = ("flow", "flow:networkx", "milp", "milp:scipy", "milp:pulp", "convex", "greedy")
-
-
-def item4() -> AssignmentProblem:
-    """The reproducer of issue 13, item 4, as the issue states it."""
-    rng = np.random.default_rng(0)
-    n, e, k = 170, 14, 4
-    utility = rng.random((n, e)) * 3e7
-    cost = np.round(rng.uniform(0, 2, (n, e)), 2)
-    x0 = np.zeros((n, e), bool)
-    for i in range(n):
-        x0[i, rng.choice(e, k, replace=False)] = True
-    return AssignmentProblem(
-        utility,
-        max_experts=k,
-        load_max=np.ceil(x0.sum(0) + 1),
-        compute_cost=cost,
-        compute_budget=(x0 * cost).sum(1) + rng.random(n),
-        balance_penalty=0.06,
-        name="item4-170x14x4",
-    )
 
 
 def instances(quick: bool) -> list[AssignmentProblem]:
     scale = 1 if quick else 2
     return [
-        item4(),
+        overrunning_instance(),
         generate("heterogeneous", 300 * scale, 32, 4, seed=1),
         generate("weighted", 200 * scale, 24, 3, seed=2, balance_penalty=0.05),
         generate(

@@ -57,6 +57,7 @@ __all__ = [
     "check_backend",
     "check_instance",
     "conformance_tests",
+    "overrunning_instance",
     "run_check",
 ]
 
@@ -525,6 +526,30 @@ def _timed_instance() -> tuple[AssignmentProblem, float]:
         utility, max_experts=np.ones(240, np.int64), load_min=band, load_max=band, name="timed"
     )
     return problem, optimum
+
+
+def overrunning_instance() -> AssignmentProblem:
+    """170 clients × 14 experts, 4 each, compute rows, a variance term, utilities of 3e7
+    (issue 13, item 4): HiGHS 1.16 spends 10-12 s in one root-node separation round of
+    a 1 s solve, checking neither its time limit nor its interrupt callback. Where to
+    check that a backend's time limit is a promise (``benchmarks/time_limits.py``).
+    """
+    rng = np.random.default_rng(0)
+    n, e, k = 170, 14, 4
+    utility = rng.random((n, e)) * 3e7
+    cost = np.round(rng.uniform(0, 2, (n, e)), 2)
+    x0 = np.zeros((n, e), bool)
+    for i in range(n):
+        x0[i, rng.choice(e, k, replace=False)] = True
+    return AssignmentProblem(
+        utility,
+        max_experts=np.full(n, k),
+        load_max=np.ceil(x0.sum(0) + 1),
+        compute_cost=cost,
+        compute_budget=(x0 * cost).sum(1) + rng.random(n),
+        balance_penalty=0.06,
+        name="overrunning-170x14x4",
+    )
 
 
 def _time_limit(ctx: _Context) -> None:

@@ -13,6 +13,8 @@ dozen examples of each; the ``slow`` sweeps run hundreds.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -20,6 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from flexmoe.assign import (
+    Assignment,
     AssignmentProblem,
     BudgetRow,
     InvalidProblemError,
@@ -152,16 +155,21 @@ def scale_of(problem: AssignmentProblem, optimum: float | None) -> float:
     return max(abs(optimum or 0.0), float(np.abs(utility).max(initial=0.0)))
 
 
-def check_against_oracle(problem: AssignmentProblem) -> None:
-    optimum = brute_force(problem)
-    tol = TOL * scale_of(problem, optimum)
-    tiny = float(np.abs(problem.utility).max()) < FLOW_TINY
+def answers(problem: AssignmentProblem) -> Iterator[tuple[str, bool, Assignment]]:
+    """``(spec, exact, result)`` of every backend spec that takes `problem`."""
     for spec in SPECS:
-        exact = registered_backends()[spec.partition(":")[0]].exact
         try:
             result = solve(problem, backend=spec, seed=0)
         except UnsupportedProblemError:
             continue
+        yield spec, registered_backends()[spec.partition(":")[0]].exact, result
+
+
+def check_against_oracle(problem: AssignmentProblem) -> None:
+    optimum = brute_force(problem)
+    tol = TOL * scale_of(problem, optimum)
+    tiny = float(np.abs(problem.utility).max()) < FLOW_TINY
+    for spec, exact, result in answers(problem):
         where = f"{spec}: {result.status} {result.message!r} (oracle {optimum})"
         assert result.status is not Status.ERROR, where
         if optimum is None:
@@ -277,12 +285,7 @@ def check_hidden(problem: AssignmentProblem, hidden: np.ndarray) -> None:
     assert verify(problem, hidden).ok, "the generator's hidden assignment is feasible"
     known = objective_value(problem, hidden)
     tol = TOL * scale_of(problem, known)
-    for spec in SPECS:
-        exact = registered_backends()[spec.partition(":")[0]].exact
-        try:
-            result = solve(problem, backend=spec, seed=0)
-        except UnsupportedProblemError:
-            continue
+    for spec, exact, result in answers(problem):
         where = f"{spec}: {result.status} {result.message!r} (hidden x: {known})"
         assert result.status not in (Status.INFEASIBLE, Status.ERROR), where
         if exact and not spec.startswith("flow"):

@@ -21,10 +21,10 @@ from flexmoe.assign import (
     solve,
     verify,
 )
-from flexmoe.assign import registry as registry_module
 from flexmoe.assign.backends.milp import engines
 from flexmoe.assign.deadline import PROMISE, current, within
 from flexmoe.assign.instances import generate
+from flexmoe.assign.testing import overrunning_instance
 
 LIMIT = 0.3
 
@@ -35,14 +35,6 @@ def release():
     event = threading.Event()
     yield event
     event.set()
-
-
-@pytest.fixture
-def scratch_registry():
-    saved = dict(registry_module._REGISTRY)
-    yield
-    registry_module._REGISTRY.clear()
-    registry_module._REGISTRY.update(saved)
 
 
 def timed(call):
@@ -225,23 +217,8 @@ def test_outside_a_limited_solve_reports_go_nowhere():
 
 @pytest.mark.slow
 def test_the_reproducer_of_item_4_returns_by_the_limit_plus_one_second():
-    """170 × 14 with compute rows, a variance term and utilities of 3e7: HiGHS 1.16 ran
-    10-12 s past a 1 s limit in its root separation (it stays FEASIBLE)."""
-    rng = np.random.default_rng(0)
-    n, e, k = 170, 14, 4
-    utility = rng.random((n, e)) * 3e7
-    cost = np.round(rng.uniform(0, 2, (n, e)), 2)
-    x0 = np.zeros((n, e), bool)
-    for i in range(n):
-        x0[i, rng.choice(e, k, replace=False)] = True
-    problem = AssignmentProblem(
-        utility,
-        max_experts=k,
-        load_max=np.ceil(x0.sum(0) + 1),
-        compute_cost=cost,
-        compute_budget=(x0 * cost).sum(1) + rng.random(n),
-        balance_penalty=0.06,
-    )
+    """HiGHS 1.16 ran 10-12 s past a 1 s limit in its root separation."""
+    problem = overrunning_instance()
     for spec in ("milp", "milp:pulp", "milp:scipy", "convex"):
         result, wall = timed(lambda spec=spec: solve(problem, spec, time_limit=1.0))
         assert wall <= 1.0 + PROMISE, (spec, wall, result)
