@@ -251,9 +251,18 @@ REFERENCE: tuple[ReferenceInstance, ...] = (
     ),
     _ref(
         "large-scale",
+        5e15,
+        "load_max=1, one expert each: the swap 2e15 + 3e15 beats 1e15 + 1e15 (utilities of "
+        "1e15 made a linear relaxation's solver fail)",
+        [[1e15, 2e15], [3e15, 1e15]],
+        max_experts=1,
+        load_max=1,
+    ),
+    _ref(
+        "large-scale-balance",
         4.2e15,
         "λ = 4e14: both on expert 1 give 2e15 + 3e15 − λ·2 = 4.2e15, the split 1e15 + 3e15, "
-        "the rest less (utilities of 1e15 broke a relaxation's solver)",
+        "the rest less",
         [[1e15, 2e15], [1e15, 3e15]],
         max_experts=1,
         balance_penalty=4e14,
