@@ -30,6 +30,12 @@ across the rounds of a federated run. A backend module may declare a session cla
 
 A backend without a session class gets a stateless one (each solve calls ``solve``).
 :func:`solve` is a one-shot run of the same checked path.
+
+**Statuses are promises**, kept here for every backend: a limited solve answers by the
+limit + 1 s (:mod:`flexmoe.assign.deadline`: the backend runs in a worker thread and
+is abandoned if it overruns), the independent verifier re-checks every assignment, its
+objective and its bound (relative to the objective's scale), and an ``OPTIMAL`` whose
+certified gap exceeds its tolerance becomes ``FEASIBLE``.
 """
 
 from __future__ import annotations
