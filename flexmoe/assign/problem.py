@@ -632,25 +632,28 @@ def _validate_pairs(p: AssignmentProblem) -> None:
 
 
 def _validate_objective_range(p: AssignmentProblem) -> None:
-    """Every objective value must be finite in float64: ``Σ |utility| + μ·N·E`` and
+    """Every objective value must be finite in float64: ``max |utility|·N·E + μ·N·E`` and
     ``λ·E·(largest load)²`` (variance) or ``λ·(largest load)`` (range) bound what any
-    assignment can reach (utilities up to 1e300 on 10⁸ pairs stay well inside)."""
+    assignment can reach (utilities up to 1e300 on 10⁸ pairs stay well inside). No
+    temporary the size of the data is made."""
+    top = max(float(p.utility.max()), -float(p.utility.min()))
+    load = float(p.n_clients)
+    if p.load_weight is not None and p.balance_penalty:
+        load = float(p.load_weight.sum(axis=0).max())
     with np.errstate(over="ignore"):
-        terms = float(np.abs(p.utility).sum()) + p.switch_cost * p.utility.size
-        load = float(np.max(p.weights().sum(axis=0))) if p.balance_penalty else 0.0
+        terms = np.float64(top + p.switch_cost) * p.utility.size
         spread = p.n_experts * load * load if p.balance_metric is BalanceMetric.VARIANCE else load
-        penalty = p.balance_penalty * spread if p.balance_penalty else 0.0
+        penalty = np.float64(p.balance_penalty) * spread
     if not np.isfinite(terms):
         raise InvalidProblemError(
             "`utility` is too large: objective values must be finite in float64, and "
-            f"Σ |utility| (+ switch_cost per pair) overflows; got |utility| up to "
-            f"{float(np.abs(p.utility).max()):g}"
+            f"max |utility| · {p.utility.size} pairs overflows; got |utility| up to {top:g}"
         )
-    if not np.isfinite(penalty) or not np.isfinite(terms + penalty):
+    if not np.isfinite(penalty + terms):
         raise InvalidProblemError(
             "`balance_penalty` is too large: objective values must be finite in float64, "
             f"and λ·imbalance can reach {penalty:g} (λ = {p.balance_penalty:g}, largest "
-            f"load {load:g}) beside Σ |utility| = {terms:g}"
+            f"load {load:g}) beside max |utility| · pairs = {terms:g}"
         )
 
 

@@ -229,12 +229,13 @@ def test_foreign_inputs_convert_to_float64(utility):
         (
             {"utility": np.full((3, 4), 1e308)},
             "`utility` is too large: objective values must be finite in float64, and "
-            "Σ |utility| (+ switch_cost per pair) overflows; got |utility| up to 1e+308",
+            "max |utility| · 12 pairs overflows; got |utility| up to 1e+308",
         ),
         (
             {"utility": np.ones((3, 4)), "balance_penalty": 1e308},
             "`balance_penalty` is too large: objective values must be finite in float64, and "
-            "λ·imbalance can reach inf (λ = 1e+308, largest load 3) beside Σ |utility| = 12",
+            "λ·imbalance can reach inf (λ = 1e+308, largest load 3) beside max |utility| · "
+            "pairs = 12",
         ),
     ],
 )
