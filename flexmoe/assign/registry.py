@@ -26,7 +26,10 @@ across the rounds of a federated run. A backend module may declare a session cla
 * ``session.solve(problem, *, time_limit=None, seed=None) -> Assignment``, the same
   contract as the backend's ``solve``, for any problem (a session whose state does not
   fit a problem, e.g. another shape, starts over for it);
-* state lives on the instance only; two sessions never share it.
+* state lives on the instance only; two sessions never share it. A time-limited solve
+  runs in a worker thread, and one abandoned at its limit may still run when the next
+  solve starts: a session guards its state against that (``convex`` works on a fresh
+  relaxation while its own is busy).
 
 A backend without a session class gets a stateless one (each solve calls ``solve``).
 :func:`solve` is a one-shot run of the same checked path.
