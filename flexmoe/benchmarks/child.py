@@ -141,4 +141,11 @@ def _finite(value: float) -> float | str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # The answer is written: end now. A solve abandoned at its time limit may still run
+    # in a worker thread that the interpreter would otherwise join at exit (for up to a
+    # minute), past the sandbox's kill, which would discard the answer; the sandbox kills
+    # whatever the solver started once this process is gone.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -46,7 +46,12 @@ PLUGIN = textwrap.dedent(
 
 
     def sleepy(problem, *, time_limit=None, seed=None):
-        time.sleep(600)
+        """Hangs in C code that holds the GIL, as a stuck extension does: the in-process
+        guard of a limited solve (flexmoe.assign.deadline) cannot answer for it, so the
+        sandbox must kill it."""
+        import ctypes
+
+        ctypes.PyDLL(None).sleep(600)
 
 
     def liar(problem, *, time_limit=None, seed=None):

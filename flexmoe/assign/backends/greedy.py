@@ -229,12 +229,16 @@ def _balance_cap(state: _State) -> Float:
     A client of typical weight ``w`` moving onto an expert ``d`` above the mean load
     costs about ``2λ·w·d`` (variance), so experts stop being worth the typical utility
     spread ``Δu`` (the standard deviation of the scores) at ``d = Δu / (2λ·w)``. With the
-    range metric the cap is the mean when ``λ·w >= Δu``, else none.
+    range metric the cap is the mean when ``λ·w >= Δu``, else none. Without load (every
+    weight 0) there is no cap: no move changes the penalty.
     """
     p = state.problem
     finite = state.score[np.isfinite(state.score)]
-    spread = float(finite.std()) if finite.size else 0.0
+    top = float(np.abs(finite).max(initial=0.0))
+    spread = top * float((finite / top).std()) if top > 0 else 0.0  # no overflow at 1e300
     w = float(state.weight.mean())
+    if w == 0.0:
+        return np.full(p.n_experts, np.inf)
     mean = float((p.min_experts * state.weight.mean(axis=1)).sum()) / p.n_experts
     if p.balance_metric is BalanceMetric.RANGE:
         over = 0.0 if p.balance_penalty * w >= spread else np.inf
