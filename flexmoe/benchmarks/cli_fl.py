@@ -233,10 +233,11 @@ def run_fl(args: argparse.Namespace, command: str) -> int:
 
 
 def report_fl(results: FlResults) -> int:
-    """Print the mean ± std table and where the files are; 1 if any run failed."""
+    """Print the mean ± std table (test figures of the options not chosen on validation
+    withheld, as in ``summary.md``) and where the files are; 1 if any run failed."""
     from flexmoe.benchmarks.fl import fl_table
 
-    print(fl_table(results.summaries))
+    print(fl_table(results.summaries, withheld=set(results.withheld)))
     files = "runs.jsonl, runs.csv, summary.md, runs/*.json, config.toml"
     print(f"\n{len(results.rows)} runs → {results.out}/{files}; "
           f"plots: {', '.join(f.name for f in results.figures)}")  # fmt: skip

@@ -138,6 +138,8 @@ class FlResults:
     rows: list[FlRun]
     summaries: list[FlSummary]
     figures: list[Path]
+    #: Options not chosen on validation: their test figures are not reported.
+    withheld: frozenset[str] = frozenset()
 
 
 def write_fl_results(
@@ -176,7 +178,7 @@ def write_fl_results(
         counts={"runs": len(rows), "failed": sum(1 for row in rows if row.error)},
         state=state,
     )
-    return FlResults(out, rows, summaries, figures)
+    return FlResults(out, rows, summaries, figures, frozenset(hidden))
 
 
 def fl_histories(out: Path, rows: list[FlRun]) -> dict[str, dict[str, dict[int, dict[str, Any]]]]:

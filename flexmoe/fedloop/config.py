@@ -139,7 +139,9 @@ class FedConfig:
         Carry each expert's historical load deficit into the lower load bounds.
     switch_cost : float
         μ ≥ 0: utility lost per expert a client did not hold last time it took part
-        (the assignment problem's churn term).
+        (the assignment problem's churn term). The default 0.05 was chosen with the
+        fitness defaults on the validation split (``flexmoe-bench fl --preset
+        fitness-options``); the paper has none (0).
     balance_penalty, balance_metric : float, str
         λ ≥ 0 and the imbalance it weighs (``variance`` or ``range``): the assignment
         problem's soft balance term.
@@ -251,7 +253,7 @@ class FedConfig:
         ),
     )
     switch_cost: float = field(
-        default=0.0,
+        default=0.05,
         metadata=param(
             "utility lost per newly held expert (the problem's churn term μ)",
             check=number(low=0),

@@ -97,7 +97,7 @@ def register_signal(name: str, score: Score, *, alone: bool = False, replace: bo
     >>> def confidence(stats, config):
     ...     return 1.0 / (1.0 + stats["loss"])
     >>> register_signal("toy_confidence", confidence)
-    >>> f = Fitness.start(1, 2, FitnessConfig(signal="toy_confidence", beta=1.0))
+    >>> f = Fitness.start(1, 2, FitnessConfig(signal="toy_confidence", beta=1.0, initial=1.0))
     >>> f.update(0, {"routed": np.array([4.0, 0.0]), "loss": np.array([1.0, np.nan])}, [0])
     >>> f.q.tolist()
     [[0.5, 1.0]]
@@ -152,10 +152,20 @@ register_normalisation("z", _z)
 #: How the probes are picked among the experts a client does not hold.
 PICKS = ("stale", "random")
 
+#: Probes a round of an alone signal when ``probe`` is not set.
+DEFAULT_PROBES = 2
+
 
 @dataclass(frozen=True)
 class FitnessConfig:
     r"""How client feedback becomes the utility of the assignment.
+
+    The defaults — each client scores its held experts and 2 it does not hold (the
+    stalest) alone on its training split, neutral start, EMA β 0.3 — are the option the
+    one-standard-error rule chose on the validation split of ``experts-matter``
+    (``flexmoe-bench fl --preset fitness-options``; README, "Results"), with the
+    default switch cost 0.05. The paper's fitness is ``signal="accuracy",
+    initial=1.0, probe=0`` (the ``flex-paper`` arm).
 
     Attributes
     ----------
@@ -174,10 +184,11 @@ class FitnessConfig:
         anything was tried). With None a pair's first score becomes its value.
     bonus : float
         Exploration bonus c ≥ 0 added to the utility: ``c / sqrt(1 + tries[n, e])``.
-    probe : int
+    probe : int or None
         Experts a client does not hold that it downloads, scores and discards each
         round (needs an ``alone`` signal); 0 is the paper, −1 every expert it does not
-        hold.
+        hold; None (the default): :data:`DEFAULT_PROBES` with an alone signal, 0 with a
+        routed one (see :attr:`probes`).
     pick : {"stale", "random"}
         Which probes: those the client scored longest ago (never-scored first), or
         uniformly; ties at random (seeded by run, round and client).
@@ -195,7 +206,7 @@ class FitnessConfig:
     """
 
     signal: str = field(
-        default="accuracy",
+        default="alone",
         metadata=param("fitness signal", choices=lambda: list(SIGNALS), metavar="NAME"),
     )
     beta: float = field(
@@ -209,7 +220,7 @@ class FitnessConfig:
         ),
     )
     initial: float | None = field(
-        default=1.0,
+        default=None,
         metadata=param(
             "fitness Q0 of an untried pair (none: neutral, the client's mean)",
             flag="--initial-fitness",
@@ -225,10 +236,11 @@ class FitnessConfig:
             metavar="C",
         ),
     )
-    probe: int = field(
-        default=0,
+    probe: int | None = field(
+        default=None,
         metadata=param(
-            "experts not held that each client scores per round (-1: all; needs an alone signal)",
+            "experts not held that each client scores per round (-1: all; needs an alone "
+            f"signal; none: {DEFAULT_PROBES} with an alone signal, 0 with a routed one)",
             check=number(low=-1),
             metavar="M",
         ),
@@ -248,18 +260,32 @@ class FitnessConfig:
 
     def __post_init__(self) -> None:
         validate(self)
-        if self.probe != 0 and not SIGNALS[self.signal].alone:
+        if self.probe not in (0, None) and not SIGNALS[self.signal].alone:
             raise ConfigError(
                 "probe",
                 f"`probe` {self.probe} needs a signal that scores experts alone (alone, "
                 f"alone_loss): nothing is routed to a probed expert; got `signal` "
-                f"{self.signal!r}",
+                f"{self.signal!r} (set `probe` 0 for a routed signal, as the paper does)",
             )
 
     @property
     def alone(self) -> bool:
         """Whether clients score experts alone (the signal reads those scores)."""
         return SIGNALS[self.signal].alone
+
+    @property
+    def probes(self) -> int:
+        """The number of probes a round: ``probe``, or when it is None
+        :data:`DEFAULT_PROBES` with an alone signal and 0 with a routed one.
+
+        Examples
+        --------
+        >>> FitnessConfig().probes, FitnessConfig(signal="accuracy").probes
+        (2, 0)
+        """
+        if self.probe is not None:
+            return self.probe
+        return DEFAULT_PROBES if self.alone else 0
 
 
 @dataclass
@@ -278,7 +304,7 @@ class Fitness:
 
     Examples
     --------
-    >>> f = Fitness.start(2, 3, FitnessConfig(beta=0.5, initial=1.0))
+    >>> f = Fitness.start(2, 3, FitnessConfig(signal="accuracy", beta=0.5, initial=1.0))
     >>> f.update(0, {"routed": np.array([0, 5, 0]), "accuracy": np.array([0.0, 0.4, 0.0])}, [1, 2])
     >>> f.q[0].tolist(), f.tries[0].tolist()
     ([1.0, 0.7, 0.5], [0, 1, 1])
@@ -286,7 +312,7 @@ class Fitness:
     Expert 2 was held and routed nothing: tried, with ``s = 0``. A neutral start values
     the untried pairs at the client's mean:
 
-    >>> f = Fitness.start(1, 3, FitnessConfig(initial=None))
+    >>> f = Fitness.start(1, 3, FitnessConfig(signal="accuracy", initial=None))
     >>> f.update(0, {"routed": np.array([3, 3, 0]), "accuracy": np.array([0.2, 0.6, 0.0])},
     ...          [0, 1])
     >>> f.utility().round(3).tolist()
@@ -357,7 +383,7 @@ class Fitness:
     ) -> list[int]:
         """The experts `client` scores this round besides the `held` ones (see
         ``probe`` and ``pick``), in increasing order; `rng` breaks ties."""
-        m = self.config.probe
+        m = self.config.probes
         free = np.setdiff1d(np.arange(self.q.shape[1]), np.asarray(held, dtype=np.intp))
         if m == 0 or free.size == 0:
             return []

@@ -121,10 +121,11 @@ def options_preset():
     PRESETS.unregister("t-options")
 
 
-def test_a_preset_sweep_writes_the_report_and_its_figures(tmp_path, options_preset) -> None:
+def test_a_preset_sweep_writes_the_report_and_its_figures(tmp_path, options_preset, capsys) -> None:
     out = tmp_path / "fl"
     assert main(["fl", "--preset", options_preset, *SMALL, "--jobs", "1", "--out", str(out),
                  "--no-progress"]) == 0  # fmt: skip
+    assert "withheld" in capsys.readouterr().out  # the console withholds as summary.md does
     text = (out / "summary.md").read_text()
     for part in ("#### Validation", "#### The fitness option chosen on validation",
                  "one-standard-error rule", "#### Test (reported once, for the chosen option)",

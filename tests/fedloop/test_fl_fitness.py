@@ -39,7 +39,7 @@ def stats(**values: list[float]) -> dict[str, np.ndarray]:
 
 
 def test_neutral_start_values_untried_pairs_at_the_clients_mean() -> None:
-    fit = Fitness.start(3, 4, FitnessConfig(initial=None, beta=0.5))
+    fit = Fitness.start(3, 4, FitnessConfig(signal="accuracy", initial=None, beta=0.5))
     assert fit.utility().tolist() == [[0.0] * 4] * 3  # nothing tried anywhere
     fit.update(0, stats(routed=[5, 5, 0, 0], accuracy=[0.2, 0.8, 0, 0]), [0, 1])
     assert fit.q[0, :2].tolist() == [0.2, 0.8]  # the first score is the value
@@ -47,7 +47,8 @@ def test_neutral_start_values_untried_pairs_at_the_clients_mean() -> None:
     assert fit.utility()[1].tolist() == [0.5] * 4  # a client with nothing tried: all pairs
     fit.update(0, stats(routed=[5, 0, 0, 0], accuracy=[0.6, 0, 0, 0]), [0, 1])
     assert np.allclose(fit.q[0, :2], [0.4, 0.4])  # then the EMA (expert 1 unrouted: s = 0)
-    with_bonus = Fitness(FitnessConfig(initial=None, bonus=0.2), fit.q, fit.tries)
+    with_bonus = Fitness(FitnessConfig(signal="accuracy", initial=None, bonus=0.2), fit.q,
+                         fit.tries)  # fmt: skip
     assert np.allclose(with_bonus.utility()[0], [0.4 + 0.2 / np.sqrt(3), 0.4 + 0.2 / np.sqrt(3),
                                                  0.4 + 0.2, 0.4 + 0.2])  # fmt: skip
 
@@ -58,7 +59,9 @@ def test_normalisations_of_one_clients_round() -> None:
     z = NORMALISATIONS["z"](s)
     assert z.mean() == pytest.approx(0.0) and z.std() == pytest.approx(1.0)
     assert NORMALISATIONS["z"](np.array([0.3, 0.3])).tolist() == [0.0, 0.0]
-    fit = Fitness.start(1, 4, FitnessConfig(normalise="rank", beta=1.0, initial=None))
+    fit = Fitness.start(
+        1, 4, FitnessConfig(signal="accuracy", normalise="rank", beta=1.0, initial=None)
+    )
     fit.update(0, stats(routed=[1, 1, 1, 0], accuracy=[0.2, 0.9, 0.5, 0]), [0, 1, 2])
     assert fit.q[0, :3].tolist() == pytest.approx([1 / 6, 5 / 6, 3 / 6])
     assert fit.tries[0].tolist() == [1, 1, 1, 0]
@@ -75,7 +78,7 @@ def test_alone_signals_score_held_and_probed_experts() -> None:
 
 def test_probe_needs_an_alone_signal() -> None:
     with pytest.raises(ValueError, match="`probe` 2 needs a signal that scores experts alone"):
-        FitnessConfig(probe=2)
+        FitnessConfig(signal="accuracy", probe=2)
     with pytest.raises(ValueError, match="`probe` must be >= -1"):
         FitnessConfig(signal="alone", probe=-2)
     with pytest.raises(ValueError, match="`pick`"):
@@ -93,7 +96,8 @@ def test_probes_pick_the_stalest_unheld_experts() -> None:
     random = Fitness.start(1, 6, FitnessConfig(signal="alone", probe=3, pick="random"))
     picks = {tuple(random.probes(0, [0], np.random.default_rng(s))) for s in range(20)}
     assert len(picks) > 1 and all(len(p) == 3 and 0 not in p for p in picks)
-    assert Fitness.start(1, 6, FitnessConfig()).probes(0, [0], rng) == []
+    assert Fitness.start(1, 6, FitnessConfig(signal="accuracy")).probes(0, [0], rng) == []
+    assert len(Fitness.start(1, 6, FitnessConfig()).probes(0, [0], rng)) == 2  # the default
 
 
 # -- the client ------------------------------------------------------------------------
@@ -151,13 +155,13 @@ def test_probing_round_plans_scores_and_counts_the_bytes() -> None:
         assert (new.fitness.last[plan.client, list(plan.scored)] == 0).all()
     expert = sim.federation.expert_bytes[0]
     assert all(d - u == expert for d, u in zip(record.bytes_down, record.bytes_up, strict=True))
-    plain = run(config.replace(fitness={"signal": "alone", "initial": None})).rounds[0]
+    plain = run(config.replace(fitness={**PROBE, "probe": 0})).rounds[0]
     assert [d - p for d, p in zip(record.bytes_down, plain.bytes_down, strict=True)] == [expert] * 4
     assert record.bytes_up == plain.bytes_up
 
 
 def test_the_paper_signal_scores_nothing_alone() -> None:
-    config = TINY.replace(rounds=1)
+    config = TINY.replace(rounds=1, fitness={"signal": "accuracy", "initial": 1.0})
     sim = Simulation(config)
     strategy = MoEStrategy(config, sim.federation)
     current = strategy.open_round(strategy.initial_state(sim.initial_weights()), 0)
