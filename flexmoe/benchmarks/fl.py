@@ -32,9 +32,11 @@ class FlGrid:
 
     Attributes
     ----------
-    methods, partitions : tuple of str
-        :data:`flexmoe.fedloop.METHODS` and partition specs (``iid``, ``dirichlet:0.3``,
-        ``shards:2``).
+    methods : tuple of str
+        The arms: methods of :data:`flexmoe.fedloop.METHODS` or variants of
+        :data:`~flexmoe.benchmarks.presets.VARIANTS` (a method with pinned settings).
+    partitions : tuple of str
+        Partition specs (``iid``, ``dirichlet:0.3``, ``shards:2``).
     seeds : tuple of int
     base : dict
         The other :class:`~flexmoe.fedloop.FedConfig` fields (dataset, clients, ...).
@@ -44,6 +46,15 @@ class FlGrid:
         Worker processes.
     plugins : tuple of str
         Imported in every worker (user backends for ``flex``).
+    arms : dict
+        The settings each arm pins (:func:`~flexmoe.benchmarks.presets.arm_settings`,
+        resolved when the sweep is set up); an arm missing here is looked up then.
+    preset : str
+        The preset the sweep runs (empty: none).
+    options : tuple of str
+        Arms competing as flex's fitness, chosen on validation by the report.
+    reference : str
+        The arm the report compares every other with (paired by seed).
     """
 
     methods: tuple[str, ...]
@@ -53,28 +64,40 @@ class FlGrid:
     target: float = 0.8
     jobs: int = 1
     plugins: tuple[str, ...] = ()
+    arms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    preset: str = ""
+    options: tuple[str, ...] = ()
+    reference: str = "flex"
 
 
 @dataclass(frozen=True)
 class FlJob:
-    """One federated run: a full FedConfig as a dict, and where its history goes."""
+    """One federated run: its arm, a full FedConfig as a dict, and where its history
+    goes."""
 
     name: str
     config: dict[str, Any]
     history: str
     plugins: tuple[str, ...] = ()
+    arm: str = ""
+    """The method or variant (the config's method when empty)."""
+
+    @property
+    def label(self) -> str:
+        return self.arm or self.config["method"]
 
     @property
     def key(self) -> tuple[str, str, int]:
-        """(method, partition, seed): what a resumed sweep skips when it has a row."""
-        return self.config["method"], self.config["partition"], int(self.config["seed"])
+        """(arm, partition, seed): what a resumed sweep skips when it has a row."""
+        return self.label, self.config["partition"], int(self.config["seed"])
 
 
 @dataclass
 class FlRun:
-    """Headline figures of one federated run."""
+    """Headline figures of one federated run (test accuracies unless named ``val``)."""
 
     method: str
+    """The arm: a method or a variant."""
     partition: str
     seed: int
     rounds: int
@@ -95,6 +118,10 @@ class FlRun:
     """The saved history, relative to the result folder."""
     error: str = ""
     """Why the run failed (empty when it did not)."""
+    personalized_val_acc: float = math.nan
+    global_val_acc: float = math.nan
+    backend: str = ""
+    """Who solved the last round's assignment (``flow``, ``milp``, or the method)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,15 +142,19 @@ class FlRun:
 
 
 def fl_jobs(grid: FlGrid, out: Path) -> list[FlJob]:
-    """One job per (method, partition, seed), in that order."""
+    """One job per (arm, partition, seed), in that order; an arm's settings win over the
+    base ones."""
+    from flexmoe.benchmarks.presets import arm_settings, merge
+
     jobs = []
     for partition in grid.partitions:
-        for method in grid.methods:
+        for arm in grid.methods:
+            settings = grid.arms.get(arm) or arm_settings(arm)
             for seed in grid.seeds:
-                name = f"{method}-{partition.replace(':', '')}-s{seed}"
-                config = {**grid.base, "method": method, "partition": partition, "seed": seed}
+                name = f"{arm}-{partition.replace(':', '')}-s{seed}"
+                config = merge(grid.base, settings) | {"partition": partition, "seed": seed}
                 history = str(out / "runs" / f"{name}.json")
-                jobs.append(FlJob(name, config, history, grid.plugins))
+                jobs.append(FlJob(name, config, history, grid.plugins, arm))
     return jobs
 
 
@@ -162,7 +193,7 @@ def run_fl_grid(
                     bar.update(value)
                     continue
                 (job, _), result = value
-                row = result if kind == "done" else failed_row(job.config, str(result))
+                row = result if kind == "done" else failed_row(job.config, str(result), job.arm)
                 keep_row(rows, row, out)
                 if on_done is not None:
                     on_done(row)
@@ -199,29 +230,30 @@ def run_fl_job(job: FlJob, target: float, tick: Callable[[int], None] | None = N
         history = run(FedConfig.from_dict(job.config), hooks=hooks)
     except Exception as err:
         logger.exception("federated run %s failed", job.name)
-        return failed_row(job.config, f"{type(err).__name__}: {err}")
+        return failed_row(job.config, f"{type(err).__name__}: {err}", job.arm)
     wall = time.perf_counter() - start
     history.save(job.history)
-    return fl_row(history.to_dict(), target, wall, f"runs/{Path(job.history).name}")
+    return fl_row(history.to_dict(), target, wall, f"runs/{Path(job.history).name}", job.arm)
 
 
-def failed_row(config: dict[str, Any], error: str) -> FlRun:
+def failed_row(config: dict[str, Any], error: str, arm: str = "") -> FlRun:
     """The row of a run that raised: NaN figures and the error."""
     nan = math.nan
     return FlRun(
-        config["method"], config["partition"], int(config["seed"]), 0, nan, nan, nan, nan,
-        None, 0, nan, nan, "", error=error,
+        arm or config["method"], config["partition"], int(config["seed"]), 0, nan, nan, nan,
+        nan, None, 0, nan, nan, "", error=error,
     )  # fmt: skip
 
 
-def fl_row(history: dict[str, Any], target: float, wall: float, path: str) -> FlRun:
-    """Headline figures of a saved history (``History.to_dict()``)."""
+def fl_row(history: dict[str, Any], target: float, wall: float, path: str, arm: str = "") -> FlRun:
+    """Headline figures of a saved history (``History.to_dict()``); `arm` names the row
+    (default: the configured method)."""
     config, rounds = history["config"], history["rounds"]
     accuracy = [r.get("personalized_acc") for r in rounds]
     reached = [i + 1 for i, a in enumerate(accuracy) if a is not None and a >= target]
     last = rounds[-1] if rounds else {}
     return FlRun(
-        method=config["method"],
+        method=arm or config["method"],
         partition=config["partition"],
         seed=int(config["seed"]),
         rounds=len(rounds),
@@ -234,6 +266,9 @@ def fl_row(history: dict[str, Any], target: float, wall: float, path: str) -> Fl
         assign_time=_mean([r["time"]["assign"] for r in rounds]),
         wall_time=wall,
         history=path,
+        personalized_val_acc=_float(last.get("personalized_val_acc")),
+        global_val_acc=_float(last.get("global_val_acc")),
+        backend=str(last.get("assignment", {}).get("backend", "")),
     )
 
 
@@ -257,6 +292,8 @@ class FlSummary:
     personalized_std: float
     global_acc: float
     global_std: float
+    personalized_val_acc: float
+    personalized_val_std: float
     load_cv: float
     routed_cv: float
     rounds_to_target: str
@@ -292,6 +329,8 @@ def _fl_summary(method: str, partition: str, rows: list[FlRun]) -> FlSummary:
         personalized_std=_std([r.personalized_acc for r in rows]),
         global_acc=_mean([r.global_acc for r in rows]),
         global_std=_std([r.global_acc for r in rows]),
+        personalized_val_acc=_mean([r.personalized_val_acc for r in rows]),
+        personalized_val_std=_std([r.personalized_val_acc for r in rows]),
         load_cv=_mean([r.load_cv for r in rows]),
         routed_cv=_mean([r.routed_cv for r in rows]),
         rounds_to_target=to_target,
@@ -315,6 +354,7 @@ FL_HEADERS = (
     "method",
     "partition",
     "runs",
+    "pers val acc",
     "personalised acc",
     "global acc",
     "load CV",
@@ -325,17 +365,27 @@ FL_HEADERS = (
 )
 
 
-def fl_table(summaries: list[FlSummary], *, markdown: bool = False) -> str:
-    """Mean ± std over seeds as a terminal (or Markdown) table; one seed shows no ±."""
+def fl_table(
+    summaries: list[FlSummary], *, markdown: bool = False, withheld: set[str] | None = None
+) -> str:
+    """Mean ± std over seeds as a terminal (or Markdown) table; one seed shows no ±. The
+    test accuracies of the arms in `withheld` (options not chosen on validation) are not
+    shown."""
     from flexmoe.benchmarks.tables import fmt, markdown_table, mean_pm, text_table
+
+    hidden = withheld or set()
+
+    def test(s: FlSummary, mean: float, std: float) -> str:
+        return "withheld" if s.method in hidden else mean_pm(mean, std)
 
     cells = [
         [
             s.method,
             s.partition,
             str(s.runs),
-            mean_pm(s.personalized_acc, s.personalized_std),
-            mean_pm(s.global_acc, s.global_std),
+            mean_pm(s.personalized_val_acc, s.personalized_val_std),
+            test(s, s.personalized_acc, s.personalized_std),
+            test(s, s.global_acc, s.global_std),
             fmt(s.load_cv),
             fmt(s.routed_cv),
             s.rounds_to_target,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from flexmoe.benchmarks.summary import SolverSummary
 from flexmoe.extras import require_extra
@@ -64,7 +64,10 @@ def styles(labels: Sequence[str]) -> dict[str, dict[str, Any]]:
     }
 
 
-def _figure(width: float = 8.0, height: float = 4.2, ncols: int = 1) -> tuple[Figure, list[Axes]]:
+def _figure(
+    width: float = 8.0, height: float = 4.2, ncols: int = 1, *, nrows: int = 1,
+    sharey: bool | Literal["none", "all", "row", "col"] = True,
+) -> tuple[Figure, list[Axes]]:  # fmt: skip
     require_extra("bench", modules=("matplotlib",), part="the plots of flexmoe-bench")
     import matplotlib
 
@@ -72,8 +75,9 @@ def _figure(width: float = 8.0, height: float = 4.2, ncols: int = 1) -> tuple[Fi
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(
-        1, ncols, figsize=(width, height), layout="constrained", squeeze=False, sharey=True
-    )
+        nrows, ncols, figsize=(width, height), layout="constrained", squeeze=False,
+        sharey=sharey,
+    )  # fmt: skip
     return fig, list(axes.flat)
 
 
@@ -365,7 +369,7 @@ def fl_figures(histories: dict[str, list[dict[str, Any]]], out: Path) -> list[Pa
         return []
     seeds = _seeds([len(runs) for runs in histories.values()])
     spread = f"mean ± std over {seeds}" if seeds != "1 seed" else "1 seed"
-    return [
+    figures = [
         _per_partition(histories, "personalized_acc", out / "accuracy_vs_round.png",
                        f"Personalised test accuracy ({spread})", "accuracy"),
         _per_partition(histories, "holders.cv", out / "load_cv_vs_round.png",
@@ -373,6 +377,120 @@ def fl_figures(histories: dict[str, list[dict[str, Any]]], out: Path) -> list[Pa
                        "CV of holders per expert"),
         _load_profile(histories, out / "expert_load.png", seeds),
     ]  # fmt: skip
+    first = next(iter(histories.values()))[0]["rounds"]
+    if first and "personalized_val_acc" in first[0]:  # the full records of a run
+        figures += [
+            _panels(histories, ACCURACY_PANELS, out / "accuracy_rounds.png",
+                    f"Accuracy per round ({spread})", "accuracy"),
+            _panels(histories, CV_PANELS, out / "cv_rounds.png",
+                    f"Load spread per round: holders and routed samples ({spread})",
+                    "coefficient of variation"),
+            *_holdings(histories, out),
+        ]  # fmt: skip
+    return figures
+
+
+#: (per-round path, y label) of each panel of ``accuracy_rounds.png`` and ``cv_rounds.png``.
+ACCURACY_PANELS = (
+    ("personalized_val_acc", "personalised, validation"),
+    ("personalized_acc", "personalised, test"),
+    ("global_acc", "global, test"),
+)
+CV_PANELS = (("holders.cv", "holders per expert"),
+             ("routed.cv", "samples routed per expert"))  # fmt: skip
+
+
+def _panels(
+    histories: dict[str, list[dict[str, Any]]], panels: Sequence[tuple[str, str]], path: Path,
+    title: str, ylabel: str,
+) -> Path:  # fmt: skip
+    """A row per partition, a panel per quantity, a line per arm (± std band)."""
+    partitions, methods = _partitions(histories)
+    style = styles(methods)
+    fig, axes = _figure(3.6 * len(panels) + 2, 3.2 * len(partitions), len(panels),
+                        nrows=len(partitions), sharey="col")  # fmt: skip
+    for i, part in enumerate(partitions):
+        for j, (key, label) in enumerate(panels):
+            ax = axes[i * len(panels) + j]
+            lines, bands = _lines(histories, methods, part, key)
+            _draw_lines(ax, lines, style, bands)
+            _integer_ticks(ax)
+            last = i == 0 and j == len(panels) - 1
+            _decorate(ax, f"{part}: {label}", "round", ylabel if j == 0 else "", legend=last)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def _lines(
+    histories: dict[str, list[dict[str, Any]]], methods: list[str], part: str, key: str
+) -> tuple[dict[str, list[tuple[float, float]]], dict[str, Sequence[float]]]:
+    """Per method, the mean over seeds of one per-round quantity, and its std."""
+    lines: dict[str, list[tuple[float, float]]] = {}
+    bands: dict[str, Sequence[float]] = {}
+    for method in methods:
+        runs = histories.get(f"{method}@{part}", [])
+        if not runs or not runs[0]["rounds"]:
+            continue
+        mean, std = _mean_std([_series(h, key) for h in runs])
+        lines[method] = [(float(i), m) for i, m in enumerate(mean, start=1)]
+        if std is not None:
+            bands[method] = std
+    return lines, bands
+
+
+def _holdings(histories: dict[str, list[dict[str, Any]]], out: Path) -> list[Path]:
+    """Per partition, a client × expert map of each arm's holdings in its first seed:
+    the last round, and the share of rounds each pair was held."""
+    partitions, methods = _partitions(histories)
+    paths = []
+    for part in partitions:
+        arms = [m for m in methods if histories.get(f"{m}@{part}")]
+        name = "holdings.png" if len(partitions) == 1 else f"holdings-{_slug(part)}.png"
+        paths.append(_holding_maps(arms, [histories[f"{m}@{part}"][0] for m in arms],
+                                   out / name, part))  # fmt: skip
+    return paths
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "" for c in text)
+
+
+def _held(history: dict[str, Any]) -> tuple[Any, Any]:
+    """(held in the last round, share of rounds held): arrays (clients, experts)."""
+    import numpy as np
+
+    setup = history.get("setup", {})
+    n_clients = len(setup.get("capacity", [])) or 1 + max(
+        c for r in history["rounds"] for c in r["participants"])  # fmt: skip
+    n_experts = len(history["rounds"][0]["load_holders"])
+    counts = np.zeros((n_clients, n_experts))
+    last = np.zeros((n_clients, n_experts))
+    for record in history["rounds"]:
+        last[:] = 0.0
+        for client, experts in zip(record["participants"], record["assignment"]["experts"],
+                                   strict=True):  # fmt: skip
+            counts[client, experts] += 1
+            last[client, experts] = 1.0
+    return last, counts / len(history["rounds"])
+
+
+def _holding_maps(arms: list[str], runs: list[dict[str, Any]], path: Path, part: str) -> Path:
+    fig, axes = _figure(8.0, 1.0 + 2.1 * len(arms), 2, nrows=len(arms), sharey=False)
+    image = None
+    for i, (arm, history) in enumerate(zip(arms, runs, strict=True)):
+        last, share = _held(history)
+        for j, (values, what) in enumerate(((last, "last round"), (share, "share of rounds"))):
+            ax = axes[2 * i + j]
+            image = ax.imshow(values, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0,
+                              interpolation="nearest")  # fmt: skip
+            ax.set_title(f"{arm}: {what}", fontsize=9)
+            ax.set_ylabel("client" if j == 0 else "")
+            ax.set_xlabel("expert" if i == len(arms) - 1 else "")
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.6, label="held (share of rounds)")
+    seed = runs[0]["config"].get("seed", "?") if runs and "config" in runs[0] else "?"
+    fig.suptitle(f"Holdings, client × expert ({part}, seed {seed})", fontsize=10)
+    return _save(fig, path)
 
 
 def _series(history: dict[str, Any], path: str) -> list[float]:

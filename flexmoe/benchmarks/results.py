@@ -21,6 +21,7 @@ from typing import Any
 
 from flexmoe.benchmarks.environment import environment, spec_modules, versions
 from flexmoe.benchmarks.fl import FlGrid, FlRun, FlSummary, fl_table, summarise_fl
+from flexmoe.benchmarks.fl_report import fl_markdown, withheld
 from flexmoe.benchmarks.options import UsageError
 from flexmoe.benchmarks.plots import fl_figures, solver_figures
 from flexmoe.benchmarks.records import JOURNAL, SolverRun, write_csv, write_jsonl
@@ -33,6 +34,7 @@ __all__ = [
     "SolverResults",
     "State",
     "claim_out",
+    "fl_histories",
     "grid_versions",
     "read_journal",
     "read_meta",
@@ -136,6 +138,8 @@ class FlResults:
     rows: list[FlRun]
     summaries: list[FlSummary]
     figures: list[Path]
+    #: Options not chosen on validation: their test figures are not reported.
+    withheld: frozenset[str] = frozenset()
 
 
 def write_fl_results(
@@ -147,17 +151,21 @@ def write_fl_results(
     *,
     state: State = State.FINISHED,
 ) -> FlResults:
-    """Write rows (JSONL, CSV), mean ± std (CSV, Markdown), figures and ``meta.json``."""
+    """Write rows (JSONL, CSV), mean ± std (CSV, Markdown: then the statistics of
+    :mod:`~flexmoe.benchmarks.fl_report`), figures and ``meta.json``."""
     summaries = summarise_fl(rows)
-    _write_tables(out, rows, summaries, fl_table(summaries, markdown=True))
+    by_partition = fl_histories(out, rows)
+    hidden = set().union(*(withheld(r, grid.options) for r in by_partition.values()))
+    table = fl_table(summaries, markdown=True, withheld=hidden)
+    report = fl_markdown(by_partition, options=grid.options, reference=grid.reference)
+    _write_tables(out, rows, summaries, f"{table}\n\n{report}" if report else table)
     figures: list[Path] = []
     if state is State.FINISHED:
-        histories: dict[str, list[dict[str, Any]]] = {}
-        for row in rows:
-            if row.error:
-                continue
-            history = json.loads((out / row.history).read_text())
-            histories.setdefault(f"{row.method}@{row.partition}", []).append(history)
+        histories = {
+            f"{arm}@{partition}": list(runs.values())
+            for partition, arms in by_partition.items()
+            for arm, runs in arms.items()
+        }
         figures = fl_figures(histories, out)
     write_meta(
         out,
@@ -170,7 +178,19 @@ def write_fl_results(
         counts={"runs": len(rows), "failed": sum(1 for row in rows if row.error)},
         state=state,
     )
-    return FlResults(out, rows, summaries, figures)
+    return FlResults(out, rows, summaries, figures, frozenset(hidden))
+
+
+def fl_histories(out: Path, rows: list[FlRun]) -> dict[str, dict[str, dict[int, dict[str, Any]]]]:
+    """The saved history of every run that finished: ``{partition: {arm: {seed: ...}}}``
+    in row order."""
+    by: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}
+    for row in rows:
+        if row.error or not (out / row.history).is_file():
+            continue
+        history = json.loads((out / row.history).read_text())
+        by.setdefault(row.partition, {}).setdefault(row.method, {})[row.seed] = history
+    return by
 
 
 def _write_tables(out: Path, rows: list[Any], summaries: list[Any], markdown: str) -> None:

@@ -52,9 +52,10 @@ def federated_loop(
 
 
 def new_history(sim: Simulation) -> History:
-    """An empty history of `sim`'s run: its configuration and set-up (label skew, and the
-    federation's public spec). Every engine starts from this one."""
-    setup = {"label_skew": sim.skew.to_dict(), **sim.federation.setup()}
+    """An empty history of `sim`'s run: its configuration and set-up (label skew, the
+    learning rate the clients train with, and the federation's public spec). Every
+    engine starts from this one."""
+    setup = {"label_skew": sim.skew.to_dict(), "lr": sim.config.lr, **sim.federation.setup()}
     return History(sim.config.to_dict(), setup)
 
 

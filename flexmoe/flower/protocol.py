@@ -62,7 +62,8 @@ def from_record(record: ArrayRecord) -> State:
 def plan_to_config(plan: ClientPlan) -> ConfigRecord:
     """The train instruction for one client."""
     return ConfigRecord({"client": plan.client, "round": plan.round,
-                         "experts": list(plan.experts), "seed": plan.seed})  # fmt: skip
+                         "experts": list(plan.experts), "seed": plan.seed,
+                         "scored": list(plan.scored)})  # fmt: skip
 
 
 def plan_from_config(config: ConfigRecord) -> ClientPlan:
@@ -74,6 +75,7 @@ def plan_from_config(config: ConfigRecord) -> ClientPlan:
         int(config["round"]),  # type: ignore[arg-type]
         tuple(int(e) for e in experts),
         int(config["seed"]),  # type: ignore[arg-type]
+        tuple(int(e) for e in config.get("scored", []) or []),  # type: ignore[union-attr]
     )
 
 

@@ -131,10 +131,12 @@ class FlexMoEStrategy(Strategy):
         return nodes
 
     def _message(self, client: int, kind: str, config: ConfigRecord, rnd: int) -> Message:
-        """ψ and the experts in ``config["experts"]`` for `client`, with `config`."""
+        """ψ and the experts in ``config["experts"]`` (and ``config["scored"]``: the
+        probes) for `client`, with `config`."""
         assert self.state is not None
         weights = self.state.weights
-        experts = [int(e) for e in config["experts"]]  # type: ignore[union-attr]
+        sent = [*config["experts"], *config.get("scored", [])]  # type: ignore[misc]
+        experts = sorted({int(e) for e in sent})
         arrays = to_record({k: weights[k] for k in shared_keys(weights, experts)})
         content = RecordDict({"arrays": arrays, "config": config})
         return Message(content, dst_node_id=self.nodes[client], message_type=kind,

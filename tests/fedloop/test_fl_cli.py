@@ -74,7 +74,10 @@ def test_overwrite_starts_over_in_a_used_folder(tmp_path: Path) -> None:
         (["--backend", "milp:cbc"], "--backend: must be one of auto, flow"),
         (["--lr", "abc"], "--lr: expected float; got 'abc'"),
         (["--lr", "0"], "--lr: must be > 0; got 0.0"),
-        (["--signal", "f1"], "--signal: must be one of accuracy, loss; got 'f1'"),
+        (
+            ["--signal", "f1"],
+            "--signal: must be one of accuracy, loss, alone, alone_loss; got 'f1'",
+        ),
         (["--dataset", "mnist"], "pass the directory as --data-dir"),
         (["--dataset", "cifar10", "--data-dir", "."], "CIFAR-10: no data_batch_1.bin"),
         (["--engine", "ray"], "--engine: invalid choice"),
