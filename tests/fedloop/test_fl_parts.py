@@ -26,6 +26,7 @@ from flexmoe.fedloop import (
     split_clients,
 )
 from flexmoe.fedloop.aggregate import aggregate
+from flexmoe.fedloop.strategy import MoEStrategy
 
 LABELS = np.repeat(np.arange(10), 40)
 
@@ -207,3 +208,27 @@ def test_solver_free_methods() -> None:
     assert rr.status == "feasible" and rr.backend == "round_robin"
     with pytest.raises(ValueError, match="valid methods: flex"):
         METHODS["best"]
+
+
+def test_budgets_flow_cannot_take_reach_the_milp() -> None:
+    """Experts of different sizes: the storage row is not a count, so ``auto`` picks the
+    MILP, and the round's assignment keeps the row (equal sizes fold to counts: flow)."""
+    from flexmoe.fedloop.clients import client_profiles
+    from flexmoe.fedloop.spec import FederationSpec
+    from flexmoe.models import ModelSpec
+
+    config = FedConfig(clients=6, experts=4, capacity="2", rounds=1)
+    profiles = tuple(client_profiles(np.full(6, 2), expert_bytes=10, expert_params=2,
+                                     train_sizes=[5] * 6, epochs=1))  # fmt: skip
+    spec = FederationSpec(ModelSpec("mlp", (4,), 2, n_experts=4, top_k=1), profiles,
+                          expert_bytes=(6, 10, 10, 14), expert_params=(2, 2, 2, 2),
+                          backbone_bytes=100)  # fmt: skip
+    strategy = MoEStrategy(config, spec)
+    current = strategy.open_round(strategy.initial_state({}), 0)
+    assert current.assignment.backend == "milp" and current.assignment.status == "optimal"
+    storage = next(row for row in current.problem.budgets if row.name == "storage")
+    x = np.asarray(current.assignment.x)
+    assert (x @ storage.cost <= storage.limit).all() and storage.limit.tolist() == [20.0] * 6
+    equal = FederationSpec(spec.model, profiles, (10,) * 4, (2,) * 4, 100)
+    moe = MoEStrategy(config, equal)
+    assert moe.open_round(moe.initial_state({}), 0).assignment.backend == "flow"
