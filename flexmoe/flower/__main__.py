@@ -1,0 +1,114 @@
+"""``python -m flexmoe.flower``: run a Flower App on a private local federation.
+
+``python -m flexmoe.flower run examples/flower-app [flwr run options]`` is ``flwr run``
+against a SuperLink of its own (:class:`~flexmoe.flower.launch.LocalFederation`): no
+dependency installation, Flower's and Ray's state in a temporary folder, and nothing
+left running afterwards. The nodes default to the run configuration's ``clients``;
+``--run-config`` and every other ``flwr run`` option pass through.
+``python -m flexmoe.flower config`` prints the ``[tool.flwr.app.config]`` table of the
+App (every configuration field with its default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from flexmoe.fedloop.config import FedConfig
+from flexmoe.flower.launch import LocalFederation, RayOptions
+from flexmoe.flower.runconfig import AppSettings, config_table, from_run_config, run_config
+
+__all__ = ["main"]
+
+PROG = "python -m flexmoe.flower"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser(
+        "run", help="flwr run APP on a private local federation that leaves nothing running",
+        description="flwr run APP against a private SuperLink; options it does not know "
+        "go to flwr run (e.g. --run-config 'num-server-rounds=2 method=\"greedy\"')",
+    )  # fmt: skip
+    run.add_argument("app", type=Path, nargs="?", default=Path("."), help="the App's folder")
+    run.add_argument("--num-supernodes", type=int, metavar="N",
+                     help="simulated nodes (default: the run config's `clients`)")  # fmt: skip
+    run.add_argument("--client-cpus", type=float, default=1.0, metavar="C",
+                     help="CPUs Ray reserves per node (default: 1)")  # fmt: skip
+    run.add_argument("--client-gpus", type=float, default=0.0, metavar="G",
+                     help="GPUs Ray reserves per node (default: 0)")  # fmt: skip
+    run.add_argument("--ray-address", metavar="ADDR",
+                     help="an existing Ray cluster (default: a private local one)")  # fmt: skip
+    run.add_argument("--ray-cpus", type=int, metavar="N",
+                     help="CPUs of the private local Ray instance (default: all)")  # fmt: skip
+    commands.add_parser("config", help="print the App's [tool.flwr.app.config] table")
+    return parser
+
+
+def _run_config(app: Path, flwr_args: Sequence[str]) -> dict[str, Any]:
+    """The App's run configuration with the ``--run-config`` overrides of `flwr_args`."""
+    from flwr.common.config import flatten_dict, parse_config_args
+
+    pyproject = tomllib.loads((app / "pyproject.toml").read_text(encoding="utf-8"))
+    values = flatten_dict(pyproject.get("tool", {}).get("flwr", {}).get("app", {}).get("config"))
+    given = [v for flag, v in itertools.pairwise(flwr_args) if flag in ("--run-config", "-c")]
+    given += [a.split("=", 1)[1] for a in flwr_args if a.startswith("--run-config=")]
+    return {**values, **parse_config_args(given)}
+
+
+def _nodes(args: argparse.Namespace, flwr_args: list[str]) -> int:
+    """The node count: the flag, else the run config's `clients` (its values checked
+    here, before anything starts, when they are flexmoe's)."""
+    values = _run_config(args.app, flwr_args)
+    if "clients" in values:
+        config, _ = from_run_config(values)
+        return args.num_supernodes or config.clients
+    return args.num_supernodes or 2  # not flexmoe's App: Flower's default
+
+
+def _run(args: argparse.Namespace, flwr_args: list[str]) -> int:
+    if not (args.app / "pyproject.toml").is_file():
+        print(f"{PROG} run: error: {args.app} has no pyproject.toml (not a Flower App)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        nodes = _nodes(args, flwr_args)
+        ray = RayOptions(client_cpus=args.client_cpus, client_gpus=args.client_gpus,
+                         address=args.ray_address, num_cpus=args.ray_cpus)  # fmt: skip
+        ray.check_local()
+        with LocalFederation(ray, capture=False) as federation:
+            result = federation.run(args.app.resolve(), num_supernodes=nodes, arguments=flwr_args)
+    except ValueError as err:
+        text = str(err).replace("`address`", "--ray-address").replace("`client_cpus`",
+                                                                       "--client-cpus")  # fmt: skip
+        print(f"{PROG} run: error: {text}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG} run: interrupted; the federation is stopped", file=sys.stderr)
+        return 130
+    if not result.ok:
+        print(f"{PROG} run: the run ended {result.status}: {result.details}", file=sys.stderr)
+        return 1
+    print(f"{PROG} run: the run ended {result.status}; nothing is left running")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m flexmoe.flower``."""
+    args, rest = _parser().parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    if args.command == "config":
+        if rest:
+            _parser().error(f"unrecognized arguments: {' '.join(rest)}")
+        print(config_table(run_config(FedConfig(), AppSettings())), end="")
+        return 0
+    return _run(args, rest)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
