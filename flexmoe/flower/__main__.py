@@ -6,13 +6,16 @@ dependency installation, Flower's and Ray's state in a temporary folder, and not
 left running afterwards. The nodes default to the run configuration's ``clients``;
 ``--run-config`` and every other ``flwr run`` option pass through.
 ``python -m flexmoe.flower config`` prints the ``[tool.flwr.app.config]`` table of the
-App (every configuration field with its default).
+App (every configuration field with its default); ``python -m flexmoe.flower results
+DIR... --out FOLDER`` writes the table and the plots of runs' ``history.json`` (the
+Expected results of ``examples/flower-app/README.md``).
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import sys
 import tomllib
 from collections.abc import Sequence
@@ -48,7 +51,33 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--ray-cpus", type=int, metavar="N",
                      help="CPUs of the private local Ray instance (default: all)")  # fmt: skip
     commands.add_parser("config", help="print the App's [tool.flwr.app.config] table")
+    results = commands.add_parser("results", help="table and plots of runs (their out-dir)")
+    results.add_argument("runs", type=Path, nargs="+", metavar="DIR",
+                         help="out-dir of a run (holding its history.json)")  # fmt: skip
+    results.add_argument("--out", type=Path, required=True, metavar="FOLDER",
+                         help="where results.md and the PNG plots go")  # fmt: skip
+    results.add_argument("--target", type=float, default=0.8, metavar="ACC",
+                         help="accuracy of 'rounds to target' (default: 0.8)")  # fmt: skip
     return parser
+
+
+def write_results(runs: Sequence[Path], out: Path, target: float = 0.8) -> list[Path]:
+    """``results.md`` (a row per method and partition, mean ± std over the runs) and the
+    plots of ``flexmoe-bench fl`` (accuracy and holders CV per round, expert load) for
+    the runs' histories, in `out`."""
+    from flexmoe.benchmarks.fl import fl_row, fl_table, summarise_fl
+    from flexmoe.benchmarks.plots import fl_figures
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[Any] = []
+    histories: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        data = json.loads((run / "history.json").read_text(encoding="utf-8"))
+        wall = sum(r["time"]["round"] for r in data["rounds"])
+        rows.append(fl_row(data, target, wall, str(run / "history.json")))
+        histories.setdefault(f"{rows[-1].method}@{rows[-1].partition}", []).append(data)
+    (out / "results.md").write_text(fl_table(summarise_fl(rows), markdown=True) + "\n")
+    return [out / "results.md", *fl_figures(histories, out)]
 
 
 def _run_config(app: Path, flwr_args: Sequence[str]) -> dict[str, Any]:
@@ -106,6 +135,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if rest:
             _parser().error(f"unrecognized arguments: {' '.join(rest)}")
         print(config_table(run_config(FedConfig(), AppSettings())), end="")
+        return 0
+    if args.command == "results":
+        if rest:
+            _parser().error(f"unrecognized arguments: {' '.join(rest)}")
+        missing = [str(r) for r in args.runs if not (r / "history.json").is_file()]
+        if missing:
+            _parser().error(f"no history.json in {', '.join(missing)}")
+        for path in write_results(args.runs, args.out, args.target):
+            print(path)
         return 0
     return _run(args, rest)
 

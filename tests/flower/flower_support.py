@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,8 +22,6 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 with warnings.catch_warnings():  # click/typer deprecations raised while Flower imports
     warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -181,10 +178,3 @@ class Sandbox:
         assert not left, f"processes left running: {left}"
         assert list(self.home.iterdir()) == [], "written under HOME"
         assert list(self.tmp.iterdir()) == [], "left in the temporary folder"
-
-
-@pytest.fixture
-def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
-    box = Sandbox(tmp_path)
-    yield box
-    shutil.rmtree(box.tmp, ignore_errors=True)

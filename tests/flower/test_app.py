@@ -21,7 +21,7 @@ with warnings.catch_warnings():  # click/typer deprecations raised while Flower 
     pytest.importorskip("flwr", reason="the `flower` extra (flwr[simulation]) is not installed")
     pytest.importorskip("ray", reason="the `flower` extra (flwr[simulation]) is not installed")
 
-from flower_support import EXAMPLE, REPO, Sandbox, sandbox  # noqa: F401 (a fixture)
+from flower_support import EXAMPLE, REPO, Sandbox
 
 from flexmoe.fedloop import FedConfig, History, run
 

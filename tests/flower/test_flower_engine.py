@@ -17,7 +17,7 @@ with warnings.catch_warnings():  # click/typer deprecations raised while Flower 
     pytest.importorskip("flwr", reason="the `flower` extra (flwr[simulation]) is not installed")
     pytest.importorskip("ray", reason="the `flower` extra (flwr[simulation]) is not installed")
 
-from flower_support import MARK, Sandbox, sandbox  # noqa: F401 (a fixture)
+from flower_support import MARK, Sandbox
 
 from flexmoe.fedloop import FedConfig, History
 from flexmoe.flower import RayOptions, run_flower
@@ -93,7 +93,7 @@ def test_auto_without_a_cluster_says_so(monkeypatch: pytest.MonkeyPatch, tmp_pat
 
 @pytest.mark.slow
 def test_cli_engine_flower_gives_the_local_engines_history(
-    sandbox: Sandbox,  # noqa: F811
+    sandbox: Sandbox,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -121,7 +121,7 @@ def test_cli_engine_flower_gives_the_local_engines_history(
 
 @pytest.mark.slow
 def test_run_flower_calls_the_hooks_every_round(
-    sandbox: Sandbox,  # noqa: F811
+    sandbox: Sandbox,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv(MARK, sandbox.mark)

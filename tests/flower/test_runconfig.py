@@ -83,3 +83,14 @@ def test_bad_values_name_the_run_config_key(values: dict, message: str) -> None:
     with pytest.raises(ValueError) as info:
         from_run_config(values)
     assert str(info.value).startswith(message)
+
+
+def test_the_example_readme_shows_the_table_its_results_command_wrote() -> None:
+    readme = (EXAMPLE / "README.md").read_text(encoding="utf-8")
+    table = (EXAMPLE / "_static" / "results.md").read_text(encoding="utf-8")
+    assert table in readme
+    for section in ("## About this baseline", "## Environment setup", "## Running the "
+                    "experiments", "## Expected results"):  # fmt: skip
+        assert section in readme
+    for figure in ("accuracy_vs_round.png", "load_cv_vs_round.png", "expert_load.png"):
+        assert f"(_static/{figure})" in readme and (EXAMPLE / "_static" / figure).is_file()

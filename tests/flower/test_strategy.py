@@ -12,7 +12,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 
 with warnings.catch_warnings():  # click/typer deprecations raised while Flower imports
     warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -43,15 +42,6 @@ def _strategy(config: FedConfig, **options: object) -> tuple[FlexMoEStrategy, Si
     strategy = FlexMoEStrategy(MoEStrategy(config, sim.federation), history=new_history(sim),
                                **options)  # type: ignore[arg-type]  # fmt: skip
     return strategy, sim
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():  # type: ignore[no-untyped-def]
-    """One torch thread, as each client of the in-process run (bit-identical training)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
 
 
 def _start(strategy: FlexMoEStrategy, sim: Simulation, grid: LoopbackGrid, rounds: int) -> None:
@@ -163,7 +153,9 @@ def test_a_node_that_joins_later_gets_a_fresh_row() -> None:
     (late,) = grid.add_nodes(1, partitions=5)
     messages = list(strategy.configure_train(2, arrays, ConfigRecord(), grid))
     assert strategy.rows[late] == 4
-    assert [m.metadata.dst_node_id for m in messages if m.content["config"]["client"] == 4] == [late]
+    assert [m.metadata.dst_node_id for m in messages if m.content["config"]["client"] == 4] == [
+        late
+    ]
 
 
 def test_without_identify_new_nodes_take_rows_in_node_order() -> None:

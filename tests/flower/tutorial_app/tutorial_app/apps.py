@@ -56,9 +56,10 @@ client = ClientApp()
 @client.train()
 def train(msg: Message, context: Context) -> Message:
     partition = int(context.node_config["partition-id"])
-    if partition == int(context.run_config["crash-partition"]) and int(
-        msg.content["config"]["server-round"]
-    ) == 1:
+    if (
+        partition == int(context.run_config["crash-partition"])
+        and int(msg.content["config"]["server-round"]) == 1
+    ):
         raise RuntimeError("this node crashes in round 1")
     model = new_model()
     received = msg.content["arrays"].to_torch_state_dict()
