@@ -104,7 +104,8 @@ class FlexMoEStrategy(Strategy):
     identify : bool
         Ask each node seen for the first time who it is (flexmoe's ClientApp answers
         with its partition id, which becomes its fitness row when that row is free,
-        and its profile). Otherwise a new node gets the next fresh row.
+        and its profile). Otherwise (or when that row is taken) a new node gets the
+        lowest configured row nobody holds, else a fresh one.
     new_client : callable, optional
         ``new_client(row) -> ClientProfile`` for a fresh row of a node that did not say
         (default: the configured capacity, budgets that count experts).
@@ -187,6 +188,16 @@ class FlexMoEStrategy(Strategy):
             ``seed``, ``switch_cost``, ...; ``experts`` is the model's.
         **options
             As for the constructor (``fraction_train``, ``min_available_nodes``, ...).
+
+        Examples
+        --------
+        >>> import torch
+        >>> model = torch.nn.ModuleDict({"body": torch.nn.Linear(4, 8), "moe": torch.nn.ModuleList(
+        ...     torch.nn.Linear(8, 8) for _ in range(3))})
+        >>> strategy = FlexMoEStrategy.for_model(model.state_dict(), experts=r"moe\\.(\\d+)\\.",
+        ...                                      config={"capacity": 1})
+        >>> strategy.moe.n_experts, strategy.moe.spec.expert_params, strategy.moe.n_clients
+        (3, (72, 72, 72), 0)
         """
         state = from_record(arrays) if isinstance(arrays, ArrayRecord) else dict(arrays)
         rule = expert_rule(experts)
@@ -273,7 +284,7 @@ class FlexMoEStrategy(Strategy):
                     raise ProtocolError(reply.error.reason)
                 claims[node] = identity_from_content(reply.content)
             except (ProtocolError, KeyError, TypeError, ValueError) as err:
-                log.warning("node %d did not say who it is (%s); it gets a fresh row", node, err)
+                log.warning("node %d did not say who it is (%s); it gets a free row", node, err)
         return claims
 
     def _message(self, row: int, kind: str, config: dict[str, Any], rnd: int) -> Message:

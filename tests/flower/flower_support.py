@@ -38,6 +38,19 @@ if str(TUTORIAL) not in sys.path:
 
 
 @contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread, as each simulated client (one CPU): bit-identical training."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+@contextlib.contextmanager
 def task_identity() -> Iterator[None]:
     """The identity Flower's runtime gives a ServerApp's process (messages read it),
     restored afterwards."""

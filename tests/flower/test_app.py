@@ -14,14 +14,13 @@ import warnings
 from pathlib import Path
 
 import pytest
-import torch
 
 with warnings.catch_warnings():  # click/typer deprecations raised while Flower imports
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     pytest.importorskip("flwr", reason="the `flower` extra (flwr[simulation]) is not installed")
     pytest.importorskip("ray", reason="the `flower` extra (flwr[simulation]) is not installed")
 
-from flower_support import EXAMPLE, REPO, Sandbox
+from flower_support import EXAMPLE, REPO, Sandbox, one_torch_thread
 
 from flexmoe.fedloop import FedConfig, History, run
 
@@ -34,12 +33,8 @@ RUN_CONFIG = ("clients=4 experts=4 num-server-rounds=2 capacity='2' width=16 exp
 
 
 def _local(config: FedConfig) -> History:
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each Ray client (one CPU each)
-    try:
+    with one_torch_thread():  # as each Ray client (one CPU each)
         return run(config)
-    finally:
-        torch.set_num_threads(saved)
 
 
 def test_flwr_run_of_the_app_gives_the_local_engines_history(

@@ -19,7 +19,7 @@ with warnings.catch_warnings():  # click/typer deprecations raised while Flower 
     from flwr.app import ConfigRecord, Message
     from flwr.clientapp import ClientApp
 
-from flower_support import LoopbackGrid, task_identity
+from flower_support import LoopbackGrid, one_torch_thread, task_identity
 
 from flexmoe.fedloop import FedConfig, MoEStrategy, Simulation, run
 from flexmoe.fedloop.loop import new_history
@@ -51,8 +51,9 @@ def _start(strategy: FlexMoEStrategy, sim: Simulation, grid: LoopbackGrid, round
 def test_four_nodes_give_the_local_engines_history() -> None:
     config = CONFIG.replace(participation=0.75, dropout=0.2)
     strategy, sim = _strategy(config, identify=True)
-    _start(strategy, sim, LoopbackGrid(client_app, 4, run_config(config)), config.rounds)
-    local = run(config)
+    with one_torch_thread():
+        _start(strategy, sim, LoopbackGrid(client_app, 4, run_config(config)), config.rounds)
+        local = run(config)
     assert strategy.history.series("assignment.experts") == local.series("assignment.experts")
     assert strategy.history.series("dropped") == local.series("dropped") != [[], []]
     assert strategy.history.without_timings() == local.without_timings()
