@@ -43,6 +43,8 @@ from flexmoe.fedloop.task import ClientPlan, ClientReply, EvaluationCounts
 __all__ = ["MoEStrategy", "Round", "ServerState", "summarise_evaluation"]
 
 State = dict[str, Tensor]
+#: ``expert_of(key) -> int or None``: the expert a state key belongs to, None if shared
+#: (flexmoe's own naming, ``experts.<e>.*``, is :func:`~flexmoe.fedloop.aggregate.expert_of`).
 ExpertOf = Callable[[str], "int | None"]
 
 

@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -157,7 +158,8 @@ def _started_cluster() -> str | None:
 @dataclass(frozen=True)
 class RunResult:
     """How a run ended: Flower's status (``finished:completed``, ``finished:failed``,
-    ...), its details, and the end of its output when that was captured."""
+    ...), its details, and (when the output was captured) the warnings and errors Flower
+    logged with the end of the log."""
 
     status: str
     details: str
@@ -321,7 +323,7 @@ class LocalFederation:
         listed = subprocess.run([_program("flwr"), "list", CONNECTION, "--format", "json"],
                                 env=self._env, cwd=self.cwd, capture_output=True, text=True,
                                 timeout=120)  # fmt: skip
-        tail = _tail(output) if output is not None else ""
+        tail = _notable(output) if output is not None else ""
         try:
             runs = json.loads(listed.stdout)["runs"]
         except (ValueError, KeyError):
@@ -377,6 +379,23 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _notable(path: Path, most: int = 8) -> str:
+    """The distinct warnings and errors Flower logged (why a run failed comes first
+    there; its tracebacks come last), then the end of the log."""
+    try:
+        lines = [
+            _ANSI.sub("", line).strip() for line in path.read_text(errors="replace").splitlines()
+        ]
+    except OSError:
+        return ""
+    marked = [line for line in lines if line.startswith(("WARNING", "ERROR"))]
+    found = list(dict.fromkeys(m for m in marked if "default simulated SuperNodes" not in m))
+    return "\n".join([*found[:most], "...", *lines[-8:]])
 
 
 def _end(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT, grace: float = 5.0) -> None:

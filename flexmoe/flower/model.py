@@ -11,15 +11,13 @@ experts of a state dict with it.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from torch import Tensor
 
-__all__ = ["ExpertOf", "expert_rule", "expert_sizes"]
+from flexmoe.fedloop.strategy import ExpertOf
 
-#: ``expert_of(name) -> int or None``: the expert a parameter belongs to, None if shared
-#: (flexmoe's own naming, ``experts.<e>.*``, is :func:`flexmoe.fedloop.aggregate.expert_of`).
-ExpertOf = Callable[[str], "int | None"]
+__all__ = ["ExpertOf", "expert_rule", "expert_sizes"]
 
 
 def expert_rule(experts: str | ExpertOf) -> ExpertOf:

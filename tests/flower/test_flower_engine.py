@@ -131,3 +131,23 @@ def test_run_flower_calls_the_hooks_every_round(
                          hooks=[lambda rnd, state, h: seen.append((rnd, len(h.rounds)))])  # fmt: skip
     assert seen == [(0, 1), (1, 2), (2, 3)] and len(history.rounds) == 3
     sandbox.assert_clean()
+
+
+@pytest.mark.slow
+def test_resources_no_node_can_give_end_the_run_with_flowers_reason(
+    sandbox: Sandbox,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from flexmoe.cli import main
+
+    monkeypatch.setenv(MARK, sandbox.mark)
+    monkeypatch.setattr(tempfile, "tempdir", str(sandbox.tmp))
+    flags = ["train", "--clients", "2", "--rounds", "1", "--min-size", "10", "--quiet"]
+    assert main([*flags, "--out", str(tmp_path / "x"), "--engine", "flower",
+                 "--client-gpus", "64"]) == 1  # fmt: skip
+    err = capsys.readouterr().err
+    assert "the Flower run ended (finished:failed) after 0 of 1 rounds" in err
+    assert "does not meet the criteria to host at least one client" in err
+    sandbox.assert_clean()
