@@ -82,13 +82,17 @@ def write_results(runs: Sequence[Path], out: Path, target: float = 0.8) -> list[
 
 def _run_config(app: Path, flwr_args: Sequence[str]) -> dict[str, Any]:
     """The App's run configuration with the ``--run-config`` overrides of `flwr_args`."""
+    import click
     from flwr.common.config import flatten_dict, parse_config_args
 
     pyproject = tomllib.loads((app / "pyproject.toml").read_text(encoding="utf-8"))
     values = flatten_dict(pyproject.get("tool", {}).get("flwr", {}).get("app", {}).get("config"))
     given = [v for flag, v in itertools.pairwise(flwr_args) if flag in ("--run-config", "-c")]
     given += [a.split("=", 1)[1] for a in flwr_args if a.startswith("--run-config=")]
-    return {**values, **parse_config_args(given)}
+    try:
+        return {**values, **parse_config_args(given)}
+    except click.ClickException as err:  # Flower's parser: the TOML is malformed
+        raise ValueError(f"--run-config {' '.join(given)!r}: {err.format_message()}") from None
 
 
 def _nodes(args: argparse.Namespace, flwr_args: list[str]) -> int:

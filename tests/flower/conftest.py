@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+#: A Flower App the tests run (its modules import Flower; not test modules).
+collect_ignore = ["tutorial_app"]
+
 
 @pytest.fixture
 def sandbox(tmp_path: Path) -> Iterator[object]:

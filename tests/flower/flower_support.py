@@ -23,8 +23,11 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 with warnings.catch_warnings():  # click/typer deprecations raised while Flower imports
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    pytest.importorskip("flwr", reason="the `flower` extra (flwr[simulation]) is not installed")
     from flwr.app import Context, Error, Message, RecordDict
     from flwr.clientapp import ClientApp
     from flwr.serverapp import Grid

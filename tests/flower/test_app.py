@@ -28,8 +28,8 @@ CONFIG = FedConfig(
     clients=4, experts=4, rounds=2, capacity="2", partition="dirichlet:0.3", width=16,
     expert_hidden=8, min_size=10, seed=3, participation=0.75, dropout=0.2,
 )  # fmt: skip
-RUN_CONFIG = ("clients=4 experts=4 num-server-rounds=2 capacity='2' width=16 expert-hidden=8 "
-              "min-size=10 seed=3 participation=0.75 dropout=0.2")  # fmt: skip
+SHAPE = "clients=4 experts=4 num-server-rounds=2 capacity='2' width=16 expert-hidden=8 min-size=10"
+RUN_CONFIG = f"{SHAPE} seed=3 participation=0.75 dropout=0.2"
 
 
 def _local(config: FedConfig) -> History:
@@ -60,8 +60,7 @@ def test_the_app_runs_on_more_or_fewer_nodes_than_clients(
 ) -> None:
     out = tmp_path / "app"
     done = sandbox.run("run", str(EXAMPLE), "--ray-cpus", "2", "--num-supernodes", str(nodes),
-                       "--run-config", f"{RUN_CONFIG} participation=1.0 dropout=0.0 "
-                       f"out-dir='{out}'")  # fmt: skip
+                       "--run-config", f"{SHAPE} out-dir='{out}'")  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     history = History.load(out / "history.json")
     assert history.series("participants") == [rows, rows]
@@ -74,7 +73,12 @@ def test_bad_run_config_is_refused_before_anything_starts(sandbox: Sandbox) -> N
     done = sandbox.run("run", str(EXAMPLE), "--run-config", "train.lr=-1", timeout=60)
     assert done.returncode == 2
     assert "error: run config `train.lr` must be > 0; got -1.0" in done.stderr
-    assert time.monotonic() - began < 30
+    malformed = sandbox.run("run", str(EXAMPLE), "--run-config", "seed=1 seed=2", timeout=60)
+    assert malformed.returncode == 2
+    assert "error: --run-config 'seed=1 seed=2': The provided configuration string" in (
+        malformed.stderr
+    )
+    assert time.monotonic() - began < 60
     sandbox.assert_clean()
 
 

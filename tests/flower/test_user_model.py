@@ -136,7 +136,9 @@ def test_tutorial_app_on_flowers_simulation_runtime(tmp_path: Path) -> None:
     assert result.ok, result
     history = History.load(out / "history.json")
     assert len(history.rounds) == 2
-    assert history.series("dropped") == [[1], []]  # partition 1 crashed in round 1: dropped
+    (crashed,), after = history.series("dropped")  # partition 1 crashed in round 1
+    assert after == [] and history.series("participants") == [[0, 1, 2]] * 2
+    assert history.rounds[0].bytes_up[crashed] == 0
     summary = json.loads((out / "result.json").read_text())
     assert summary["rows"] == 3
     assert summary["train"]["2"]["lr_seen"] == pytest.approx(0.1)
