@@ -1,212 +1,120 @@
-"""Acceptance run of the federated loop: flex against the baselines on digits.
+"""Acceptance run of the federated loop on a named preset, and issue 12's targets.
 
-Digits, 20 clients, Dirichlet α = 0.3, 8 experts, 2 per client, 30 rounds, seeds 0–2, the
-five methods, in a pool of worker processes with one torch thread each. Prints, per
-method, personalised and global test accuracy (mean ± std over seeds), validation
-accuracy, load CV by holders, rounds with an untrained expert, the assignment's share of
-round time, then flex − baseline paired by seed, and the acceptance checks.
+Runs ``flexmoe-bench fl --preset NAME`` (5 paired seeds × every arm, in worker processes
+with one torch thread each), then prints the preset's report (``summary.md``: validation,
+test once, paired 95 % intervals, balance and cost) and the checks:
+
+* ``experts-matter``: flex − greedy > 0, and flex − fixed > 0 and flex − round_robin > 0,
+  on the personalised test accuracy (last round, and the mean of the last 5), each with
+  both 95 % intervals (BCa bootstrap, paired t) excluding 0;
+* every preset: flex's holders CV in every round, the assignment's share of the round
+  time, the wall time of the whole sweep (target: 10 minutes) and how loaded the machine
+  was (load average before and after).
 
 Usage::
 
-    .venv/bin/python benchmarks/fl_acceptance.py            # the acceptance grid
-    .venv/bin/python benchmarks/fl_acceptance.py --set train.lr=0.1 --metric val
+    .venv/bin/python benchmarks/fl_acceptance.py --preset experts-matter
+    .venv/bin/python benchmarks/fl_acceptance.py --preset default --out results/default
+    .venv/bin/python benchmarks/fl_acceptance.py --preset tiers -- --seeds 0-1
 
-``--set`` overrides a :class:`flexmoe.fedloop.FedConfig` field (dotted for ``train.*`` and
-``fitness.*``); tune on ``--metric val`` (each client's validation split), never on test.
+Flags after ``--`` go to ``flexmoe-bench fl`` as they are (they win over the preset's).
+The exit status is 1 when a target of the preset is not met.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import multiprocessing
-import statistics
+import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-METHODS = ("flex", "greedy", "random", "round_robin", "full")
-BASE = {
-    "dataset": "digits",
-    "partition": "dirichlet:0.3",
-    "clients": 20,
-    "experts": 8,
-    "capacity": "2",
-    "rounds": 30,
-}
+#: (reference, other arm) pairs whose difference must be > 0 with both intervals
+#: excluding 0, per preset.
+TARGETS = {"experts-matter": (("flex", "greedy"), ("flex", "fixed"), ("flex", "round_robin"))}
+LIMIT_S = 600.0
 
 
-def overrides(pairs: list[str]) -> dict[str, Any]:
-    """``key=value`` pairs (values parsed as JSON when they can be), keyed by the dotted
-    field paths :meth:`FedConfig.from_dict <flexmoe.fedloop.FedConfig.from_dict>` reads."""
-    from flexmoe.fedloop import FedConfig
-
-    config: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects key=value; got {pair!r}")
-        try:
-            config[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            config[key] = raw
-    try:
-        FedConfig.from_dict({**BASE, **config})
-    except ValueError as err:
-        raise SystemExit(f"--set: {err}") from None
-    return config
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.1f} / {five:.1f} / {fifteen:.1f} (1 / 5 / 15 min; {os.cpu_count()} CPUs)"
 
 
-def one_run(config: dict[str, Any], plugins: list[str], out: str | None) -> dict[str, Any]:
-    """Worker: one federated run with one torch thread; its headline figures."""
-    import torch
+def runs_of(out: Path) -> dict[str, dict[int, dict[str, Any]]]:
+    """``{arm: {seed: history}}`` of the (one) partition of a finished sweep."""
+    from flexmoe.benchmarks.fl import FlRun
+    from flexmoe.benchmarks.results import fl_histories, read_journal
 
-    from flexmoe.fedloop import FedConfig, run
-
-    torch.set_num_threads(1)
-    for plugin in plugins:
-        from flexmoe.benchmarks.environment import load_plugin
-
-        load_plugin(plugin)
-    start = time.perf_counter()
-    history = run(FedConfig.from_dict(config))
-    wall = time.perf_counter() - start
-    if out is not None:
-        history.save(Path(out) / f"{config['method']}-s{config['seed']}.json")
-    last = history.rounds[-1]
-    times = history.series("time.round")
-    return {
-        "method": config["method"],
-        "seed": config["seed"],
-        "test": last.personalized_acc,
-        "val": last.personalized_val_acc,
-        "global": last.global_acc,
-        "global_val": last.global_val_acc,
-        "cv": history.series("holders.cv"),
-        "untrained_rounds": sum(1 for r in history.rounds if r.never_trained > 0),
-        "assign_share": sum(history.series("time.assign")) / sum(times),
-        "median_round": statistics.median(times),
-        "wall": wall,
-    }
+    rows = [FlRun.from_dict(r) for r in read_journal(out)]
+    by_partition = fl_histories(out, rows)
+    return next(iter(by_partition.values()), {})
 
 
-def mean_std(values: list[float]) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.3f} ± {std:.3f}"
+def target_lines(runs: dict[str, dict[int, dict[str, Any]]], preset: str) -> list[str]:
+    """One line per target: the paired difference on the last round and the last 5."""
+    from flexmoe.benchmarks.fl_stats import paired, per_seed
 
-
-def table(rows: list[dict[str, Any]], methods: list[str], metric: str) -> str:
-    """Per method; with ``metric == "val"`` only validation accuracies are shown."""
-    first, second = ("test", "global") if metric == "test" else ("val", "global_val")
-    names = ("personalised", "global") if metric == "test" else ("pers. val", "global val")
-    head = (
-        f"{'method':<12} {names[0]:>14} {names[1]:>14} "
-        f"{'holders CV':>17} {'untrained':>9} {'assign %':>8} {'round s':>7}"
-    )
-    lines = [head, "-" * len(head)]
-    for method in methods:
-        mine = [r for r in rows if r["method"] == method]
-        cvs = [c for r in mine for c in r["cv"]]
-        lines.append(
-            f"{method:<12} {mean_std([r[first] for r in mine]):>14} "
-            f"{mean_std([r[second] for r in mine]):>14} "
-            f"{min(cvs):>7.3f}..{max(cvs):<7.3f} "
-            f"{sum(r['untrained_rounds'] for r in mine):>9} "
-            f"{100 * statistics.median(r['assign_share'] for r in mine):>8.2f} "
-            f"{statistics.median(r['median_round'] for r in mine):>7.3f}"
-        )
-    return "\n".join(lines)
-
-
-def paired(rows: list[dict[str, Any]], methods: list[str], metric: str) -> str:
-    """flex − other, per seed, on `metric`."""
-    by = {(r["method"], r["seed"]): r for r in rows}
-    seeds = sorted({r["seed"] for r in rows})
-    lines = [f"paired by seed, flex − other ({metric}):"]
-    for other in methods:
-        if other == "flex" or ("flex", seeds[0]) not in by:
+    lines = []
+    for ref, other in TARGETS.get(preset, ()):
+        if ref not in runs or other not in runs:
+            lines.append(f"target {ref} − {other}: NOT RUN (an arm is missing)")
             continue
-        diffs = [by["flex", s][metric] - by[other, s][metric] for s in seeds if (other, s) in by]
-        wins = sum(d > 0 for d in diffs)
-        cells = " ".join(f"{d:+.3f}" for d in diffs)
-        lines.append(f"  vs {other:<12} {cells}   mean {statistics.fmean(diffs):+.3f}, "
-                     f"flex ahead on {wins}/{len(diffs)} seeds")  # fmt: skip
-    return "\n".join(lines)
+        cells, met = [], True
+        for key in ("pt", "pt5"):
+            p = paired(per_seed(runs[ref], key), per_seed(runs[other], key))
+            met &= p.significant and p.mean > 0
+            cells.append(f"{key} {p.cell()}")
+        verdict = "MET" if met else "NOT MET"
+        lines.append(f"target {ref} − {other} > 0, both 95 % intervals excluding 0: {verdict}; "
+                     + "; ".join(cells))  # fmt: skip
+    return lines
 
 
-def checks(rows: list[dict[str, Any]], wall: float) -> list[str]:
-    flex = [r for r in rows if r["method"] == "flex"]
-    greedy = [r for r in rows if r["method"] == "greedy"]
-    out = [f"total wall time {wall:.1f} s (limit 300 s)"]
-    if flex:
-        worst = max(c for r in flex for c in r["cv"])
-        out.append(f"flex: worst holders CV over all rounds and seeds {worst:.4f} (limit 0.05)")
-        out.append(
-            f"flex: rounds with an untrained expert {sum(r['untrained_rounds'] for r in flex)}"
-        )
-        share = max(r["assign_share"] for r in flex)
-        out.append(
-            f"flex: assignment share of round time, worst seed {100 * share:.2f}% (limit 2%)"
-        )
-    if greedy:
-        cvs = [c for r in greedy for c in r["cv"]]
-        out.append(
-            f"greedy: holders CV min over rounds {min(cvs):.3f}, mean {statistics.fmean(cvs):.3f}"
-        )
-    return out
+def balance_lines(runs: dict[str, dict[int, dict[str, Any]]]) -> list[str]:
+    from flexmoe.benchmarks.fl_stats import run_metrics
+
+    if "flex" not in runs:
+        return []
+    histories = list(runs["flex"].values())
+    worst = max(r["holders"]["cv"] for h in histories for r in h["rounds"])
+    share = max(run_metrics(h)["assign_share"] for h in histories)
+    backends = sorted({r["assignment"]["backend"] for h in histories for r in h["rounds"]})
+    return [f"flex: worst holders CV over all rounds and seeds {worst:.4f}",
+            f"flex: assignment share of round time, worst seed {100 * share:.2f} %",
+            f"flex: assigned by {', '.join(backends)}"]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    own = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--rounds", type=int, default=BASE["rounds"])
+    parser.add_argument("--preset", default="experts-matter")
+    parser.add_argument("--out", type=Path, help="result folder (default: results/<preset>)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (2)")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a FedConfig field, e.g. train.lr=0.1",
-    )
-    parser.add_argument(
-        "--metric",
-        choices=("test", "val"),
-        default="test",
-        help="accuracy for the paired comparison (tune on val)",
-    )
-    parser.add_argument(
-        "--plugin",
-        action="append",
-        default=[],
-        help="module or .py file imported in every worker (own backends)",
-    )
-    parser.add_argument("--out", help="folder for each run's history JSON")  # fmt: skip
-    args = parser.parse_args(argv)
-    extra = overrides(args.set)
-    configs = []
-    for method in args.methods:
-        for seed in args.seeds:
-            config = {**BASE, "rounds": args.rounds, **extra, "method": method, "seed": seed}
-            configs.append(config)
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
-        futures = [pool.submit(one_run, c, args.plugin, args.out) for c in configs]
-        rows = [f.result() for f in futures]
+    parser.add_argument("--resume", action="store_true", help="continue the sweep in --out")
+    args = parser.parse_args(own)
+    out = args.out or Path("results") / args.preset
+
+    from flexmoe.benchmarks.cli import main as bench
+
+    before, start = load(), time.perf_counter()
+    status = bench(["fl", "--preset", args.preset, "--jobs", str(args.jobs), "--out", str(out),
+                    *(["--resume"] if args.resume else []), *extra])  # fmt: skip
     wall = time.perf_counter() - start
-    print(f"digits, {BASE['clients']} clients, {BASE['partition']}, {BASE['experts']} experts, "
-          f"capacity {BASE['capacity']}, {args.rounds} rounds, seeds {args.seeds}, "
-          f"overrides {extra or 'none'}")  # fmt: skip
-    print(table(rows, args.methods, args.metric))
-    print(paired(rows, args.methods, args.metric))
-    print(paired(rows, args.methods, "global" if args.metric == "test" else "global_val"))
-    print("\n".join(checks(rows, wall)))
-    return 0
+    if status == 2:
+        return 2
+    print((out / "summary.md").read_text())
+    runs = runs_of(out)
+    targets = target_lines(runs, args.preset)
+    what = "this command (resumed: only the runs not done yet)" if args.resume else "the sweep"
+    checks = [f"wall time of {what} {wall:.0f} s (target {LIMIT_S:.0f} s): "
+              f"{'met' if wall <= LIMIT_S else 'NOT met'}",
+              f"load average before {before}, after {load()}",
+              *balance_lines(runs), *targets]  # fmt: skip
+    print("\n".join(checks))
+    return 1 if status or any("NOT MET" in line or "NOT RUN" in line for line in targets) else 0
 
 
 if __name__ == "__main__":

@@ -17,7 +17,9 @@ Example::
 runtime (``flwr run`` on a private local SuperLink, clients on Ray).
 Errors are one line naming the flag (or file key) and the rule, then a pointer to
 ``--help``. Ctrl-C or SIGTERM stops a run, keeps its last checkpoint and prints the
-command that continues it.
+command that continues it. ``--resume`` verifies the checkpoint and falls back to the one
+before a damaged one (a warning names the file and the round); when none is usable it
+prints one line naming each bad file and its fault and exits with status 2.
 """
 
 from __future__ import annotations
@@ -293,7 +295,7 @@ class _Progress:
             last = history.rounds[-1]
             self.bar.set_postfix(acc=_fmt(last.personalized_acc), cv=_fmt(last.holders.cv, ".2f"),
                                  refresh=False)  # fmt: skip
-            self.bar.update(1)
+            self.bar.update(self.done - self.bar.n)  # a fallback resumes before `start`
 
     def close(self) -> None:
         if self.bar is not None:
@@ -370,24 +372,35 @@ def resume_command(argv: Sequence[str]) -> str:
 
 def _train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> int:
     from flexmoe import params
+    from flexmoe.extras import MissingExtraError, require_extra
     from flexmoe.fedloop import FedConfig
-    from flexmoe.fedloop.checkpoint import completed_rounds, load_checkpoint
+
+    try:
+        require_extra("fl", part="`flexmoe train`")
+    except MissingExtraError as err:
+        print(f"flexmoe train: error: {err}", file=sys.stderr)
+        return 2
+    from flexmoe.fedloop.checkpoint import CheckpointError, completed_rounds
 
     _check_engine(parser, args)
     config = _config(parser, args)
     _prepare_out(parser, args)
-    start = 0
-    if args.resume:
-        found = load_checkpoint(args.out / "checkpoint", config.fitness)
-        start = 0 if found is None else found.next_round
+    start = completed_rounds(args.out / "checkpoint") if args.resume else 0
     args.out.mkdir(parents=True, exist_ok=True)
-    params.write_toml(args.out / "config.toml", params.to_flat(config),
-                      header="flexmoe train configuration; load it with --config")  # fmt: skip
+
+    def write_config() -> None:
+        params.write_toml(args.out / "config.toml", params.to_flat(config),
+                          header="flexmoe train configuration; load it with --config")  # fmt: skip
+
+    if not args.resume:  # a resume writes it once its checkpoint was accepted
+        write_config()
     progress = _Progress(config.rounds, min(start, config.rounds), args.quiet)
     try:
         with _sigterm_interrupts():
             history = _run_engine(args, config, progress)
     except KeyboardInterrupt:
+        if args.resume and progress.done > start:
+            write_config()
         progress.close()
         done = max(progress.done, completed_rounds(args.out / "checkpoint"))
         then = (f"continue with: {resume_command(argv)}" if args.engine == "local" else
@@ -395,6 +408,10 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list
         print(f"flexmoe train: interrupted after {done} of {config.rounds} rounds; {then}",
               file=sys.stderr)  # fmt: skip
         return INTERRUPTED
+    except CheckpointError as err:  # bad input, though no flag's: one line, status 2
+        progress.close()
+        print(f"flexmoe train: error: {err}; start over with --overwrite", file=sys.stderr)
+        return 2
     except (FileNotFoundError, ImportError, ValueError) as err:
         progress.close()
         parser.error(ConfigSource().explain(err, params.options(FedConfig), parser))
@@ -403,6 +420,8 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list
         print(f"flexmoe train: error: {err}", file=sys.stderr)
         return 1
     progress.close()
+    if args.resume:
+        write_config()
     print(final_table(history))
     print(f"history: {args.out / 'history.json'}")
     return 0

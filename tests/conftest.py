@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
+
+#: ``--doctest-modules`` would import each folder's ``conftest.py`` again as a module
+#: named ``conftest`` (two of them clash: "import file mismatch"); they hold no doctests.
+collect_ignore_glob = ["*/conftest.py"]
 
 settings.register_profile(
     "default", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -19,3 +24,14 @@ settings.register_profile(
 settings.load_profile(
     "ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "default")
 )
+
+
+@pytest.fixture
+def scratch_registry():
+    """Register throw-away backends without leaking them into other tests."""
+    from flexmoe.assign import registry
+
+    saved = dict(registry._REGISTRY)
+    yield
+    registry._REGISTRY.clear()
+    registry._REGISTRY.update(saved)

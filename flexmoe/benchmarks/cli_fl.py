@@ -29,14 +29,33 @@ __all__ = ["AXES", "FlSweep", "add_parser", "fl_grid", "run_fl"]
 AXES = ("method", "partition", "seed")
 
 
+def _presets() -> list[str]:
+    from flexmoe.benchmarks.presets import PRESETS
+
+    return list(PRESETS)
+
+
 @dataclass(frozen=True)
 class FlSweep:
     """The axes of a federated sweep and what it reports (the other settings are
     :class:`~flexmoe.fedloop.FedConfig` fields)."""
 
+    preset: str | None = field(
+        default=None,
+        metadata=param(
+            "a named experiment: its task, arms and seeds (flags given win)",
+            choices=_presets,
+            metavar="NAME",
+            group="sweep",
+        ),
+    )
     methods: str = field(
         default="flex,greedy,random,full",
-        metadata=param("comma-separated assignment methods", metavar="LIST", group="sweep"),
+        metadata=param(
+            "comma-separated arms: assignment methods or variants (flex-paper, ...)",
+            metavar="LIST",
+            group="sweep",
+        ),
     )
     partitions: str = field(
         default="iid,dirichlet:0.3,shards:2",
@@ -98,18 +117,19 @@ def fl_grid(args: argparse.Namespace) -> FlGrid:
     loaded first, so that their methods, data sets and backends are valid)."""
     from flexmoe.benchmarks.cli import load_plugins
     from flexmoe.benchmarks.fl import FlGrid, default_jobs
+    from flexmoe.benchmarks.presets import PRESETS, VARIANTS, arm_settings
     from flexmoe.cli import ConfigSource, resolve_config
     from flexmoe.fedloop import METHODS, FedConfig
 
     load_plugins(args.plugin)
     known, source = _known(), ConfigSource()
     try:
-        flat = resolve_config(args, known, source)
+        flat = _with_preset(resolve_config(args, known, source), source)
         sweep_keys = {o.path for o in params.options(FlSweep)}
         sweep = params.build(FlSweep, {k: v for k, v in flat.items() if k in sweep_keys})
-        methods = parse_names(sweep.methods, "--methods", list(METHODS))
+        methods = parse_names(sweep.methods, "--methods", [*METHODS, *VARIANTS])
         seeds = parse_int_list(sweep.seeds, "--seeds")
-        axes = {"method": methods[0], "seed": seeds[0]}
+        axes = {"method": arm_settings(methods[0])["method"], "seed": seeds[0]}
         config = params.build(FedConfig, {k: v for k, v in flat.items() if k not in sweep_keys}
                               | axes)  # fmt: skip
         partitions = [_partition(config, p) for p in sweep.partitions.split(",")]
@@ -123,6 +143,11 @@ def fl_grid(args: argparse.Namespace) -> FlGrid:
         raise UsageError("--target", f"expected an accuracy in (0, 1]; got {sweep.target!r}")
     n_runs = len(methods) * len(partitions) * len(seeds)
     base = {k: v for k, v in config.to_dict().items() if k not in AXES}
+    arms = {arm: arm_settings(arm) for arm in methods}
+    _check_arms(config, arms)
+    preset = PRESETS[sweep.preset] if sweep.preset else None
+    options = tuple(a for a in (preset.options if preset else ()) if a in methods)
+    reference = preset.reference if preset and preset.reference in methods else methods[0]
     return FlGrid(
         methods=tuple(methods),
         partitions=tuple(partitions),
@@ -131,7 +156,39 @@ def fl_grid(args: argparse.Namespace) -> FlGrid:
         target=sweep.target,
         jobs=args.jobs or default_jobs(n_runs),
         plugins=tuple(args.plugin),
+        arms=arms,
+        preset=sweep.preset or "",
+        options=options,
+        reference=reference,
     )
+
+
+def _with_preset(flat: dict[str, Any], source: Any) -> dict[str, Any]:
+    """`flat` over the settings of the preset it names (``--preset`` or the file's
+    ``preset`` key): the preset's task, arms and seeds, unless given."""
+    from flexmoe.benchmarks.presets import PRESETS, flat_settings
+
+    name = flat.get("preset")
+    if not name or name not in PRESETS:
+        return flat  # no preset, or an unknown one (its field says so)
+    preset = PRESETS[name]
+    task = dict(preset.config)
+    layer = {"methods": ",".join(preset.methods), "seeds": preset.seeds,
+             "partitions": str(task.pop("partition", "iid")), **flat_settings(task)}  # fmt: skip
+    source.sources.update({k: f"--preset {name}" for k in layer if k not in flat})
+    return layer | flat
+
+
+def _check_arms(config: Any, arms: dict[str, dict[str, Any]]) -> None:
+    """Every arm's configuration is valid (a variant's pinned settings included)."""
+    from flexmoe.benchmarks.presets import merge
+    from flexmoe.fedloop import ConfigError, FedConfig
+
+    for arm, settings in arms.items():
+        try:
+            FedConfig.from_dict(merge(config.to_dict(), settings))
+        except ConfigError as err:
+            raise UsageError("--methods", f"{arm!r}: {err}") from None
 
 
 def _partition(config: Any, text: str) -> str:
@@ -148,37 +205,39 @@ def resolved_settings(grid: FlGrid) -> dict[str, Any]:
     """The flat settings of `grid`, as ``--config`` reads them back."""
     from flexmoe.fedloop import FedConfig
 
-    sweep = FlSweep(",".join(grid.methods), ",".join(grid.partitions),
+    sweep = FlSweep(grid.preset or None, ",".join(grid.methods), ",".join(grid.partitions),
                     ",".join(str(s) for s in grid.seeds), grid.target)  # fmt: skip
-    first = {"method": grid.methods[0], "partition": grid.partitions[0], "seed": grid.seeds[0]}
+    from flexmoe.benchmarks.presets import arm_settings
+
+    method = arm_settings(grid.methods[0])["method"]
+    first = {"method": method, "partition": grid.partitions[0], "seed": grid.seeds[0]}
     config = FedConfig.from_dict({**grid.base, **first})
     base = {k: v for k, v in params.to_flat(config).items() if k not in AXES}
     return params.to_flat(sweep) | base
 
 
-def _quiet(args: argparse.Namespace) -> bool:
-    return bool(getattr(args, "quiet", False) or getattr(args, "no_progress", False))
-
-
 def run_fl(args: argparse.Namespace, command: str) -> int:
-    from flexmoe.benchmarks.fl import run_fl_grid
-    from flexmoe.benchmarks.results import now, write_fl_results
+    from flexmoe.benchmarks.results import now
+    from flexmoe.benchmarks.sweeps import fl_sweep
 
     grid = fl_grid(args)
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    params.write_toml(out / "config.toml", resolved_settings(grid),
-                      header="flexmoe bench fl settings; load them with --config")  # fmt: skip
-    started = now()
-    rows = run_fl_grid(grid, out, progress=not _quiet(args))
-    return report_fl(write_fl_results(out, grid, rows, command, started))
+
+    def write_settings(out: Path) -> None:
+        params.write_toml(out / "config.toml", resolved_settings(grid),
+                          header="flexmoe bench fl settings; load them with --config")  # fmt: skip
+
+    results = fl_sweep(grid, args.out, command, now(), progress=not args.quiet,
+                       resume=args.resume, overwrite=args.overwrite,
+                       prepare=write_settings)  # fmt: skip
+    return report_fl(results)
 
 
 def report_fl(results: FlResults) -> int:
-    """Print the mean ± std table and where the files are; 1 if any run failed."""
+    """Print the mean ± std table (test figures of the options not chosen on validation
+    withheld, as in ``summary.md``) and where the files are; 1 if any run failed."""
     from flexmoe.benchmarks.fl import fl_table
 
-    print(fl_table(results.summaries))
+    print(fl_table(results.summaries, withheld=set(results.withheld)))
     files = "runs.jsonl, runs.csv, summary.md, runs/*.json, config.toml"
     print(f"\n{len(results.rows)} runs → {results.out}/{files}; "
           f"plots: {', '.join(f.name for f in results.figures)}")  # fmt: skip

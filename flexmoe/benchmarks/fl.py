@@ -1,23 +1,25 @@
 """``flexmoe-bench fl``: federated methods × partitions × seeds, in parallel processes.
 
 Each run is :func:`flexmoe.fedloop.run` on one :class:`~flexmoe.fedloop.FedConfig`, in a
-worker process of a spawn pool (one torch thread each, up to the core count); its
-:class:`~flexmoe.fedloop.History` is saved as ``runs/<method>-<partition>-s<seed>.json``.
+worker process of a spawn pool (:class:`~flexmoe.benchmarks.workers.WorkerPool`: one
+torch thread each, up to the core count); its :class:`~flexmoe.fedloop.History` is saved
+as ``runs/<method>-<partition>-s<seed>.json`` and its row goes to the journal
+``runs.jsonl`` as soon as it finishes.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
 import os
 import statistics
 import sys
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from flexmoe.benchmarks.records import in_order, keep_row
 
 __all__ = ["FlGrid", "FlRun", "FlSummary", "fl_jobs", "run_fl_grid", "summarise_fl"]
 
@@ -30,9 +32,11 @@ class FlGrid:
 
     Attributes
     ----------
-    methods, partitions : tuple of str
-        :data:`flexmoe.fedloop.METHODS` and partition specs (``iid``, ``dirichlet:0.3``,
-        ``shards:2``).
+    methods : tuple of str
+        The arms: methods of :data:`flexmoe.fedloop.METHODS` or variants of
+        :data:`~flexmoe.benchmarks.presets.VARIANTS` (a method with pinned settings).
+    partitions : tuple of str
+        Partition specs (``iid``, ``dirichlet:0.3``, ``shards:2``).
     seeds : tuple of int
     base : dict
         The other :class:`~flexmoe.fedloop.FedConfig` fields (dataset, clients, ...).
@@ -42,6 +46,15 @@ class FlGrid:
         Worker processes.
     plugins : tuple of str
         Imported in every worker (user backends for ``flex``).
+    arms : dict
+        The settings each arm pins (:func:`~flexmoe.benchmarks.presets.arm_settings`,
+        resolved when the sweep is set up); an arm missing here is looked up then.
+    preset : str
+        The preset the sweep runs (empty: none).
+    options : tuple of str
+        Arms competing as flex's fitness, chosen on validation by the report.
+    reference : str
+        The arm the report compares every other with (paired by seed).
     """
 
     methods: tuple[str, ...]
@@ -51,23 +64,40 @@ class FlGrid:
     target: float = 0.8
     jobs: int = 1
     plugins: tuple[str, ...] = ()
+    arms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    preset: str = ""
+    options: tuple[str, ...] = ()
+    reference: str = "flex"
 
 
 @dataclass(frozen=True)
 class FlJob:
-    """One federated run: a full FedConfig as a dict, and where its history goes."""
+    """One federated run: its arm, a full FedConfig as a dict, and where its history
+    goes."""
 
     name: str
     config: dict[str, Any]
     history: str
     plugins: tuple[str, ...] = ()
+    arm: str = ""
+    """The method or variant (the config's method when empty)."""
+
+    @property
+    def label(self) -> str:
+        return self.arm or self.config["method"]
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        """(arm, partition, seed): what a resumed sweep skips when it has a row."""
+        return self.label, self.config["partition"], int(self.config["seed"])
 
 
 @dataclass
 class FlRun:
-    """Headline figures of one federated run."""
+    """Headline figures of one federated run (test accuracies unless named ``val``)."""
 
     method: str
+    """The arm: a method or a variant."""
     partition: str
     seed: int
     rounds: int
@@ -88,65 +118,102 @@ class FlRun:
     """The saved history, relative to the result folder."""
     error: str = ""
     """Why the run failed (empty when it did not)."""
+    personalized_val_acc: float = math.nan
+    global_val_acc: float = math.nan
+    backend: str = ""
+    """Who solved the last round's assignment (``flow``, ``milp``, or the method)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FlRun:
+        """A row from :meth:`to_dict` output (a JSON line: NaN may come as a string)."""
+        names = {f.name: f.type for f in fields(cls)}
+        values: dict[str, Any] = {
+            k: float(v) if names[k] == "float" else v for k, v in data.items() if k in names
+        }
+        return cls(**values)
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        """(method, partition, seed), as :attr:`FlJob.key`."""
+        return self.method, self.partition, self.seed
+
 
 def fl_jobs(grid: FlGrid, out: Path) -> list[FlJob]:
-    """One job per (method, partition, seed), in that order."""
+    """One job per (arm, partition, seed), in that order; an arm's settings win over the
+    base ones."""
+    from flexmoe.benchmarks.presets import arm_settings, merge
+
     jobs = []
     for partition in grid.partitions:
-        for method in grid.methods:
+        for arm in grid.methods:
+            settings = grid.arms.get(arm) or arm_settings(arm)
             for seed in grid.seeds:
-                name = f"{method}-{partition.replace(':', '')}-s{seed}"
-                config = {**grid.base, "method": method, "partition": partition, "seed": seed}
+                name = f"{arm}-{partition.replace(':', '')}-s{seed}"
+                config = merge(grid.base, settings) | {"partition": partition, "seed": seed}
                 history = str(out / "runs" / f"{name}.json")
-                jobs.append(FlJob(name, config, history, grid.plugins))
+                jobs.append(FlJob(name, config, history, grid.plugins, arm))
     return jobs
 
 
 def run_fl_grid(
     grid: FlGrid,
     out: Path,
+    rows: list[FlRun] | None = None,
     *,
     progress: bool = True,
     on_done: Callable[[FlRun], None] | None = None,
 ) -> list[FlRun]:
-    """Run every job in a spawn pool of `grid.jobs` workers; rows in job order."""
+    """Run every job that has no row in `rows` yet, `grid.jobs` at a time.
+
+    Each finished run is added to `rows` and to the journal ``out/runs.jsonl`` (and
+    passed to `on_done`) at once, so that what finished survives an interruption: on
+    :class:`~flexmoe.benchmarks.processes.Interrupted` the workers are killed and the
+    exception goes on to the caller, which writes the tables of `rows`. Returns `rows`
+    in job order.
+    """
     from tqdm import tqdm
 
+    from flexmoe.benchmarks.workers import WorkerPool
+
+    rows = [] if rows is None else rows
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    jobs = fl_jobs(grid, out)
+    every = fl_jobs(grid, out)
+    done = {row.key for row in rows}
+    jobs = [job for job in every if job.key not in done]
     rounds = int(grid.base.get("rounds", 30))
-    context = multiprocessing.get_context("spawn")
-    done: dict[str, FlRun] = {}
-    bar = tqdm(total=len(jobs) * rounds, desc="fl", unit="round", file=sys.stderr,
-               disable=not progress)  # fmt: skip
-    with context.Manager() as manager, ProcessPoolExecutor(grid.jobs, mp_context=context) as pool:
-        ticks = manager.Queue()
-        futures = {pool.submit(run_fl_job, job, grid.target, ticks): job for job in jobs}
-        pending: set[Future[FlRun]] = set(futures)
-        while pending:
-            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            _drain(ticks, bar)
-            for future in finished:
-                row = future.result()
-                done[futures[future].name] = row
+    bar = tqdm(total=len(every) * rounds, initial=len(done) * rounds, desc="fl", unit="round",
+               file=sys.stderr, disable=not progress)  # fmt: skip
+    try:
+        with WorkerPool(min(grid.jobs, len(jobs)), run_fl_work) as pool:
+            for kind, value in pool.run([(job, grid.target) for job in jobs]):
+                if kind == "tick":
+                    bar.update(value)
+                    continue
+                (job, _), result = value
+                row = result if kind == "done" else failed_row(job.config, str(result), job.arm)
+                keep_row(rows, row, out)
                 if on_done is not None:
                     on_done(row)
-        _drain(ticks, bar)
-    bar.close()
-    return [done[job.name] for job in jobs]
+    finally:
+        bar.close()
+    in_order(rows, [job.key for job in every])
+    return rows
 
 
-def _drain(ticks: Any, bar: Any) -> None:
-    while not ticks.empty():
-        bar.update(ticks.get_nowait())
+def run_fl_work(task: tuple[FlJob, float], tick: Callable[[int], None]) -> FlRun:
+    """A worker's job: :func:`run_fl_job` with progress ticks to the parent."""
+    job, target = task
+    return run_fl_job(job, target, tick)
 
 
-def run_fl_job(job: FlJob, target: float, ticks: Any = None) -> FlRun:
-    """Worker: one federated run with one torch thread; saves its history."""
+def run_fl_job(job: FlJob, target: float, tick: Callable[[int], None] | None = None) -> FlRun:
+    """One federated run with one torch thread; saves its history.
+
+    `tick(1)` is called after every round (the progress bar of the parent).
+    """
     import time
 
     import torch
@@ -157,35 +224,36 @@ def run_fl_job(job: FlJob, target: float, ticks: Any = None) -> FlRun:
     torch.set_num_threads(1)
     for plugin in job.plugins:
         load_plugin(plugin)
-    hooks = [] if ticks is None else [lambda rnd, state, history: ticks.put(1)]
+    hooks = [] if tick is None else [lambda rnd, state, history: tick(1)]
     start = time.perf_counter()
     try:
         history = run(FedConfig.from_dict(job.config), hooks=hooks)
     except Exception as err:
         logger.exception("federated run %s failed", job.name)
-        return failed_row(job.config, f"{type(err).__name__}: {err}")
+        return failed_row(job.config, f"{type(err).__name__}: {err}", job.arm)
     wall = time.perf_counter() - start
     history.save(job.history)
-    return fl_row(history.to_dict(), target, wall, f"runs/{Path(job.history).name}")
+    return fl_row(history.to_dict(), target, wall, f"runs/{Path(job.history).name}", job.arm)
 
 
-def failed_row(config: dict[str, Any], error: str) -> FlRun:
+def failed_row(config: dict[str, Any], error: str, arm: str = "") -> FlRun:
     """The row of a run that raised: NaN figures and the error."""
     nan = math.nan
     return FlRun(
-        config["method"], config["partition"], int(config["seed"]), 0, nan, nan, nan, nan,
-        None, 0, nan, nan, "", error=error,
+        arm or config["method"], config["partition"], int(config["seed"]), 0, nan, nan, nan,
+        nan, None, 0, nan, nan, "", error=error,
     )  # fmt: skip
 
 
-def fl_row(history: dict[str, Any], target: float, wall: float, path: str) -> FlRun:
-    """Headline figures of a saved history (``History.to_dict()``)."""
+def fl_row(history: dict[str, Any], target: float, wall: float, path: str, arm: str = "") -> FlRun:
+    """Headline figures of a saved history (``History.to_dict()``); `arm` names the row
+    (default: the configured method)."""
     config, rounds = history["config"], history["rounds"]
     accuracy = [r.get("personalized_acc") for r in rounds]
     reached = [i + 1 for i, a in enumerate(accuracy) if a is not None and a >= target]
     last = rounds[-1] if rounds else {}
     return FlRun(
-        method=config["method"],
+        method=arm or config["method"],
         partition=config["partition"],
         seed=int(config["seed"]),
         rounds=len(rounds),
@@ -198,6 +266,9 @@ def fl_row(history: dict[str, Any], target: float, wall: float, path: str) -> Fl
         assign_time=_mean([r["time"]["assign"] for r in rounds]),
         wall_time=wall,
         history=path,
+        personalized_val_acc=_float(last.get("personalized_val_acc")),
+        global_val_acc=_float(last.get("global_val_acc")),
+        backend=str(last.get("assignment", {}).get("backend", "")),
     )
 
 
@@ -221,6 +292,8 @@ class FlSummary:
     personalized_std: float
     global_acc: float
     global_std: float
+    personalized_val_acc: float
+    personalized_val_std: float
     load_cv: float
     routed_cv: float
     rounds_to_target: str
@@ -256,6 +329,8 @@ def _fl_summary(method: str, partition: str, rows: list[FlRun]) -> FlSummary:
         personalized_std=_std([r.personalized_acc for r in rows]),
         global_acc=_mean([r.global_acc for r in rows]),
         global_std=_std([r.global_acc for r in rows]),
+        personalized_val_acc=_mean([r.personalized_val_acc for r in rows]),
+        personalized_val_std=_std([r.personalized_val_acc for r in rows]),
         load_cv=_mean([r.load_cv for r in rows]),
         routed_cv=_mean([r.routed_cv for r in rows]),
         rounds_to_target=to_target,
@@ -265,8 +340,9 @@ def _fl_summary(method: str, partition: str, rows: list[FlRun]) -> FlSummary:
 
 
 def _std(values: list[float]) -> float:
+    """Sample standard deviation; NaN with fewer than two values (no spread to show)."""
     finite = [v for v in values if math.isfinite(v)]
-    return statistics.stdev(finite) if len(finite) > 1 else 0.0
+    return statistics.stdev(finite) if len(finite) > 1 else math.nan
 
 
 def default_jobs(n_runs: int) -> int:
@@ -278,6 +354,7 @@ FL_HEADERS = (
     "method",
     "partition",
     "runs",
+    "pers val acc",
     "personalised acc",
     "global acc",
     "load CV",
@@ -288,17 +365,27 @@ FL_HEADERS = (
 )
 
 
-def fl_table(summaries: list[FlSummary], *, markdown: bool = False) -> str:
-    """Mean ± std over seeds as a terminal (or Markdown) table."""
-    from flexmoe.benchmarks.tables import fmt, markdown_table, text_table
+def fl_table(
+    summaries: list[FlSummary], *, markdown: bool = False, withheld: set[str] | None = None
+) -> str:
+    """Mean ± std over seeds as a terminal (or Markdown) table; one seed shows no ±. The
+    test accuracies of the arms in `withheld` (options not chosen on validation) are not
+    shown."""
+    from flexmoe.benchmarks.tables import fmt, markdown_table, mean_pm, text_table
+
+    hidden = withheld or set()
+
+    def test(s: FlSummary, mean: float, std: float) -> str:
+        return "withheld" if s.method in hidden else mean_pm(mean, std)
 
     cells = [
         [
             s.method,
             s.partition,
             str(s.runs),
-            f"{s.personalized_acc:.3f} ± {s.personalized_std:.3f}",
-            f"{s.global_acc:.3f} ± {s.global_std:.3f}",
+            mean_pm(s.personalized_val_acc, s.personalized_val_std),
+            test(s, s.personalized_acc, s.personalized_std),
+            test(s, s.global_acc, s.global_std),
             fmt(s.load_cv),
             fmt(s.routed_cv),
             s.rounds_to_target,

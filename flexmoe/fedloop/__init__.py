@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from flexmoe.extras import require_extra
 from flexmoe.fedloop.clients import (
     CapacitySpec,
     ClientProfile,
@@ -129,6 +130,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    require_extra("fl", part=f"`flexmoe.fedloop.{name}`")
     value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
     globals()[name] = value
     return value

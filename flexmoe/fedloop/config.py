@@ -28,7 +28,7 @@ from typing import Any
 
 from flexmoe import params
 from flexmoe.fedloop.clients import CapacitySpec, parse_capacity
-from flexmoe.fedloop.data import DATASETS
+from flexmoe.fedloop.data import DATASETS, default_lr
 from flexmoe.fedloop.fitness import FitnessConfig
 from flexmoe.fedloop.partition import PartitionSpec, parse_partition
 from flexmoe.fedloop.policies import METHODS
@@ -47,7 +47,10 @@ class TrainConfig:
     Attributes
     ----------
     epochs, batch_size : int
-    lr, momentum, weight_decay : float
+    lr : float or None
+        SGD learning rate; None: the data set's default
+        (:func:`~flexmoe.fedloop.data.default_lr`, :attr:`FedConfig.lr`).
+    momentum, weight_decay : float
     feedback : {"during", "before", "after"}
         Where the per-expert accuracy and loss come from: the training batches as they
         are trained on (free), a pass over the training data with the received model
@@ -63,8 +66,11 @@ class TrainConfig:
     batch_size: int = field(
         default=16, metadata=param("local batch size", check=number(low=1), metavar="B")
     )
-    lr: float = field(
-        default=0.1, metadata=param("SGD learning rate", check=number(0, open_low=True))
+    lr: float | None = field(
+        default=None,
+        metadata=param(
+            "SGD learning rate (none: the data set's default)", check=number(0, open_low=True)
+        ),
     )
     momentum: float = field(
         default=0.9, metadata=param("SGD momentum", check=number(0, 1), metavar="M")
@@ -133,7 +139,9 @@ class FedConfig:
         Carry each expert's historical load deficit into the lower load bounds.
     switch_cost : float
         μ ≥ 0: utility lost per expert a client did not hold last time it took part
-        (the assignment problem's churn term).
+        (the assignment problem's churn term). The default 0.05 was chosen with the
+        fitness defaults on the validation split (``flexmoe-bench fl --preset
+        fitness-options``); the paper has none (0).
     balance_penalty, balance_metric : float, str
         λ ≥ 0 and the imbalance it weighs (``variance`` or ``range``): the assignment
         problem's soft balance term.
@@ -154,8 +162,8 @@ class FedConfig:
     >>> config = FedConfig(capacity="tiers:2/4", experts=4, rounds=5)
     >>> config.capacity, config.k
     (CapacitySpec(tiers=(2, 4)), 2)
-    >>> params.to_flat(config)["capacity"], params.to_flat(config)["train.lr"]
-    ('tiers:2/4', 0.1)
+    >>> params.to_flat(config)["capacity"], params.to_flat(config)["train.lr"], config.lr
+    ('tiers:2/4', None, 0.1)
     """
 
     dataset: str = field(
@@ -245,7 +253,7 @@ class FedConfig:
         ),
     )
     switch_cost: float = field(
-        default=0.0,
+        default=0.05,
         metadata=param(
             "utility lost per newly held expert (the problem's churn term μ)",
             check=number(low=0),
@@ -358,6 +366,16 @@ class FedConfig:
     def k(self) -> int:
         """Experts per sample."""
         return self.top_k if self.top_k is not None else self.capacity.smallest
+
+    @property
+    def lr(self) -> float:
+        """The learning rate the clients use: ``train.lr``, or the data set's default."""
+        return self.train.lr if self.train.lr is not None else default_lr(self.dataset)
+
+    @property
+    def local_training(self) -> TrainConfig:
+        """`train` with the learning rate resolved (:attr:`lr`): what clients train with."""
+        return dataclasses.replace(self.train, lr=self.lr)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, nested configurations as dicts (the JSON form of a history)."""

@@ -52,9 +52,10 @@ def federated_loop(
 
 
 def new_history(sim: Simulation) -> History:
-    """An empty history of `sim`'s run: its configuration and set-up (label skew, and the
-    federation's public spec). Every engine starts from this one."""
-    setup = {"label_skew": sim.skew.to_dict(), **sim.federation.setup()}
+    """An empty history of `sim`'s run: its configuration and set-up (label skew, the
+    learning rate the clients train with, and the federation's public spec). Every
+    engine starts from this one."""
+    setup = {"label_skew": sim.skew.to_dict(), "lr": sim.config.lr, **sim.federation.setup()}
     return History(sim.config.to_dict(), setup)
 
 
@@ -94,7 +95,10 @@ def run(
         Folder for ``history.json`` and the per-round checkpoint.
     resume : bool
         Continue from the checkpoint in `out` (an error if `out` holds a different
-        configuration; ``rounds`` may differ). Without a checkpoint it starts afresh.
+        configuration; ``rounds`` may differ). Without a checkpoint it starts afresh. The
+        newest checkpoint is verified first; a damaged one falls back to the one before it
+        with a warning (that round runs again), and when none is usable
+        :class:`~flexmoe.fedloop.checkpoint.CheckpointError` says which file is bad and why.
     hooks : sequence of callables
         Extra ``hook(round, state, history)`` after every round (progress, logging).
     threads : int, optional
@@ -129,21 +133,21 @@ def _run(
     sim = Simulation(config)
     strategy = MoEStrategy(config, sim.federation)
     folder = None if out is None else Path(out)
+    initial = strategy.initial_state(sim.initial_weights())
     restored = None
     if resume:
         if folder is None:
             raise ValueError("`resume` needs `out`, the folder holding the checkpoint")
-        restored = load_checkpoint(folder / "checkpoint", config.fitness)
+        restored = load_checkpoint(folder / "checkpoint", config, initial, sim.state_dict())
     if restored is not None:
-        _check_same(restored.config, config)
         sim.load_state_dict(restored.clients)
         state, start = restored.state, restored.next_round
         strategy.rng = restored.rng
         strategy.method.load_state_dict(restored.method)
-        history = History.from_dict(restored.history)
+        history = restored.history
         history.config = config.to_dict()
     else:
-        state, start = strategy.initial_state(sim.initial_weights()), 0
+        state, start = initial, 0
         history = new_history(sim)
     all_hooks = [_log_round, *hooks]
     if folder is not None:
@@ -154,14 +158,3 @@ def _run(
     if folder is not None:
         history.save(folder / "history.json")
     return history
-
-
-def _check_same(saved: dict[str, object], config: FedConfig) -> None:
-    current = config.to_dict()
-    defaults = FedConfig().to_dict()  # fields newer than the checkpoint
-    differ = sorted(k for k in current if k != "rounds" and saved.get(k, defaults[k]) != current[k])
-    if differ:
-        raise ValueError(
-            "the checkpoint was written by a different configuration; differing field(s): "
-            + ", ".join(f"{k} (checkpoint {saved.get(k)!r}, now {current[k]!r})" for k in differ)
-        )

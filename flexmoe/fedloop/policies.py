@@ -10,9 +10,11 @@ rounds (a warm solver session, an assignment drawn once) subclasses :class:`Meth
 
 Built-ins: ``flex`` solves the problem with :func:`flexmoe.assign.solve`; ``greedy``
 gives each client its top-k by fitness through the ``greedy:topk`` backend (load
-ignored); ``random``, ``round_robin`` and ``full`` (every client every expert, capacity
-ignored) need no solver. An assignment that breaks the problem's constraints by design
-(greedy, full, usually random) has status ``relaxed`` with the violations in its message.
+ignored); both break ties among equal fitness at random, seeded per run and round.
+``random``, ``round_robin``, ``fixed`` (a balanced assignment drawn once and kept) and
+``full`` (every client every expert, capacity ignored) need no fitness. An assignment
+that breaks the problem's constraints by design (greedy, full, usually random) has
+status ``relaxed`` with the violations in its message.
 
 This module imports neither torch nor the model.
 """
@@ -32,12 +34,15 @@ from flexmoe.assign import (
     Assignment,
     AssignmentProblem,
     BackendUnavailableError,
+    BudgetRow,
+    Solver,
     Status,
     UnknownBackendError,
     UnsupportedProblemError,
     solve,
     verify,
 )
+from flexmoe.assign.problem import FRIENDLY_ROWS
 from flexmoe.fedloop.registry import Registry
 from flexmoe.params import ConfigError
 
@@ -52,12 +57,18 @@ __all__ = [
     "RoundInput",
     "load_band",
     "make_method",
+    "permuted",
+    "ranked",
     "register_method",
+    "ties",
+    "unpermuted",
 ]
 
 log = logging.getLogger(__name__)
 
 Bool = NDArray[np.bool_]
+Float = NDArray[np.float64]
+Index = NDArray[np.intp]
 
 
 def load_band(
@@ -148,7 +159,16 @@ class Method:
     Subclass it for a method with state across rounds (override :meth:`assign`, and
     :meth:`state_dict` / :meth:`load_state_dict` so that a resumed run continues it);
     a stateless method can be registered as a plain function instead.
+
+    Attributes
+    ----------
+    uses_fitness : bool
+        Whether the assignment reads the fitness utility. When it does not (``random``,
+        ``round_robin``, ``full``, ``fixed``) clients neither score experts alone nor
+        download probes for it.
     """
+
+    uses_fitness: bool = True
 
     def __init__(self, setup: MethodSetup) -> None:
         self.setup = setup
@@ -161,6 +181,12 @@ class Method:
 
     def assign(self, round: RoundInput) -> Assignment:
         raise NotImplementedError
+
+    def grow(self, setup: MethodSetup) -> None:
+        """The federation gained clients (a Flower node seen for the first time):
+        `setup` is the grown one. A method whose state depends on the clients adapts it
+        here (and must then know them in :meth:`initial_holdings` and :meth:`assign`)."""
+        self.setup = setup
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable state to checkpoint (none by default)."""
@@ -187,7 +213,11 @@ METHODS: Registry[type[Method]] = Registry("method")
 
 
 def register_method(
-    name: str, method: type[Method] | AssignFunction, *, replace: bool = False
+    name: str,
+    method: type[Method] | AssignFunction,
+    *,
+    uses_fitness: bool = True,
+    replace: bool = False,
 ) -> None:
     """Make `method` selectable as ``FedConfig(method=name)`` (``--method name``).
 
@@ -198,6 +228,9 @@ def register_method(
         A class built once per run as ``method(setup)`` (:class:`MethodSetup`), or a
         function ``assign(round) -> Assignment`` (:class:`RoundInput`) for a method
         without state.
+    uses_fitness : bool
+        For a function: whether it reads the fitness utility (a class says so with
+        :attr:`Method.uses_fitness`).
     replace : bool
         Allow replacing a method registered under the same name.
 
@@ -218,7 +251,8 @@ def register_method(
         return
     if not callable(method):
         raise TypeError(f"`method` must be a Method subclass or a function; got {method!r}")
-    wrapped = type(f"Method_{name}", (_Stateless,), {"function": staticmethod(method)})
+    body = {"function": staticmethod(method), "uses_fitness": uses_fitness}
+    wrapped = type(f"Method_{name}", (_Stateless,), body)
     METHODS.register(name, wrapped, replace=replace)
 
 
@@ -233,10 +267,14 @@ def make_method(setup: MethodSetup) -> Method:
 # -- the built-ins ----------------------------------------------------------------------
 
 
-def _solve(problem: AssignmentProblem, backend: str, seed: int) -> Assignment:
-    """:func:`flexmoe.assign.solve`, with what the registry raises about `backend`
-    reported against the ``backend`` setting."""
+def _solve(
+    problem: AssignmentProblem, backend: str, seed: int, session: Solver | None = None
+) -> Assignment:
+    """:func:`flexmoe.assign.solve` (or `session`'s warm solve), with what the registry
+    raises about `backend` reported against the ``backend`` setting."""
     try:
+        if session is not None:
+            return session.solve(problem, seed=seed)
         return solve(problem, backend, seed=seed)
     except (UnknownBackendError, BackendUnavailableError, UnsupportedProblemError) as err:
         raise ConfigError("backend", f"`backend` {backend!r}: {err}") from err
@@ -249,25 +287,133 @@ def _solution(result: Assignment, what: str) -> Assignment:
     return result
 
 
+# -- ties -------------------------------------------------------------------------------
+
+
+def ties(round: RoundInput) -> np.random.Generator:
+    """The generator that breaks the round's ties: seeded by the round's seed (itself
+    drawn per run and round) in its own stream, so that using it moves no other draw
+    and paired runs of different methods stay aligned."""
+    return np.random.default_rng([round.seed, 1])
+
+
+def permuted(problem: AssignmentProblem, rows: Index, cols: Index) -> AssignmentProblem:
+    """`problem` with client ``rows[i]`` as row i and expert ``cols[j]`` as column j.
+
+    Examples
+    --------
+    >>> p = AssignmentProblem(np.array([[1.0, 2.0], [3.0, 4.0]]), max_experts=[1, 2])
+    >>> q = permuted(p, np.array([1, 0]), np.array([1, 0]))
+    >>> q.utility.tolist(), q.max_experts.tolist()
+    ([[4.0, 3.0], [2.0, 1.0]], [2, 1])
+    """
+    pair, by_client, by_expert = np.ix_(rows, cols), rows, cols
+
+    def take(value: Any, index: Any) -> Any:
+        return None if value is None else np.asarray(value)[index]
+
+    budgets = tuple(
+        BudgetRow(r.name, r.cost[cols] if r.cost.ndim == 1 else r.cost[pair], r.limit[rows])
+        for r in problem.budgets
+        if r.name not in FRIENDLY_ROWS
+    )
+    changes = {name: take(getattr(problem, name), index) for name, index in (
+        ("utility", pair), ("compute_cost", pair), ("load_weight", pair), ("allowed", pair),
+        ("previous", pair), ("max_experts", by_client), ("min_experts", by_client),
+        ("storage", by_client), ("compute_budget", by_client), ("load_min", by_expert),
+        ("load_max", by_expert), ("expert_size", by_expert),
+    )}  # fmt: skip
+    return problem.replace(budgets=budgets, **changes)
+
+
+def unpermuted(
+    result: Assignment, problem: AssignmentProblem, rows: Index, cols: Index
+) -> Assignment:
+    """`result` of :func:`permuted` (`problem`, `rows`, `cols`) as a result of `problem`."""
+    assert result.x is not None
+    x = np.zeros(problem.shape, dtype=bool)
+    x[np.ix_(rows, cols)] = result.x
+    return Assignment.from_x(
+        problem, x, status=result.status, bound=result.bound, backend=result.backend,
+        message=result.message, build_time=result.build_time, solve_time=result.solve_time,
+        wall_time=result.wall_time, info=result.info,
+    )  # fmt: skip
+
+
+def ranked(utility: Float, rng: np.random.Generator) -> Float:
+    """Each row of `utility` replaced by its ranks, equal values ordered at random; the
+    sign is kept (positive values get ranks ``1, 2, ...`` above the others). A top-k by
+    this order is a top-k by `utility` with its ties broken at random, row by row.
+
+    Examples
+    --------
+    >>> r = ranked(np.array([[0.5, 0.5, 0.5, -1.0]]), np.random.default_rng(0))
+    >>> sorted(r[0, :3].tolist()), bool(r[0, 3] < 0)
+    ([1.0, 2.0, 3.0], True)
+    """
+    order = np.lexsort((rng.random(utility.shape), utility))  # along each row
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(utility.shape[1])[None, :], axis=1)
+    below = (utility <= 0).sum(axis=1, keepdims=True)  # ranked first
+    return np.where(utility > 0, rank - below + 1, rank - below).astype(np.float64)
+
+
 class Flex(Method):
     """The load-balanced assignment: the round's problem solved by the configured
-    backend. When a carried deficit makes the band infeasible it solves once more with
-    the plain band."""
+    backend, in one :class:`~flexmoe.assign.Solver` session for the whole run (a backend
+    with a session class, flow and convex, re-solves warm from the last round: flow
+    from its expert prices). When a carried deficit makes the band infeasible it solves
+    once more with the plain band."""
+
+    def __init__(self, setup: MethodSetup) -> None:
+        super().__init__(setup)
+        self.session: Solver | None = None
+
+    def _session(self) -> Solver:
+        if self.session is None:
+            backend = self.setup.config.backend
+            try:
+                self.session = Solver(backend)
+            except (UnknownBackendError, BackendUnavailableError) as err:
+                raise ConfigError("backend", f"`backend` {backend!r}: {err}") from err
+        return self.session
 
     def assign(self, round: RoundInput) -> Assignment:
-        backend = self.setup.config.backend
-        result = _solve(round.problem, backend, round.seed)
+        """Solve the round's problem with its clients in a random order of the round and
+        its experts in a random order of the run (ties then break at random; the flow
+        session's expert prices stay aligned from round to round)."""
+        p = round.problem
+        rows = ties(round).permutation(p.n_clients)
+        cols = np.random.default_rng([self.setup.config.seed, 1]).permutation(p.n_experts)
+        problem = permuted(p, rows, cols)
+        backend, session = self.setup.config.backend, self._session()
+        result = _solve(problem, backend, round.seed, session)
         if result.status is Status.INFEASIBLE and round.carried:
             log.warning("load band with carried deficit is infeasible; solving without the carry")
-            p = round.problem
-            lo, hi = load_band(p.max_experts, p.n_experts)
-            result = _solve(p.replace(load_min=lo, load_max=hi), backend, round.seed)
-        return _solution(result, "assignment")
+            lo, hi = load_band(problem.max_experts, problem.n_experts)
+            problem = problem.replace(load_min=lo, load_max=hi)
+            result = _solve(problem, backend, round.seed, session)
+        return unpermuted(_solution(result, "assignment"), p, rows, cols)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The solver sessions' state (flow's prices), so that a resumed run re-solves
+        from where the interrupted one was."""
+        return {"sessions": self._session().state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._session().load_state_dict(state.get("sessions", {}))
 
 
 def greedy(round: RoundInput) -> Assignment:
-    """Each client its top-k experts by fitness (``greedy:topk``), load ignored."""
-    return _solution(_solve(round.problem, "greedy:topk", round.seed), "greedy assignment")
+    """Each client its top-k experts by fitness (``greedy:topk``: budgets kept, load
+    ignored), ties broken at random for each client (:func:`ranked`; the switch cost is
+    part of the utility ranked)."""
+    p = round.problem
+    order = ranked(p.effective_utility(), ties(round))
+    problem = p.replace(utility=order, previous=None, switch_cost=0.0)
+    x = _solution(_solve(problem, "greedy:topk", round.seed), "greedy assignment").x
+    assert x is not None
+    return round.assignment(x, "greedy:topk")
 
 
 def random(round: RoundInput) -> Assignment:
@@ -290,8 +436,11 @@ def round_robin(round: RoundInput) -> Assignment:
 
 
 class Full(Method):
-    """Every client holds every expert, from the first round on: capacity ignored (a
-    control that moves the most bytes; not an upper bound on accuracy)."""
+    """Every client holds every expert, from the first round on: capacity ignored. A
+    control that moves the most bytes — not an upper bound on accuracy: each gate must
+    learn to route among all the experts, each expert serves every client."""
+
+    uses_fitness = False
 
     def initial_holdings(self) -> Bool:
         return np.ones((self.setup.spec.n_clients, self.setup.spec.n_experts), dtype=bool)
@@ -300,8 +449,45 @@ class Full(Method):
         return round.assignment(np.ones(round.problem.shape, dtype=bool), "full")
 
 
+class Fixed(Method):
+    """A balanced assignment drawn once and kept every round: flex's load band (and the
+    clients' budgets) solved on a uniform random utility seeded by the run's seed. It
+    never reads the fitness: what balance buys without it (against ``flex``)."""
+
+    uses_fitness = False
+
+    def __init__(self, setup: MethodSetup) -> None:
+        super().__init__(setup)
+        self._x: Bool | None = None
+
+    def drawn(self) -> Bool:
+        """The assignment of every client (drawn on first use)."""
+        if self._x is None:
+            spec, seed = self.setup.spec, self.setup.config.seed
+            capacity = spec.capacity()
+            utility = np.random.default_rng([seed, 12]).random((spec.n_clients, spec.n_experts))
+            lo, hi = load_band(capacity, spec.n_experts)
+            problem = AssignmentProblem(utility, max_experts=capacity, load_min=lo, load_max=hi,
+                                        **spec.budgets(np.arange(spec.n_clients)))  # fmt: skip
+            self._x = np.array(_solution(_solve(problem, "auto", seed), "fixed assignment").x)
+        return self._x
+
+    def initial_holdings(self) -> Bool:
+        return self.drawn().copy()
+
+    def grow(self, setup: MethodSetup) -> None:
+        """New clients: the assignment is drawn again over all of them (balanced over
+        the grown federation; the clients there before may get other experts)."""
+        super().grow(setup)
+        self._x = None
+
+    def assign(self, round: RoundInput) -> Assignment:
+        return round.assignment(self.drawn()[list(round.clients)], "fixed")
+
+
 register_method("flex", Flex)
 register_method("greedy", greedy)
-register_method("random", random)
-register_method("round_robin", round_robin)
+register_method("random", random, uses_fitness=False)
+register_method("round_robin", round_robin, uses_fitness=False)
 register_method("full", Full)
+register_method("fixed", Fixed)

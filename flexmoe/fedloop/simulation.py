@@ -135,7 +135,7 @@ class Simulation:
             data = self.clients[plan.client]
             reply, gate = train_client(
                 self.spec, weights, self.gates[plan.client], data.x_train, data.y_train, plan,
-                self.config.train,
+                self.config.local_training,
             )  # fmt: skip
             self.gates[plan.client] = gate
             replies.append(reply)

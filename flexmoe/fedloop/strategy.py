@@ -21,12 +21,14 @@ gives the same assignments on both engines.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
@@ -40,12 +42,17 @@ from flexmoe.fedloop.policies import Method, MethodSetup, RoundInput, load_band,
 from flexmoe.fedloop.spec import FederationSpec
 from flexmoe.fedloop.task import ClientPlan, ClientReply, EvaluationCounts
 
-__all__ = ["MoEStrategy", "Round", "ServerState", "summarise_evaluation"]
+__all__ = ["DivergedError", "MoEStrategy", "Round", "ServerState", "summarise_evaluation"]
 
 State = dict[str, Tensor]
 #: ``expert_of(key) -> int or None``: the expert a state key belongs to, None if shared
 #: (flexmoe's own naming, ``experts.<e>.*``, is :func:`~flexmoe.fedloop.aggregate.expert_of`).
 ExpertOf = Callable[[str], "int | None"]
+
+
+class DivergedError(RuntimeError):
+    """A client's local training produced a non-finite loss or weight: the run stops
+    (the message names the round, the client and the learning rate to lower)."""
 
 
 @dataclass
@@ -61,8 +68,9 @@ class ServerState:
     deficit : ndarray, shape (n_experts,)
         Historical load deficit per expert (holders below the fair share, carried).
     held : ndarray of bool, shape (n_clients, n_experts)
-        Each client's most recent assignment (what it evaluates with); before its first
-        round, what the method's :meth:`~flexmoe.fedloop.Method.initial_holdings` says.
+        The experts each client last trained (what it evaluates with; a client that
+        dropped out keeps what it held before); before its first round, what the
+        method's :meth:`~flexmoe.fedloop.Method.initial_holdings` says.
     """
 
     weights: State
@@ -116,7 +124,7 @@ class MoEStrategy:
         return self.spec.n_experts
 
     def initial_state(self, weights: State) -> ServerState:
-        """Round-0 state: the initial weights, optimistic fitness, no deficit, the
+        """Round-0 state: the initial weights, fitness with no pair tried, no deficit, the
         method's initial holdings."""
         return ServerState(
             weights=dict(weights),
@@ -134,10 +142,8 @@ class MoEStrategy:
         first = self.n_clients
         self.spec = dataclasses.replace(self.spec, profiles=self.spec.profiles + tuple(profiles))
         self.capacity = self.spec.capacity()
-        self.method.setup = MethodSetup(self.config, self.spec)
-        new = Fitness.start(len(profiles), self.n_experts, self.config.fitness)
-        fitness = Fitness(state.fitness.config, np.vstack([state.fitness.q, new.q]),
-                          np.vstack([state.fitness.tries, new.tries]))  # fmt: skip
+        self.method.grow(MethodSetup(self.config, self.spec))
+        fitness = state.fitness.with_clients(len(profiles))
         initial = np.asarray(self.method.initial_holdings(), dtype=bool)[first:]
         return dataclasses.replace(state, fitness=fitness, held=np.vstack([state.held, initial]))
 
@@ -166,11 +172,25 @@ class MoEStrategy:
             )
         seeds = self.rng.integers(2**31, size=len(rows))
         plans = tuple(
-            ClientPlan(int(n), rnd, tuple(int(e) for e in np.flatnonzero(x)), int(s))
+            self._plan(state, rnd, int(n), x, int(s))
             for n, x, s in zip(rows, assignment.x, seeds, strict=True)
         )
         return Round(self, state, rnd, plans, set(pool[dropped].tolist()), round_input.problem,
                      assignment, {"began": began, "assign": assigned - assigning})  # fmt: skip
+
+    def _plan(
+        self, state: ServerState, rnd: int, client: int, row: NDArray[np.bool_], seed: int
+    ) -> ClientPlan:
+        """One participant's plan: its experts and, when the method uses fitness and the
+        signal scores experts alone, the experts it scores (held ones, then probes; the
+        probes' ties broken by a generator of (run seed, round, client), so that the
+        main stream stays aligned across methods)."""
+        experts = tuple(int(e) for e in np.flatnonzero(row))
+        scored: tuple[int, ...] = ()
+        if self.method.uses_fitness and self.config.fitness.alone:
+            ties = np.random.default_rng([self.config.seed, rnd, client, 2])
+            scored = (*experts, *state.fitness.probes(client, experts, ties))
+        return ClientPlan(client, rnd, experts, seed, scored)
 
     def problem(self, state: ServerState, rows: NDArray[np.int64]) -> AssignmentProblem:
         """The round's assignment problem over clients `rows` (built once per round)."""
@@ -201,14 +221,20 @@ class MoEStrategy:
     def aggregate(
         self, state: ServerState, plans: Sequence[ClientPlan], replies: list[ClientReply]
     ) -> ServerState:
-        """The next state: aggregated weights, fitness, deficit and holdings."""
+        """The next state: aggregated weights, fitness, deficit and holdings.
+
+        Only the clients that replied change: one that dropped out keeps its fitness and
+        its previous holdings (its gate never trained with this round's experts). A
+        method that ignores fitness leaves it as it is."""
+        plan_of = {p.client: p for p in plans}
         fitness = state.fitness.copy()
-        for reply in replies:
-            fitness.update(reply.client, reply.stats)
         held = state.held.copy()
-        for p in plans:
-            held[p.client] = False
-            held[p.client, list(p.experts)] = True
+        for reply in replies:
+            plan = plan_of[reply.client]
+            if self.method.uses_fitness:
+                fitness.update(reply.client, reply.stats, plan.experts, plan.round)
+            held[reply.client] = False
+            held[reply.client, list(plan.experts)] = True
         trained = np.zeros(self.n_experts)
         for reply in replies:
             trained += reply.routed > 0
@@ -260,11 +286,26 @@ class Round:
         """Take the train replies (any order); return (and keep) the next state."""
         self._clock["trained"] = time.perf_counter()
         replies = sorted(replies, key=lambda r: r.client)
+        for reply in replies:
+            self._check_finite(reply)
         before = self.state
         self.state = self.strategy.aggregate(before, self.plans, replies)
         self._server = self._server_metrics(before, replies)
         self._clock["aggregated"] = time.perf_counter()
         return self.state
+
+    def _check_finite(self, reply: ClientReply) -> None:
+        """Stop at the first reply whose training diverged (a non-finite loss or weight)."""
+        bad = [k for k, v in reply.weights.items() if not bool(torch.isfinite(v).all())]
+        if math.isfinite(reply.train_loss) and not bad:
+            return
+        lr = self.strategy.config.lr
+        what = f"training loss {reply.train_loss}" if not math.isfinite(reply.train_loss) else (
+            f"non-finite weights in {bad[0]}")  # fmt: skip
+        raise DivergedError(
+            f"round {self.number + 1}: client {reply.client}'s local training diverged "
+            f"({what}) at learning rate {lr:g}; lower it (`--lr`, e.g. {lr / 10:g})"
+        )
 
     def train_summary(self) -> dict[str, float]:
         """Headline figures of the aggregated training (after :meth:`aggregate`)."""
@@ -374,13 +415,15 @@ def _tensor_bytes(tensors: dict[str, Tensor], keys: list[str]) -> int:
 def _traffic(
     weights: State, plans: Sequence[ClientPlan], replies: list[ClientReply], expert_of: ExpertOf
 ) -> tuple[list[int], list[int]]:
-    """Bytes sent to and received from each participant (ψ plus its held experts)."""
+    """Bytes sent to each participant (ψ, its held experts and its probes) and received
+    back (ψ and its held experts; a probe is discarded, nothing is sent back)."""
     by_expert: dict[int | None, list[str]] = {}
     for key in weights:
         by_expert.setdefault(expert_of(key), []).append(key)
     backbone = _tensor_bytes(weights, by_expert.get(None, []))
     sizes = {e: _tensor_bytes(weights, k) for e, k in by_expert.items() if e is not None}
-    down = [backbone + sum(sizes[e] for e in p.experts) for p in plans]
+    down = [backbone + sum(sizes[e] for e in p.downloads) for p in plans]
     returned = {r.client for r in replies}
-    up = [d if p.client in returned else 0 for p, d in zip(plans, down, strict=True)]
+    up = [backbone + sum(sizes[e] for e in p.experts) if p.client in returned else 0
+          for p in plans]  # fmt: skip
     return down, up

@@ -25,6 +25,7 @@ __all__ = [
     "ClientReply",
     "EvaluationCounts",
     "TrainConfig",
+    "alone_scores",
     "evaluate",
     "held_mask",
     "train_client",
@@ -40,13 +41,36 @@ EvaluationCounts = dict[str, tuple[int, int]]
 
 @dataclass(frozen=True)
 class ClientPlan:
-    """What the server asks of one client this round."""
+    """What the server asks of one client this round.
+
+    Attributes
+    ----------
+    client, round : int
+    experts : tuple of int
+        The experts it holds and trains.
+    seed : int
+        Seeds the client's batch order.
+    scored : tuple of int
+        Experts it scores alone on its training split before it trains (an ``alone``
+        fitness signal): held ones and probes. A probe (scored, not held) is downloaded,
+        scored and discarded.
+    """
 
     client: int
     round: int
     experts: tuple[int, ...]
     seed: int
-    """Seeds the client's batch order."""
+    scored: tuple[int, ...] = ()
+
+    @property
+    def probes(self) -> tuple[int, ...]:
+        """The scored experts the client does not hold."""
+        return tuple(e for e in self.scored if e not in self.experts)
+
+    @property
+    def downloads(self) -> tuple[int, ...]:
+        """Every expert the client receives: the held ones, then the probes."""
+        return (*self.experts, *self.probes)
 
 
 @dataclass
@@ -62,9 +86,10 @@ class ClientReply:
         Per-expert statistics, by name. ``routed`` (u[n, e]: samples routed to each
         expert, 0 for experts not held) is always there; :func:`train_client` adds
         ``accuracy`` and ``loss`` (of each expert's own prediction on the samples routed
-        to it; NaN where nothing was routed). Fitness signals read them by name, and the
-        Flower protocol carries every entry, so a new statistic needs neither a new
-        field here nor a protocol change.
+        to it; NaN where nothing was routed), and for a plan with ``scored`` experts
+        ``alone_accuracy`` and ``alone_loss`` (:func:`alone_scores`). Fitness signals
+        read them by name, and the Flower protocol carries every entry, so a new
+        statistic needs neither a new field here nor a protocol change.
     train_loss : float
         Mean training loss of the mixture.
     """
@@ -120,9 +145,33 @@ def _stats(model: MoEClassifier, held: Tensor, x: Tensor, y: Tensor) -> ExpertSt
         return model(x, held).expert_stats(y)
 
 
+def alone_scores(
+    model: MoEClassifier, experts: tuple[int, ...], x: Tensor, y: Tensor
+) -> dict[str, NDArray[np.float64]]:
+    """Accuracy and mean loss of each listed expert on its own — ψ then θ_e, no gate —
+    on (x, y), in eval mode; NaN for the experts not listed.
+
+    Every listed expert is scored on the same model state with the same yardstick, held
+    or not: a gate has no trained logit for an expert it never held, so it cannot score
+    one.
+    """
+    accuracy = np.full(model.n_experts, np.nan)
+    loss = np.full(model.n_experts, np.nan)
+    if model.training:
+        model.eval()
+    with torch.no_grad():
+        h = model.backbone(x)
+        for e in experts:
+            logits = model.experts[e](h)
+            accuracy[e] = float((logits.argmax(1) == y).double().mean())
+            loss[e] = float(F.cross_entropy(logits, y))
+    return {"alone_accuracy": accuracy, "alone_loss": loss}
+
+
 def _fit(
     model: MoEClassifier, held: Tensor, x: Tensor, y: Tensor, plan: ClientPlan, cfg: TrainConfig
 ) -> tuple[ExpertStats, float]:
+    assert cfg.lr is not None  # train_client checked it
     optimiser = torch.optim.SGD(
         _trainable(model, plan.experts), lr=cfg.lr, momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
@@ -154,7 +203,7 @@ def train_client(
     ----------
     spec : ModelSpec
     weights : dict of str to Tensor
-        Global ψ and (at least) the experts in ``plan.experts``.
+        Global ψ and (at least) the experts in ``plan.downloads``.
     gate : dict of str to Tensor
         The client's own gate (``gate.*``).
     x, y : Tensor
@@ -165,14 +214,20 @@ def train_client(
     Returns
     -------
     reply : ClientReply
-        For the server.
+        For the server; with ``plan.scored`` its stats hold ``alone_accuracy`` and
+        ``alone_loss`` (:func:`alone_scores` with the received weights, before training).
     gate : dict of str to Tensor
         The updated gate, kept by the client.
     """
+    if config.lr is None:
+        raise ValueError("`lr` is None: train with a resolved learning rate "
+                         "(`FedConfig.local_training`)")  # fmt: skip
     model = workspace(spec)
     experts = tuple(sorted(plan.experts))
     held = held_mask(experts, spec.n_experts)
-    _load(model, {k: weights[k] for k in shared_keys(weights, list(experts))}, gate)
+    received = shared_keys(weights, list(plan.downloads))
+    _load(model, {k: weights[k] for k in received}, gate)
+    alone = alone_scores(model, plan.scored, x, y) if plan.scored else {}
     if not model.training:
         model.train()
     before = _stats(model, held, x, y) if config.feedback == "before" else None
@@ -193,6 +248,7 @@ def train_client(
             "routed": stats.count.double().numpy(),
             "accuracy": stats.accuracy.double().numpy(),
             "loss": stats.mean_loss.double().numpy(),
+            **alone,
         },
         train_loss=train_loss,
     )

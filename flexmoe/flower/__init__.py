@@ -17,6 +17,11 @@ imports this package.
 - :mod:`flexmoe.flower.protocol` — the records the messages carry.
 """
 
+from flexmoe.extras import require_extra
+
+require_extra("fl", part="`flexmoe.flower`")  # it runs the federated loop: torch
+
+
 from flexmoe.flower.client import client_app
 from flexmoe.flower.engine import RayOptions, run_flower
 from flexmoe.flower.launch import LocalFederation

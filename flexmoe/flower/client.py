@@ -96,7 +96,7 @@ def _train(message: Message, context: Context) -> Message:
     data = sim.clients[client]
     weights = from_record(message.content.array_records["arrays"])
     reply, gate = train_client(sim.spec, weights, _gate(context, sim, client), data.x_train,
-                               data.y_train, plan, sim.config.train)  # fmt: skip
+                               data.y_train, plan, sim.config.local_training)  # fmt: skip
     context.state[GATE] = to_record(gate)
     return Message(reply_to_content(reply), reply_to=message)
 

@@ -10,11 +10,14 @@ write one answers the strategy as it is; what flexmoe adds is optional.
 =============  ===========  =========================================================
 message        record       content
 =============  ===========  =========================================================
-train          ``arrays``   the shared parameters and only the assigned experts
+train          ``arrays``   the shared parameters and only the experts of
+                            ``ClientPlan.downloads`` (the assigned ones, then the
+                            probes: scored, not trained, not sent back)
                ``config``   ``train_config`` of ``start()``, ``server-round``, and
                             every field of :class:`~flexmoe.fedloop.ClientPlan`
                             (``client`` = the node's fitness row, ``round``,
-                            ``experts`` = the assigned expert ids, ``seed``, ...)
+                            ``experts`` = the assigned expert ids, ``seed``,
+                            ``scored`` = the experts it scores alone, ...)
   reply        any name     one ArrayRecord: the shared parameters and the held
                             experts after training
                any name     one MetricRecord: ``num-examples``, optionally

@@ -287,11 +287,13 @@ class FlexMoEStrategy(Strategy):
                 log.warning("node %d did not say who it is (%s); it gets a free row", node, err)
         return claims
 
-    def _message(self, row: int, kind: str, config: dict[str, Any], rnd: int) -> Message:
-        """The shared parameters and the experts in ``config["experts"]`` for `row`."""
+    def _message(
+        self, row: int, kind: str, config: dict[str, Any], sent: Iterable[int], rnd: int
+    ) -> Message:
+        """The shared parameters and the experts `sent` for `row`, with `config`."""
         assert self.state is not None
-        weights, held = self.state.weights, set(config["experts"])
-        keys = [k for k in weights if (e := self.moe.expert_of(k)) is None or e in held]
+        weights, chosen = self.state.weights, set(sent)
+        keys = [k for k in weights if (e := self.moe.expert_of(k)) is None or e in chosen]
         content = RecordDict({"arrays": to_record({k: weights[k] for k in keys}),
                               "config": ConfigRecord(config)})  # fmt: skip
         return Message(content, dst_node_id=self._nodes[row], message_type=kind,
@@ -308,7 +310,8 @@ class FlexMoEStrategy(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Admit new nodes, open the round (sample, assign, plan) over the nodes that are
-        there; send each participant the shared parameters and its experts."""
+        there; send each participant the shared parameters and the experts it downloads
+        (those it trains, then those it only scores: ``ClientPlan.downloads``)."""
         ids = self._connected(grid)
         if self.state is None:
             self.state = self.moe.initial_state(from_record(arrays))
@@ -318,7 +321,7 @@ class FlexMoEStrategy(Strategy):
         base = _user_config(config, "train_config", PLAN_KEYS)
         return [self._message(p.client, MessageType.TRAIN,
                               {**base, **plan_to_config(p), "server-round": server_round},
-                              current.number)
+                              p.downloads, current.number)
                 for p in current.train_plans]  # fmt: skip
 
     def aggregate_train(
@@ -356,7 +359,7 @@ class FlexMoEStrategy(Strategy):
         base = _user_config(config, "evaluate_config", ("client", "experts"))
         return [self._message(n, MessageType.EVALUATE,
                               {**base, "server-round": server_round, "client": n,
-                               "experts": list(experts)}, current.number)
+                               "experts": list(experts)}, experts, current.number)
                 for n, experts in current.evaluation_plans(rows)]  # fmt: skip
 
     def aggregate_evaluate(

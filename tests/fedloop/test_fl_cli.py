@@ -24,7 +24,7 @@ def test_train_writes_history_and_prints_a_table(tmp_path: Path, capsys) -> None
     assert "pers acc" in printed and "final: personalised" in printed
     history = json.loads((out / "history.json").read_text())
     assert len(history["rounds"]) == 2 and history["config"]["method"] == "flex"
-    assert (out / "checkpoint" / "latest.json").exists()
+    assert (out / "checkpoint" / "manifest-1.json").exists()
 
 
 def test_resume_continues_and_a_second_fresh_run_is_refused(tmp_path: Path, capsys) -> None:
@@ -38,13 +38,25 @@ def test_resume_continues_and_a_second_fresh_run_is_refused(tmp_path: Path, caps
     assert len(json.loads((tmp_path / "run" / "history.json").read_text())["rounds"]) == 2
 
 
+def test_a_refused_resume_leaves_the_run_configuration_alone(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    main(["train", *SMALL, "--rounds", "1", "--out", str(out)])
+    before = (out / "config.toml").read_text()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", *SMALL, "--rounds", "2", "--seed", "3", "--out", str(out), "--resume"])
+    assert exit_info.value.code == 2 and "seed" in capsys.readouterr().err
+    assert (out / "config.toml").read_text() == before
+
+
 def test_overwrite_starts_over_in_a_used_folder(tmp_path: Path) -> None:
     out = tmp_path / "run"
     main(["train", *SMALL, "--rounds", "2", "--out", str(out)])
     (out / "notes.txt").write_text("mine")
     assert main(["train", *SMALL, "--rounds", "1", "--out", str(out), "--overwrite"]) == 0
     assert len(History.load(out / "history.json").rounds) == 1
-    assert sorted(p.name for p in (out / "checkpoint").iterdir())[0] == "latest.json"
+    assert sorted(p.name for p in (out / "checkpoint").iterdir()) == [
+        "manifest-0.json", "state-0.json", "tensors-0.pt",
+    ]  # fmt: skip
     assert (out / "notes.txt").read_text() == "mine"  # not ours: left alone
 
 
@@ -62,7 +74,10 @@ def test_overwrite_starts_over_in_a_used_folder(tmp_path: Path) -> None:
         (["--backend", "milp:cbc"], "--backend: must be one of auto, flow"),
         (["--lr", "abc"], "--lr: expected float; got 'abc'"),
         (["--lr", "0"], "--lr: must be > 0; got 0.0"),
-        (["--signal", "f1"], "--signal: must be one of accuracy, loss; got 'f1'"),
+        (
+            ["--signal", "f1"],
+            "--signal: must be one of accuracy, loss, alone, alone_loss; got 'f1'",
+        ),
         (["--dataset", "mnist"], "pass the directory as --data-dir"),
         (["--dataset", "cifar10", "--data-dir", "."], "CIFAR-10: no data_batch_1.bin"),
         (["--engine", "ray"], "--engine: invalid choice"),

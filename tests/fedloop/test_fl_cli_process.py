@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from flexmoe.fedloop.checkpoint import completed_rounds
+
 TINY = ["--dataset", "clustered", "--samples", "240", "--clients", "4", "--experts", "4",
         "--capacity", "2", "--partition", "iid", "--min-size", "5", "--local-epochs", "1",
         "--quiet"]  # fmt: skip
@@ -116,14 +118,14 @@ def test_an_interrupted_train_stops_at_once_and_says_how_to_resume(
     argv = ["train", *TINY, "--rounds", "25", "--out", str(out)]
     tag = uuid.uuid4().hex
     child = flexmoe(*argv, tag=tag)
-    _wait_for(out / "checkpoint" / "latest.json", child)
+    _wait_for(out / "checkpoint" / "manifest-0.json", child)
     sent = time.monotonic()
     child.send_signal(signum)
     _, stderr = child.communicate(timeout=10)
     stopped = time.monotonic() - sent
     assert child.returncode == 130 and stopped < 2.0, (child.returncode, stopped, stderr)
     assert "Traceback" not in stderr and len(stderr.splitlines()) == 1, stderr
-    done = json.loads((out / "checkpoint" / "latest.json").read_text())["completed"] + 1
+    done = completed_rounds(out / "checkpoint")
     assert 1 <= done < 25 and f"interrupted after {done} of 25 rounds" in stderr
     command = stderr.split("continue with: ", 1)[1].strip()
     assert command == shlex.join(["flexmoe", *argv, "--resume"])

@@ -106,17 +106,19 @@ def test_sample_round_participation_and_dropout() -> None:
 
 
 def test_fitness_ema_only_on_reported_pairs() -> None:
-    fit = Fitness.start(2, 3, FitnessConfig(beta=0.5, initial=1.0))
+    fit = Fitness.start(2, 3, FitnessConfig(signal="accuracy", beta=0.5, initial=1.0))
     fit.update(1, {"accuracy": np.array([0.2, 0.6, np.nan]), "loss": np.zeros(3),
-                   "routed": np.array([4.0, 2.0, 0.0])})  # fmt: skip
+                   "routed": np.array([4.0, 2.0, 0.0])}, held=[0, 1])  # fmt: skip
     assert fit.q.tolist() == [[1.0, 1.0, 1.0], [0.6, 0.8, 1.0]]
     assert fit.tries.tolist() == [[0, 0, 0], [1, 1, 0]]
 
 
 def test_loss_signal_and_exploration_bonus() -> None:
-    fit = Fitness.start(1, 2, FitnessConfig(signal="loss", alpha=2.0, beta=1.0, bonus=0.5))
+    fit = Fitness.start(
+        1, 2, FitnessConfig(signal="loss", alpha=2.0, beta=1.0, bonus=0.5, initial=1.0)
+    )
     fit.update(0, {"accuracy": np.zeros(2), "loss": np.array([0.5, 0.0]),
-                   "routed": np.array([1.0, 0.0])})  # fmt: skip
+                   "routed": np.array([1.0, 0.0])}, held=[0])  # fmt: skip
     assert np.isclose(fit.q[0, 0], np.exp(-1.0))
     assert np.allclose(fit.utility()[0], [np.exp(-1.0) + 0.5 / np.sqrt(2), 1.0 + 0.5])
 

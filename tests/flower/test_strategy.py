@@ -23,6 +23,7 @@ from flower_support import LoopbackGrid, one_torch_thread, task_identity
 
 from flexmoe.fedloop import FedConfig, MoEStrategy, Simulation, run
 from flexmoe.fedloop.loop import new_history
+from flexmoe.fedloop.policies import METHODS
 from flexmoe.flower import FlexMoEStrategy, client_app, run_config, to_record
 
 CONFIG = FedConfig(
@@ -70,6 +71,34 @@ def test_a_fifth_node_gets_a_new_row_and_trains() -> None:
     assert [len(e) for e in history.series("assignment.experts")] == [5, 5]
     assert len(history.setup["capacity"]) == 5 and len(history.rounds[-1].client_acc) == 5
     assert strategy.state is not None and strategy.state.fitness.q.shape == (5, 4)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_a_fifth_node_gets_a_row_with_every_method(method: str) -> None:
+    config = CONFIG.replace(method=method, rounds=1)
+    strategy, sim = _strategy(config, identify=True)
+    _start(strategy, sim, LoopbackGrid(client_app, 5, run_config(config)), 1)
+    assert strategy.history.series("participants") == [[0, 1, 2, 3, 4]]
+    assert strategy.state is not None and strategy.state.held.shape == (5, 4)
+    assert strategy.state.held.sum(axis=1).tolist() == [4 if method == "full" else 2] * 5
+
+
+def test_probed_experts_travel_and_give_the_local_engines_history() -> None:
+    config = CONFIG.replace(fitness={"signal": "alone", "probe": 1})
+    strategy, sim = _strategy(config, identify=True)
+    grid = LoopbackGrid(client_app, 4, run_config(config))
+    with one_torch_thread():
+        _start(strategy, sim, grid, config.rounds)
+        local = run(config)
+    trains = [m for m in grid.sent if m.metadata.message_type == "train"]
+    for message in trains:
+        plan, sent = message.content["config"], message.content["arrays"]
+        (probe,) = set(plan["scored"]) - set(plan["experts"])
+        experts = {int(k.split(".")[1]) for k in sent if k.startswith("experts.")}
+        assert experts == {*plan["experts"], probe}
+    replies = [m for m in grid.replies if m.metadata.message_type == "train"]
+    assert all("stats.alone_accuracy" in m.content["metrics"] for m in replies)
+    assert strategy.history.without_timings() == local.without_timings()
 
 
 def test_three_nodes_for_four_clients_give_smaller_rounds() -> None:
@@ -189,8 +218,12 @@ def test_bad_options_are_refused_with_their_names() -> None:
 def test_fitness_rows_grow_with_initial_values() -> None:
     strategy, sim = _strategy(CONFIG)
     state = strategy.moe.initial_state(sim.initial_weights())
+    state.fitness.last[1, 2], state.fitness.tries[1, 2] = 5, 3
     profile = sim.federation.profiles[0]
     grown = strategy.moe.add_clients(state, [profile, profile])
-    assert grown.fitness.q.shape == (6, 4) and np.all(grown.fitness.q[4:] == 1.0)
+    fresh = state.fitness.q[0]  # every row starts as Fitness.start makes it (no pair tried)
+    assert grown.fitness.q.shape == (6, 4) and np.all(grown.fitness.q[4:] == fresh)
+    assert grown.fitness.last[1, 2] == 5 and grown.fitness.tries[1, 2] == 3
+    assert np.all(grown.fitness.last[4:] == -1) and np.all(grown.fitness.tries[4:] == 0)
     assert grown.held.shape == (6, 4) and grown.held[4:].sum(axis=1).tolist() == [2, 2]
     assert strategy.moe.n_clients == 6 and strategy.moe.capacity.tolist() == [2] * 6

@@ -91,12 +91,14 @@ def test_a_missing_sample_count_drops_the_reply_with_its_reason() -> None:
 
 
 def test_a_signal_that_needs_a_statistic_the_replies_lack_says_which() -> None:
-    strategy = FlexMoEStrategy.for_model(ArrayRecord(apps.new_model().state_dict()),
-                                         experts=r"moe\.(\d+)\.", config={"capacity": 1})  # fmt: skip
-    with pytest.raises(ValueError, match=r"the fitness signal `accuracy` reads the per-expert "
-                       r"statistic 'accuracy'.*send it as `stats.accuracy`"):  # fmt: skip
-        _start(strategy, LoopbackGrid(apps.client, 3, RUN_CONFIG),
-               train_config=ConfigRecord({"lr": 0.1}))  # fmt: skip
+    for signal, stat in [("accuracy", "accuracy"), ("alone", "alone_accuracy")]:
+        strategy = FlexMoEStrategy.for_model(
+            ArrayRecord(apps.new_model().state_dict()), experts=r"moe\.(\d+)\.",
+            config={"capacity": 1, "fitness": {"signal": signal}})  # fmt: skip
+        with pytest.raises(ValueError, match=rf"the fitness signal `{signal}` reads the per-expert "
+                           rf"statistic '{stat}'.*send it as `stats.{stat}`"):  # fmt: skip
+            _start(strategy, LoopbackGrid(apps.client, 3, RUN_CONFIG),
+                   train_config=ConfigRecord({"lr": 0.1}))  # fmt: skip
 
 
 def test_metric_aggregation_functions_get_the_replies_and_the_key() -> None:
