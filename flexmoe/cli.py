@@ -345,7 +345,7 @@ def _run_engine(args: argparse.Namespace, config: Any, hook: Any) -> Any:
 
 
 @contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
+def sigterm_interrupts() -> Iterator[None]:
     """SIGTERM raises KeyboardInterrupt, as Ctrl-C does (restored afterwards)."""
 
     def interrupt(signum: int, frame: Any) -> None:
@@ -396,7 +396,7 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list
         write_config()
     progress = _Progress(config.rounds, min(start, config.rounds), args.quiet)
     try:
-        with _sigterm_interrupts():
+        with sigterm_interrupts():
             history = _run_engine(args, config, progress)
     except KeyboardInterrupt:
         if args.resume and progress.done > start:

@@ -3,7 +3,8 @@
 ``python -m flexmoe.flower run examples/flower-app [flwr run options]`` is ``flwr run``
 against a SuperLink of its own (:class:`~flexmoe.flower.launch.LocalFederation`): no
 dependency installation, Flower's and Ray's state in a temporary folder, and nothing
-left running afterwards. The nodes default to the run configuration's ``clients``;
+left running afterwards (Ctrl-C or SIGTERM stops the run and the federation). The
+nodes default to the run configuration's ``clients``;
 ``--run-config`` and every other ``flwr run`` option pass through.
 ``python -m flexmoe.flower config`` prints the ``[tool.flwr.app.config]`` table of the
 App (every configuration field with its default); ``python -m flexmoe.flower results
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from flexmoe.cli import sigterm_interrupts
 from flexmoe.fedloop.config import FedConfig
 from flexmoe.flower.launch import LocalFederation, RayOptions
 from flexmoe.flower.runconfig import AppSettings, config_table, from_run_config, run_config
@@ -115,7 +117,7 @@ def _run(args: argparse.Namespace, flwr_args: list[str]) -> int:
         ray = RayOptions(client_cpus=args.client_cpus, client_gpus=args.client_gpus,
                          address=args.ray_address, num_cpus=args.ray_cpus)  # fmt: skip
         ray.check_local()
-        with LocalFederation(ray, capture=False) as federation:
+        with sigterm_interrupts(), LocalFederation(ray, capture=False) as federation:
             result = federation.run(args.app.resolve(), num_supernodes=nodes, arguments=flwr_args)
     except ValueError as err:
         text = str(err).replace("`address`", "--ray-address").replace("`client_cpus`",

@@ -19,4 +19,5 @@ def sandbox(tmp_path: Path) -> Iterator[object]:
 
     box = Sandbox(tmp_path)
     yield box
+    box.end()  # what a failed test left running: only the processes with its mark
     shutil.rmtree(box.tmp, ignore_errors=True)

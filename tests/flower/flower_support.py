@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -186,6 +187,18 @@ class Sandbox:
     def run(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "flexmoe.flower", *args], env=self.env,
                               cwd=self.home, capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        """:meth:`run` without waiting for it."""
+        return subprocess.Popen([sys.executable, "-m", "flexmoe.flower", *args], env=self.env,
+                                cwd=self.home, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)  # fmt: skip
+
+    def end(self) -> None:
+        """SIGKILL every live process with this sandbox's mark."""
+        for pid in set(marked(self.mark)) - {os.getpid()}:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
     def assert_clean(self) -> None:
         deadline = time.monotonic() + 10

@@ -9,6 +9,7 @@ and that its folders are empty — never the rest of the machine.
 
 from __future__ import annotations
 
+import signal
 import time
 import warnings
 from pathlib import Path
@@ -65,6 +66,23 @@ def test_the_app_runs_on_more_or_fewer_nodes_than_clients(
     history = History.load(out / "history.json")
     assert history.series("participants") == [rows, rows]
     assert len(history.setup["capacity"]) == max(4, nodes)
+    sandbox.assert_clean()
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_run_and_leaves_nothing_running(sandbox: Sandbox, tmp_path: Path) -> None:
+    out = tmp_path / "app"
+    shape = SHAPE.replace("num-server-rounds=2", "num-server-rounds=1000")
+    run = sandbox.start("run", str(EXAMPLE), "--ray-cpus", "2",
+                        "--run-config", f"{shape} out-dir='{out}'")  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not (out / "history.json").is_file() and run.poll() is None:
+        assert time.monotonic() < deadline, "no round finished within 300 s"
+        time.sleep(0.2)
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 130, err[-3000:]
+    assert "interrupted; the federation is stopped" in err
     sandbox.assert_clean()
 
 
