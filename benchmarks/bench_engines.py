@@ -1,6 +1,7 @@
 """20 clients × 10 rounds on the in-process engine and as a Flower App on Flower's
 simulation runtime, side by side in one session:
-`pytest benchmarks/bench_engines.py --benchmark-only --benchmark-columns=median,min,max,rounds`.
+`pytest benchmarks/bench_engines.py --benchmark-only --benchmark-columns=median,min,max,rounds`
+(three runs of each).
 
 The two give the same history (checked). The Flower run's time is all of ``run_flower``:
 starting its SuperLink, the simulation process and a private local Ray instance (one CPU
@@ -42,7 +43,7 @@ def _flower() -> History:
 
 @pytest.mark.parametrize("engine", ["local", "flower"])
 def test_engine(benchmark, engine: str) -> None:  # type: ignore[no-untyped-def]
-    history = benchmark.pedantic(_local if engine == "local" else _flower, rounds=1,
+    history = benchmark.pedantic(_local if engine == "local" else _flower, rounds=3,
                                  iterations=1)  # fmt: skip
     HISTORIES[engine] = history
     assert len(history.rounds) == CONFIG.rounds
