@@ -13,7 +13,8 @@ Example::
     flexmoe train --dataset digits --partition dirichlet:0.3 --clients 20 --experts 8 \\
         --capacity 2 --rounds 30 --method flex --seed 0 --out runs/x
 
-``--engine flower`` runs the same experiment on Flower's simulation engine (Ray).
+``--engine flower`` runs the same experiment as a Flower App on Flower's simulation
+runtime (``flwr run`` on a private local SuperLink, clients on Ray).
 Errors are one line naming the flag (or file key) and the rule, then a pointer to
 ``--help``. Ctrl-C or SIGTERM stops a run, keeps its last checkpoint and prints the
 command that continues it. ``--resume`` verifies the checkpoint and falls back to the one
@@ -153,14 +154,15 @@ def _add_output_flags(parser: argparse.ArgumentParser) -> None:
 
 def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
-        "engine", "where the clients run: in this process (local), or as Flower virtual "
-        "nodes on Ray (flower; needs the `flower` extra, same seeded assignments)",
+        "engine", "where the clients run: in this process (local), or as the nodes of a "
+        "Flower App on Flower's simulation runtime (flower: flwr run on a private local "
+        "SuperLink, clients on Ray; needs the `flower` extra; same seeded assignments)",
     )  # fmt: skip
     group.add_argument("--engine", choices=("local", "flower"), default="local",
                        help="(default: local)")  # fmt: skip
     group.add_argument("--client-cpus", type=float, default=1.0, metavar="C",
-                       help="flower: CPUs Ray reserves per client, also its torch threads "
-                       "(default: 1)")  # fmt: skip
+                       help="flower: whole CPUs Ray reserves per client, also its torch "
+                       "threads (default: 1)")  # fmt: skip
     group.add_argument("--client-gpus", type=float, default=0.0, metavar="G",
                        help="flower: GPUs Ray reserves per client (default: 0)")  # fmt: skip
     group.add_argument("--ray-address", dest="address", metavar="ADDR",
@@ -343,7 +345,7 @@ def _run_engine(args: argparse.Namespace, config: Any, hook: Any) -> Any:
 
 
 @contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
+def sigterm_interrupts() -> Iterator[None]:
     """SIGTERM raises KeyboardInterrupt, as Ctrl-C does (restored afterwards)."""
 
     def interrupt(signum: int, frame: Any) -> None:
@@ -394,15 +396,17 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list
         write_config()
     progress = _Progress(config.rounds, min(start, config.rounds), args.quiet)
     try:
-        with _sigterm_interrupts():
+        with sigterm_interrupts():
             history = _run_engine(args, config, progress)
     except KeyboardInterrupt:
         if args.resume and progress.done > start:
             write_config()
         progress.close()
         done = max(progress.done, completed_rounds(args.out / "checkpoint"))
-        print(f"flexmoe train: interrupted after {done} of {config.rounds} rounds; "
-              f"continue with: {resume_command(argv)}", file=sys.stderr)  # fmt: skip
+        then = (f"continue with: {resume_command(argv)}" if args.engine == "local" else
+                "the flower engine does not resume; history.json has the rounds done")  # fmt: skip
+        print(f"flexmoe train: interrupted after {done} of {config.rounds} rounds; {then}",
+              file=sys.stderr)  # fmt: skip
         return INTERRUPTED
     except CheckpointError as err:  # bad input, though no flag's: one line, status 2
         progress.close()

@@ -7,6 +7,10 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
+#: ``--doctest-modules`` would import each folder's ``conftest.py`` again as a module
+#: named ``conftest`` (two of them clash: "import file mismatch"); they hold no doctests.
+collect_ignore_glob = ["*/conftest.py"]
+
 settings.register_profile(
     "default", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -34,8 +36,13 @@ def weighted_mean(tensors: list[Tensor], weights: list[float]) -> Tensor:
     return acc.to(tensors[0].dtype)
 
 
-def aggregate(weights: State, replies: list[ClientReply]) -> State:
+def aggregate(
+    weights: State, replies: list[ClientReply], expert_of: Callable[[str], int | None] = expert_of
+) -> State:
     r"""New global state from the replies of one round.
+
+    `expert_of` says which expert a key belongs to (None: ψ, every other shared
+    parameter); flexmoe's model names them ``experts.<e>.*``.
 
     Notes
     -----

@@ -337,6 +337,22 @@ class Fitness:
     def copy(self) -> Fitness:
         return Fitness(self.config, self.q.copy(), self.tries.copy(), self.last.copy())
 
+    def with_clients(self, n: int) -> Fitness:
+        """A copy with `n` more clients, none of their pairs tried (clients that joined:
+        a Flower node seen for the first time).
+
+        Examples
+        --------
+        >>> f = Fitness.start(1, 2, FitnessConfig(signal="accuracy", initial=1.0))
+        >>> f.update(0, {"routed": np.array([4, 0]), "accuracy": np.array([0.5, 0.0])}, [0])
+        >>> g = f.with_clients(1)
+        >>> g.q.shape, g.tries.tolist(), g.last.tolist()
+        ((2, 2), [[1, 0], [0, 0]], [[0, -1], [-1, -1]])
+        """
+        new = Fitness.start(n, self.q.shape[1], self.config)
+        return Fitness(self.config, np.vstack([self.q, new.q]), np.vstack([self.tries, new.tries]),
+                       np.vstack([self.last, new.last]))  # fmt: skip
+
     def scores(self, stats: Stats, held: list[int] | tuple[int, ...]) -> Float:
         """One client's scores of this round: the signal (NaN = not scored), 0 for a held
         expert it left unscored, then the per-round normalisation of the finite ones."""

@@ -182,6 +182,12 @@ class Method:
     def assign(self, round: RoundInput) -> Assignment:
         raise NotImplementedError
 
+    def grow(self, setup: MethodSetup) -> None:
+        """The federation gained clients (a Flower node seen for the first time):
+        `setup` is the grown one. A method whose state depends on the clients adapts it
+        here (and must then know them in :meth:`initial_holdings` and :meth:`assign`)."""
+        self.setup = setup
+
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable state to checkpoint (none by default)."""
         return {}
@@ -468,6 +474,12 @@ class Fixed(Method):
 
     def initial_holdings(self) -> Bool:
         return self.drawn().copy()
+
+    def grow(self, setup: MethodSetup) -> None:
+        """New clients: the assignment is drawn again over all of them (balanced over
+        the grown federation; the clients there before may get other experts)."""
+        super().grow(setup)
+        self._x = None
 
     def assign(self, round: RoundInput) -> Assignment:
         return round.assignment(self.drawn()[list(round.clients)], "fixed")

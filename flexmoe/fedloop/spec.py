@@ -25,8 +25,9 @@ class FederationSpec:
 
     Attributes
     ----------
-    model : ModelSpec
-        The architecture every client rebuilds.
+    model : ModelSpec or None
+        The architecture every client rebuilds (None: a model flexmoe does not build,
+        e.g. a Flower user's own, known by its experts' sizes only).
     profiles : tuple of ClientProfile
         Per client: capacity (experts), storage bytes and compute FLOPs per round.
     expert_bytes, expert_params : tuple of int
@@ -47,7 +48,7 @@ class FederationSpec:
     (2, [1, 2], [20.0])
     """
 
-    model: ModelSpec
+    model: ModelSpec | None
     profiles: tuple[ClientProfile, ...]
     expert_bytes: tuple[int, ...]
     expert_params: tuple[int, ...]
@@ -59,7 +60,7 @@ class FederationSpec:
 
     @property
     def n_experts(self) -> int:
-        return self.model.n_experts
+        return len(self.expert_bytes)
 
     def capacity(self) -> NDArray[np.int64]:
         """Experts each client holds, shape (n_clients,)."""
@@ -87,7 +88,7 @@ class FederationSpec:
             "capacity": [p.capacity for p in self.profiles],
             "storage_bytes": [p.storage_bytes for p in self.profiles],
             "compute_flops": [p.compute_flops for p in self.profiles],
-            "model": self.model.to_dict(),
+            "model": None if self.model is None else self.model.to_dict(),
             "expert_bytes": list(self.expert_bytes),
             "expert_params": list(self.expert_params),
             "backbone_bytes": self.backbone_bytes,
@@ -95,7 +96,7 @@ class FederationSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "model": self.model.to_dict(),
+            "model": None if self.model is None else self.model.to_dict(),
             "profiles": [asdict(p) for p in self.profiles],
             "expert_bytes": list(self.expert_bytes),
             "expert_params": list(self.expert_params),
@@ -105,7 +106,7 @@ class FederationSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FederationSpec:
         return cls(
-            ModelSpec.from_dict(data["model"]),
+            None if data["model"] is None else ModelSpec.from_dict(data["model"]),
             tuple(ClientProfile(**p) for p in data["profiles"]),
             tuple(data["expert_bytes"]),
             tuple(data["expert_params"]),

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,7 @@ from torch import Tensor
 
 from flexmoe.assign import Assignment, AssignmentProblem, BalanceMetric
 from flexmoe.fedloop.aggregate import aggregate, expert_of
-from flexmoe.fedloop.clients import sample_round
+from flexmoe.fedloop.clients import ClientProfile, sample_round
 from flexmoe.fedloop.config import FedConfig
 from flexmoe.fedloop.fitness import Fitness
 from flexmoe.fedloop.history import AssignmentRecord, LoadSummary, RoundRecord, Timings
@@ -45,6 +45,9 @@ from flexmoe.fedloop.task import ClientPlan, ClientReply, EvaluationCounts
 __all__ = ["DivergedError", "MoEStrategy", "Round", "ServerState", "summarise_evaluation"]
 
 State = dict[str, Tensor]
+#: ``expert_of(key) -> int or None``: the expert a state key belongs to, None if shared
+#: (flexmoe's own naming, ``experts.<e>.*``, is :func:`~flexmoe.fedloop.aggregate.expert_of`).
+ExpertOf = Callable[[str], "int | None"]
 
 
 class DivergedError(RuntimeError):
@@ -85,6 +88,10 @@ class MoEStrategy:
         The method and its options, the fitness, participation and dropout, the seed.
     spec : FederationSpec
         Clients, experts, capacities, storage and compute budgets.
+    expert_of : callable, optional
+        ``expert_of(key) -> int or None``: the expert a state key belongs to, None for a
+        shared one (ψ: averaged over every reply). Default: flexmoe's model,
+        ``experts.<e>.*`` (:func:`~flexmoe.fedloop.aggregate.expert_of`).
 
     Attributes
     ----------
@@ -95,7 +102,9 @@ class MoEStrategy:
         seeds, in that order every round.
     """
 
-    def __init__(self, config: FedConfig, spec: FederationSpec) -> None:
+    def __init__(
+        self, config: FedConfig, spec: FederationSpec, *, expert_of: ExpertOf = expert_of
+    ) -> None:
         if spec.n_experts != config.experts:
             raise ValueError(f"the spec has {spec.n_experts} experts, the config "
                              f"{config.experts}")  # fmt: skip
@@ -104,6 +113,7 @@ class MoEStrategy:
         self.capacity = spec.capacity()
         self.method: Method = make_method(MethodSetup(config, spec))
         self.rng = np.random.default_rng(config.seed)
+        self.expert_of = expert_of
 
     @property
     def n_clients(self) -> int:
@@ -123,12 +133,31 @@ class MoEStrategy:
             held=np.asarray(self.method.initial_holdings(), dtype=bool),
         )
 
-    def open_round(self, state: ServerState, rnd: int) -> Round:
-        """Sample the participants, assign their experts and plan their training."""
+    def add_clients(self, state: ServerState, profiles: Sequence[ClientProfile]) -> ServerState:
+        """`state` with one more row per profile: clients seen for the first time (a
+        Flower node that joined). The spec grows by `profiles`; their fitness starts as
+        every pair's did, their holdings are the method's initial ones."""
+        if not profiles:
+            return state
+        first = self.n_clients
+        self.spec = dataclasses.replace(self.spec, profiles=self.spec.profiles + tuple(profiles))
+        self.capacity = self.spec.capacity()
+        self.method.grow(MethodSetup(self.config, self.spec))
+        fitness = state.fitness.with_clients(len(profiles))
+        initial = np.asarray(self.method.initial_holdings(), dtype=bool)[first:]
+        return dataclasses.replace(state, fitness=fitness, held=np.vstack([state.held, initial]))
+
+    def open_round(
+        self, state: ServerState, rnd: int, clients: Sequence[int] | None = None
+    ) -> Round:
+        """Sample the participants (from `clients`, default every client), assign their
+        experts and plan their training."""
         began = time.perf_counter()
-        participants, dropped = sample_round(
-            self.rng, self.n_clients, self.config.participation, self.config.dropout
+        pool = np.arange(self.n_clients) if clients is None else np.sort(np.asarray(clients))
+        picked, dropped = sample_round(
+            self.rng, len(pool), self.config.participation, self.config.dropout
         )
+        participants = pool[picked].tolist()
         rows = np.asarray(participants, dtype=np.int64)
         seed = int(self.rng.integers(2**31))
         assigning = time.perf_counter()
@@ -146,8 +175,8 @@ class MoEStrategy:
             self._plan(state, rnd, int(n), x, int(s))
             for n, x, s in zip(rows, assignment.x, seeds, strict=True)
         )
-        return Round(self, state, rnd, plans, set(dropped), round_input.problem, assignment,
-                     {"began": began, "assign": assigned - assigning})  # fmt: skip
+        return Round(self, state, rnd, plans, set(pool[dropped].tolist()), round_input.problem,
+                     assignment, {"began": began, "assign": assigned - assigning})  # fmt: skip
 
     def _plan(
         self, state: ServerState, rnd: int, client: int, row: NDArray[np.bool_], seed: int
@@ -211,7 +240,7 @@ class MoEStrategy:
             trained += reply.routed > 0
         fair = self.capacity[[p.client for p in plans]].sum() / self.n_experts
         deficit = np.maximum(0.0, state.deficit + fair - trained)
-        weights = aggregate(state.weights, replies)
+        weights = aggregate(state.weights, replies, self.expert_of)
         return dataclasses.replace(
             state, weights=weights, fitness=fitness, deficit=deficit, held=held
         )
@@ -288,14 +317,26 @@ class Round:
             summary["train_loss"] = float(self._server["train_loss"])
         return summary
 
-    def evaluation_plans(self) -> list[tuple[int, tuple[int, ...]]]:
-        """(client, experts it holds) for every client, in client order."""
+    def evaluation_plans(
+        self, clients: Sequence[int] | None = None
+    ) -> list[tuple[int, tuple[int, ...]]]:
+        """(client, experts it holds) for every client (or those in `clients`), in client
+        order."""
         held = self.state.held
-        return [(n, tuple(int(e) for e in np.flatnonzero(held[n]))) for n in range(len(held))]
+        rows = range(len(held)) if clients is None else sorted(clients)
+        return [(n, tuple(int(e) for e in np.flatnonzero(held[n]))) for n in rows]
 
-    def evaluate(self, counts: Sequence[EvaluationCounts]) -> None:
-        """Take every client's evaluation counts (in client order)."""
-        self._evaluation = summarise_evaluation(list(counts))
+    def evaluate(self, counts: Sequence[EvaluationCounts] | Mapping[int, EvaluationCounts]) -> None:
+        """Take the evaluation counts: every client's in client order, or by client for
+        those that answered (the others' ``client_acc`` is None)."""
+        if not isinstance(counts, Mapping):
+            self._evaluation = summarise_evaluation(list(counts))
+            return
+        answered = sorted(counts)
+        summary = summarise_evaluation([counts[n] for n in answered])
+        accuracy = dict(zip(answered, summary["client_acc"], strict=True))
+        summary["client_acc"] = [accuracy.get(n) for n in range(self.strategy.n_clients)]
+        self._evaluation = summary
 
     def close(self) -> RoundRecord:
         """The round's record (after :meth:`aggregate` and :meth:`evaluate`)."""
@@ -312,7 +353,7 @@ class Round:
         planned = self.assignment.x.sum(axis=0).astype(float)
         routed = np.sum([r.routed for r in replies], axis=0) if replies else 0 * planned
         trained = np.sum([r.routed > 0 for r in replies], axis=0) if replies else 0 * planned
-        down, up = _traffic(state.weights, self.plans, replies)
+        down, up = _traffic(state.weights, self.plans, replies, self.strategy.expert_of)
         return {
             "participants": [p.client for p in self.plans],
             "dropped": sorted({p.client for p in self.plans} - {r.client for r in replies}),
@@ -372,7 +413,7 @@ def _tensor_bytes(tensors: dict[str, Tensor], keys: list[str]) -> int:
 
 
 def _traffic(
-    weights: State, plans: Sequence[ClientPlan], replies: list[ClientReply]
+    weights: State, plans: Sequence[ClientPlan], replies: list[ClientReply], expert_of: ExpertOf
 ) -> tuple[list[int], list[int]]:
     """Bytes sent to each participant (ψ, its held experts and its probes) and received
     back (ψ and its held experts; a probe is discarded, nothing is sent back)."""

@@ -38,10 +38,14 @@ if TYPE_CHECKING or HAVE_FLWR:
         from flwr.clientapp import ClientApp
         from flwr.serverapp import Grid, ServerApp
         from flwr.serverapp.strategy import Strategy
+
+        # FedAvg's default metric aggregation (weighted averages), FlexMoEStrategy's too
+        from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 else:  # pragma: no cover - exercised only without the extra
     ArrayRecord = ConfigRecord = Context = Message = MessageType = MetricRecord = Any
     RecordDict = ClientApp = Grid = ServerApp = Any
     Strategy = object
+    aggregate_metricrecords = None
 
 
 def require_flwr() -> None:

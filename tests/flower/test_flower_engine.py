@@ -1,13 +1,8 @@
-"""The Flower engine end to end: 4 clients × 2 rounds on Ray equal the in-process run.
-
-Skipped without the ``flower`` extra. Ray and Flower must write nothing under ``$HOME``
-(a fake one here) and leave no process running.
-"""
+"""``flexmoe train --engine flower``: the options, their errors, and (slow) the run on
+Flower's simulation runtime equal to the in-process one."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import tempfile
 import time
 import warnings
@@ -22,59 +17,14 @@ with warnings.catch_warnings():  # click/typer deprecations raised while Flower 
     pytest.importorskip("flwr", reason="the `flower` extra (flwr[simulation]) is not installed")
     pytest.importorskip("ray", reason="the `flower` extra (flwr[simulation]) is not installed")
 
-from flexmoe.fedloop import FedConfig, History, RoundRecord, run
+from flower_support import MARK, Sandbox
+
+from flexmoe.fedloop import FedConfig, History
 from flexmoe.flower import RayOptions, run_flower
+from flexmoe.flower.launch import _free_port, cluster_address
 
-pytestmark = [
-    # Flower deprecates its own Python entry point in favour of the `flwr run` CLI.
-    pytest.mark.filterwarnings("ignore:.*run_simulation.*:DeprecationWarning"),
-    # Ray opens /dev/null for its daemons and lets the handles be finalised.
-    pytest.mark.filterwarnings("ignore:unclosed file.*:ResourceWarning"),
-    # Ray's daemons outlive the Popen objects that started them (they are stopped by
-    # `ray.shutdown()`; the test checks that none is left).
-    pytest.mark.filterwarnings("ignore:subprocess .* is still running:ResourceWarning"),
-    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
-    # Ray announces a future change of how it sets CUDA_VISIBLE_DEVICES for CPU actors.
-    pytest.mark.filterwarnings("ignore:Tip. In future versions of Ray:FutureWarning"),
-]
-
-CONFIG = FedConfig(
-    clients=4, experts=4, rounds=2, capacity="2", partition="dirichlet:0.3", width=16,
-    expert_hidden=8, min_size=10, seed=3, participation=0.75, dropout=0.2,
-)  # fmt: skip
-
-
-def _ray_processes() -> set[tuple[int, str]]:
-    """Live (non-zombie) processes that belong to Ray."""
-    out = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True)
-    found = set()
-    for line in out.stdout.splitlines():
-        pid, stat, args = line.split(None, 2) if len(line.split(None, 2)) == 3 else (0, "", "")
-        if "Z" not in stat and ("ray::" in args or "/ray/" in args or "raylet" in args):
-            found.add((int(pid), args[:120]))
-    return found
-
-
-def _flexmoe_temp_dirs() -> set[str]:
-    return {p.name for p in Path(tempfile.gettempdir()).glob("flexmoe-*")}
-
-
-@pytest.fixture
-def fake_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("FLWR_HOME", raising=False)
-    return home
-
-
-def _local_run(threads: int) -> History:
-    saved = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        return run(CONFIG)
-    finally:
-        torch.set_num_threads(saved)
+FLAGS = ["train", "--clients", "4", "--experts", "4", "--capacity", "2", "--rounds", "2",
+         "--min-size", "10", "--local-epochs", "1", "--seed", "1", "--quiet"]  # fmt: skip
 
 
 def _numbers(history: History) -> list[float]:
@@ -83,85 +33,121 @@ def _numbers(history: History) -> list[float]:
     return list(np.hstack([np.ravel(np.asarray(v, dtype=float)) for v in values]))
 
 
-def test_flower_matches_local_engine(fake_home: Path, tmp_path: Path) -> None:
-    before, temp_before = _ray_processes(), _flexmoe_temp_dirs()
-    local = _local_run(threads=1)  # as each Ray client (one CPU each)
-    flower = run_flower(CONFIG, out=tmp_path / "run", ray=RayOptions(num_cpus=2))
-
-    assert flower.series("assignment.experts") == local.series("assignment.experts")
-    assert flower.series("participants") == local.series("participants")
-    assert flower.series("dropped") == local.series("dropped") != [[], []]
-    assert _numbers(flower) == pytest.approx(_numbers(local), rel=1e-6, nan_ok=True)
-    assert flower.series("load_routed") == local.series("load_routed")
-    assert flower.setup == local.setup
-    assert all(isinstance(r, RoundRecord) for r in flower.rounds + local.rounds)
-    assert flower.without_timings() == local.without_timings()
-    assert (tmp_path / "run" / "history.json").is_file()
-
-    assert list(fake_home.iterdir()) == []
-    assert _flexmoe_temp_dirs() <= temp_before
-    deadline = time.monotonic() + 15
-    while (left := _ray_processes() - before) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not left, f"processes left running: {left}"
-    assert os.environ.get("FLWR_HOME") is None
+def test_ray_options_take_whole_cpus_and_make_the_federation_config() -> None:
+    with pytest.raises(ValueError, match=r"`client_cpus` must be a whole number >= 1 .*; got 0.5"):
+        RayOptions(client_cpus=0.5)
+    with pytest.raises(ValueError, match=r"`client_gpus` must be >= 0; got -1"):
+        RayOptions(client_gpus=-1)
+    assert RayOptions(client_cpus=2, num_cpus=4).federation_config(5) == (
+        "num-supernodes=5 client-resources-num-cpus=2 client-resources-num-gpus=0.0 "
+        "init-args-log-to-driver=false verbose=false init-args-num-cpus=4"
+    )
+    cluster = RayOptions(address="auto", num_cpus=4, client_gpus=0.5).federation_config(2)
+    assert "init-args-num-cpus" not in cluster and "client-resources-num-gpus=0.5" in cluster
 
 
-def test_ray_options_reject_bad_resources() -> None:
-    with pytest.raises(ValueError, match="`client_cpus` must be > 0"):
-        RayOptions(client_cpus=0)
-
-
-def test_ray_options_cluster_address_skips_local_settings() -> None:
-    config = RayOptions(address="auto", num_cpus=4, client_gpus=0.5).backend_config("/tmp/x")
-    assert config == {
-        "client_resources": {"num_cpus": 1.0, "num_gpus": 0.5},
-        "init_args": {"address": "auto", "log_to_driver": False},
-    }
-
-
-@pytest.mark.slow
-def test_cli_engine_flower_gives_the_local_engines_assignments(
-    fake_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from flexmoe.cli import main
-
-    flags = ["train", "--clients", "4", "--experts", "4", "--capacity", "2", "--rounds", "2",
-             "--min-size", "10", "--local-epochs", "1", "--seed", "1", "--quiet"]  # fmt: skip
-    saved = torch.get_num_threads()
-    try:
-        assert main([*flags, "--out", str(tmp_path / "local"), "--threads", "1"]) == 0
-    finally:
-        torch.set_num_threads(saved)
-    assert main([*flags, "--out", str(tmp_path / "flower"), "--engine", "flower",
-                 "--ray-cpus", "2"]) == 0  # fmt: skip
-    assert "final: personalised" in capsys.readouterr().out
-    local = History.load(tmp_path / "local" / "history.json")
-    flower = History.load(tmp_path / "flower" / "history.json")
-    assert flower.series("assignment.experts") == local.series("assignment.experts")
-    assert _numbers(flower) == pytest.approx(_numbers(local), rel=1e-6, nan_ok=True)
-    assert list(fake_home.iterdir()) == []
-
-
-def test_ray_options_refuse_what_a_local_instance_cannot_give(monkeypatch) -> None:
-    from flexmoe.flower import engine
-
-    monkeypatch.setattr(engine, "_local_gpus", lambda: 0.0)
+def test_ray_options_refuse_what_a_local_instance_cannot_give() -> None:
     with pytest.raises(ValueError, match="`client_cpus` = 4 exceeds the 2 CPUs"):
         RayOptions(client_cpus=4, num_cpus=2).check_local()
-    with pytest.raises(ValueError, match="`client_gpus` = 1, but the local Ray instance has 0"):
-        RayOptions(client_gpus=1).check_local()
-    RayOptions(client_gpus=1, address="auto").check_local()  # a cluster: Ray decides
+    RayOptions(client_cpus=4, num_cpus=2, address="auto").check_local()  # a cluster decides
     RayOptions(client_cpus=2, num_cpus=2).check_local()
 
 
 def test_cli_names_the_flag_of_resources_the_machine_lacks(tmp_path: Path, capsys) -> None:
     from flexmoe.cli import main
 
+    for flags, message in [
+        (["--client-cpus", "3", "--ray-cpus", "2"],
+         "--client-cpus = 3 exceeds the 2 CPUs of the local Ray instance"),
+        (["--client-cpus", "1.5"], "--client-cpus must be a whole number >= 1"),
+    ]:  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info:
+            main(["train", "--clients", "2", "--rounds", "1", "--out", str(tmp_path / "x"),
+                  "--engine", "flower", *flags])  # fmt: skip
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+def test_an_unreachable_ray_address_fails_at_once_naming_the_flag(tmp_path: Path, capsys) -> None:
+    from flexmoe.cli import main
+
+    port = _free_port()
+    began = time.monotonic()
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--clients", "2", "--rounds", "1", "--out", str(tmp_path / "x"),
-              "--engine", "flower", "--client-cpus", "3", "--ray-cpus", "2"])  # fmt: skip
+              "--engine", "flower", "--ray-address", f"127.0.0.1:{port}"])  # fmt: skip
     assert exit_info.value.code == 2
-    assert (
-        "--client-cpus = 3 exceeds the 2 CPUs of the local Ray instance" in capsys.readouterr().err
-    )
+    assert time.monotonic() - began < 30
+    err = capsys.readouterr().err
+    assert f"--ray-address 127.0.0.1:{port}: no Ray cluster answers at 127.0.0.1:{port}" in err
+
+
+def test_auto_without_a_cluster_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))  # where `ray start` would record one
+    with pytest.raises(ValueError, match=r"`address` auto: no Ray cluster on this machine"):
+        cluster_address("auto")
+    with pytest.raises(ValueError, match=r"`address` must be auto or <host>:<port>; got 'nohost'"):
+        cluster_address("nohost")
+
+
+@pytest.mark.slow
+def test_cli_engine_flower_gives_the_local_engines_history(
+    sandbox: Sandbox,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from flexmoe.cli import main
+
+    saved = torch.get_num_threads()
+    try:
+        assert main([*FLAGS, "--out", str(tmp_path / "local"), "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(saved)
+    for key in ("HOME", "TMPDIR", MARK):
+        monkeypatch.setenv(key, sandbox.env[key])
+    monkeypatch.setattr(tempfile, "tempdir", str(sandbox.tmp))
+    assert main([*FLAGS, "--out", str(tmp_path / "flower"), "--engine", "flower",
+                 "--ray-cpus", "2"]) == 0  # fmt: skip
+    assert "final: personalised" in capsys.readouterr().out
+    local = History.load(tmp_path / "local" / "history.json")
+    flower = History.load(tmp_path / "flower" / "history.json")
+    assert flower.series("assignment.experts") == local.series("assignment.experts")
+    assert _numbers(flower) == pytest.approx(_numbers(local), rel=1e-6, nan_ok=True)
+    assert flower.without_timings() == local.without_timings()
+    sandbox.assert_clean()
+
+
+@pytest.mark.slow
+def test_run_flower_calls_the_hooks_every_round(
+    sandbox: Sandbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(MARK, sandbox.mark)
+    config = FedConfig(clients=3, experts=4, rounds=3, width=8, expert_hidden=4, min_size=10)
+    seen: list[tuple[int, int]] = []
+    history = run_flower(config, ray=RayOptions(num_cpus=2, temp_dir=str(sandbox.tmp)),
+                         hooks=[lambda rnd, state, h: seen.append((rnd, len(h.rounds)))])  # fmt: skip
+    assert seen == [(0, 1), (1, 2), (2, 3)] and len(history.rounds) == 3
+    sandbox.assert_clean()
+
+
+@pytest.mark.slow
+def test_resources_no_node_can_give_end_the_run_with_flowers_reason(
+    sandbox: Sandbox,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from flexmoe.cli import main
+
+    monkeypatch.setenv(MARK, sandbox.mark)
+    monkeypatch.setattr(tempfile, "tempdir", str(sandbox.tmp))
+    flags = ["train", "--clients", "2", "--rounds", "1", "--min-size", "10", "--quiet"]
+    assert main([*flags, "--out", str(tmp_path / "x"), "--engine", "flower",
+                 "--client-gpus", "64"]) == 1  # fmt: skip
+    err = capsys.readouterr().err
+    assert "the Flower run ended (finished:failed) after 0 of 1 rounds" in err
+    assert "does not meet the criteria to host at least one client" in err
+    sandbox.assert_clean()

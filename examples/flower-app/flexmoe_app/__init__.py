@@ -1,0 +1,1 @@
+"""flexmoe as a Flower App: the components are flexmoe's own (``flexmoe.flower``)."""

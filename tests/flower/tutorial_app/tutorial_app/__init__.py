@@ -1,0 +1,1 @@
+"""A tutorial-style Flower App (its own model) driven by FlexMoEStrategy."""
