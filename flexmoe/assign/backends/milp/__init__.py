@@ -95,7 +95,7 @@ NAME = "milp"
 EXACT = True
 VARIANT_OPTION = "engine"
 VARIANTS = (
-    Variant("highs", ("highspy",), extra="", options=("highs_options",),
+    Variant("highs", ("highspy",), extra="", options=("highs_options", "tighten"),
             description="HiGHS through highspy, the arrays passed as they are (fast)"),
     Variant("pulp", ("pulp",), extra="pulp", options=("solver",),
             description="PuLP: CBC, HiGHS or any solver PuLP finds"),

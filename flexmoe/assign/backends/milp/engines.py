@@ -142,6 +142,14 @@ class HighsEngine:
     def set_start(self, values: Float) -> None:
         self.highs.setSolution(values.size, np.arange(values.size, dtype=np.int32), values)
 
+    def relax(self) -> None:
+        """Solve the LP relaxation from now on (later runs start from the last basis)."""
+        self.highs.setOptionValue("solve_relaxation", True)
+
+    def duals(self) -> Float:
+        """The row prices of the last LP solve (max sense: ``∂ objective / ∂ row bound``)."""
+        return np.asarray(self.highs.getSolution().row_dual, dtype=np.float64)
+
     def run(self, time_limit: float | None) -> Run:
         self.highs.setOptionValue("time_limit", math.inf if time_limit is None else time_limit)
         self.highs.run()

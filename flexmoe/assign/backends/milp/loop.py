@@ -11,8 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from flexmoe.assign.backends._highs import new_highs
+from flexmoe.assign.backends.milp import root as root_phase
 from flexmoe.assign.backends.milp.engines import BOUND_SNAP, ENGINES, FEASIBILITY, Run, Settings
 from flexmoe.assign.backends.milp.model import MilpModel, formulate
+from flexmoe.assign.backends.milp.root import Root
 from flexmoe.assign.problem import AssignmentProblem, Bool
 from flexmoe.assign.registry import spec_name
 from flexmoe.assign.result import Assignment, Status, relative_gap
@@ -40,6 +43,7 @@ def solve(
     threads: int | None = None,
     warm_start: bool = True,
     highs_options: dict[str, Any] | None = None,
+    tighten: bool = True,
 ) -> Assignment:
     """Solve `problem` exactly as a MILP (see the module Notes for the formulation).
 
@@ -66,6 +70,10 @@ def solve(
     highs_options : dict, optional
         For ``milp:highs`` only: extra HiGHS options over
         :data:`~flexmoe.assign.backends.milp.engines.HIGHS_DEFAULTS`.
+    tighten : bool
+        For ``milp:highs`` only: run the root phase of :mod:`.root` first (budget
+        covers, a bound checked in numpy, incumbents from the LP, reduced-cost fixing);
+        ``info["root"]`` says what it did.
 
     Returns
     -------
@@ -80,16 +88,28 @@ def solve(
     warm_time = time.perf_counter() - start
     model = formulate(problem, warm)
     settings = Settings(SOLVER_GAP_SHARE * mip_gap, threads, seed or 0, solver, highs_options or {})
-    runner = ENGINES[engine](model, settings)
-    if warm is not None:
-        runner.set_start(model.start(problem, warm))
-    build_time = time.perf_counter() - start - warm_time
-    outcome = _optimise(problem, model, runner, deadline, mip_gap, warm)
+    root = None
+    if tighten and engine == "highs":
+        root = root_phase.tighten(problem, model, warm, settings, deadline, mip_gap)
+        model, warm = root.model, root.best
+    if root is not None and root.finished:
+        solver = f"HiGHS {new_highs().version()} (root phase)"
+        build_time = time.perf_counter() - start - warm_time
+        outcome = _Outcome(Run("optimal", None, root.bound, "root phase"), root.best,
+                           root.value, root.bound, 1, 0.0)  # fmt: skip
+    else:
+        runner = ENGINES[engine](model, settings)
+        if warm is not None:
+            runner.set_start(model.start(problem, warm))
+        solver = runner.solver
+        build_time = time.perf_counter() - start - warm_time
+        outcome = _optimise(problem, model, runner, deadline, mip_gap, warm, root)
     info = {
         "engine": engine,
-        "solver": runner.solver,
+        "solver": solver,
         "warm_start": warm_note,
         "warm_start_time": warm_time,
+        **({} if root is None else {"root": root.info}),
         **outcome.info(model),
     }
     return _result(problem, outcome, mip_gap, engine, build_time=build_time, info=info)
@@ -145,17 +165,22 @@ def _optimise(
     deadline: float | None,
     mip_gap: float,
     warm: Bool | None,
+    root: Root | None = None,
 ) -> _Outcome:
     """Run the solver; with variance lines, add the lines through each incumbent's loads
-    and run again until the best true objective is within `mip_gap` of the bound."""
+    and run again until the best true objective is within `mip_gap` of the bound.
+
+    After the root phase `model` may lack pairs fixed by reduced costs: the bound of the
+    whole problem is then ``min(root bound, max(solver's bound, root.floor))``."""
     best, value = warm, -math.inf if warm is None else objective_value(problem, warm)
-    bound, rounds, spent = math.inf, 0, 0.0
+    bound, rounds, spent = math.inf if root is None else root.bound, 0, 0.0
+    floor = -math.inf if root is None else root.floor
     while True:
         rounds += 1
         tick = time.perf_counter()
         run = runner.run(None if deadline is None else max(deadline - tick, 1e-3))
         spent += time.perf_counter() - tick
-        bound = bound if math.isnan(run.bound) else min(bound, run.bound)
+        bound = bound if math.isnan(run.bound) else min(bound, max(run.bound, floor))
         x = None if run.values is None else model.assignment(run.values, problem.shape)
         if x is not None and objective_value(problem, x) > value:
             best, value = x, objective_value(problem, x)
