@@ -3,14 +3,19 @@ r"""Exact MILP for every constraint, with the solver's dual bound as a certified
 One formulation, built as sparse arrays with numpy, handed to an engine:
 
 * ``highs`` (default): the arrays go straight into HiGHS through ``highspy`` — the fast
-  path (no per-variable Python objects), warm-started from ``greedy:balanced``;
+  path (no per-variable Python objects), warm-started from ``greedy:balanced``, after a
+  root phase (:mod:`.root`: budget covers, a bound checked in numpy, incumbents from the
+  LP, reduced-cost fixing) that often certifies the gap before any branching (its bound,
+  recomputed in numpy from the LP's prices, counts as a dual bound below);
 * ``pulp``: the same rows through PuLP, for breadth: CBC (bundled) by default, or any
   solver PuLP finds (``solver="HiGHS"``, ``"GUROBI_CMD"``, ``"CPLEX_CMD"``, ...);
 * ``scipy``: ``scipy.optimize.milp`` (SciPy's own HiGHS), a fallback.
 
-The package keeps the three layers apart: :mod:`.model` (the formulation as sparse
-arrays, :func:`formulate`), :mod:`.engines` (the vendor engines and their status maps)
-and :mod:`.loop` (warm start, the outer-approximation loop, the status of the result).
+The package keeps the layers apart: :mod:`.model` (the formulation as sparse arrays,
+:func:`formulate`), :mod:`.cuts` (valid inequalities for the budget rows, with their
+proof), :mod:`.engines` (the vendor engines and their status maps), :mod:`.root` (the
+``highs`` engine's root phase) and :mod:`.loop` (warm start, the outer-approximation
+loop, the status of the result).
 
 Notes
 -----

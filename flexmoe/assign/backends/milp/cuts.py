@@ -78,15 +78,19 @@ def capacity(cost: Float, limit: Float, low: Int, high: Int, members: Bool, allo
     cheapest_in = np.concatenate([zero, np.cumsum(inside, axis=1)], axis=1)
     cheapest_out = np.concatenate([zero, np.cumsum(outside, axis=1)], axis=1)
     j = np.arange(n_experts + 1)[None, :]
-    rest = np.minimum(np.maximum(low[:, None] - j, 0), n_experts)
-    least = cheapest_in + np.take_along_axis(cheapest_out, rest, axis=1)
+    rest = np.maximum(low[:, None] - j, 0)
+    least = cheapest_in + np.take_along_axis(cheapest_out, np.minimum(rest, n_experts), axis=1)
+    least[rest > n_experts] = np.inf
     fits = (least <= limit[:, None]) & (j <= high[:, None])
     return np.where(fits, j, -1).max(axis=1).astype(np.int64)
 
 
 def _rankings(x: Float, cost: Float, allowed: Bool) -> list[Int]:
     """Each client's allowed experts in three orders (disallowed ones last): by ``x``
-    (ties: costlier first), by ``(1 − x)/cost`` (cheapest to cover first), by cost."""
+    (ties: costlier first), by ``(1 − x)/cost`` (cheapest to cover first), by cost. The
+    covers tried are the prefixes: of the first two up to one past the LP's support (a
+    prefix of experts the LP does not hold adds nothing to the left-hand side), of the
+    third all of them (the threshold sets ``{e : cost[n, e] >= θ}``)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         per_cost = np.where(cost > 0, (1 - x) / cost, np.inf)
     keys = [-x - 1e-9 * cost, per_cost, -cost]
@@ -100,12 +104,13 @@ def _violated(
     allowed = problem.allowed_mask()[clients]
     low, high = problem.min_experts[clients], problem.max_experts[clients]
     n_experts = problem.n_experts
-    longest = min(n_experts, 4 * int(high.max()) + 16)
+    support = int((x > INTEGRAL).sum(axis=1).max())
     found: dict[tuple[int, tuple[int, ...]], int] = {}
-    for order in _rankings(x, cost, allowed):
+    for order, longest in zip(_rankings(x, cost, allowed), (support, support, n_experts),
+                              strict=True):  # fmt: skip
         rank = np.empty_like(order)
         np.put_along_axis(rank, order, np.arange(n_experts)[None, :], axis=1)
-        for size in range(1, longest + 1):
+        for size in range(1, min(longest + 1, n_experts) + 1):
             members = (rank < size) & allowed
             k = capacity(cost, limit, low, high, members, allowed)
             excess = (x * members).sum(axis=1) - k

@@ -73,7 +73,8 @@ def solve(
     tighten : bool
         For ``milp:highs`` only: run the root phase of :mod:`.root` first (budget
         covers, a bound checked in numpy, incumbents from the LP, reduced-cost fixing);
-        ``info["root"]`` says what it did.
+        ``info["root"]`` says what it did. The bound is then the least of the root's and
+        ``max(solver's bound, root.floor)`` (the pairs fixed away are worth no more).
 
     Returns
     -------

@@ -49,10 +49,15 @@ CUT_PROGRESS = 1e-7
 NEIGHBOURS = 2.0
 #: Node limit of each sub-MIP (a heuristic: it keeps whatever it found).
 SUB_MIP_NODES = 500
-#: Each sub-MIP may use at most this share of the time left before the deadline.
+#: Each sub-MIP may use at most this share of the time left before the deadline, and at
+#: most `SUB_MIP_LP_TIMES` times the first LP's time (but `SUB_MIP_FLOOR` seconds).
 SUB_MIP_SHARE = 0.25
-#: HiGHS options of the sub-MIPs: most pairs are fixed, and presolve removes them.
-SUB_MIP_OPTIONS: dict[str, Any] = {"presolve": "on", "mip_max_nodes": SUB_MIP_NODES}
+SUB_MIP_LP_TIMES = 5.0
+SUB_MIP_FLOOR = 0.25
+#: A sub-MIP that would free more than this share of the pairs is not small: skipped.
+SUB_MIP_MOST_FREE = 0.1
+#: HiGHS options of the sub-MIPs (built without the pairs they fix to 0).
+SUB_MIP_OPTIONS: dict[str, Any] = {"mip_max_nodes": SUB_MIP_NODES}
 
 
 @dataclass
@@ -74,11 +79,48 @@ class Root:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-class _Clock:
-    """Seconds left before an optional deadline."""
+def tighten(
+    problem: AssignmentProblem,
+    model: MilpModel,
+    warm: Bool | None,
+    settings: Settings,
+    deadline: float | None,
+    mip_gap: float,
+) -> Root:
+    """Run the root phase (see the module docstring) on `model`, which it leaves as it is.
 
-    def __init__(self, deadline: float | None):
-        self.deadline = deadline
+    ``root.info`` has the LP bound, the bound after the covers, the incumbents found
+    (source, value, seconds since the start) and the pairs kept after fixing.
+    """
+    start = time.perf_counter()
+    clock = _Clock(deadline, start)
+    root = Root(model, None, -math.inf, info={"incumbents": []})
+    _offer(problem, root, warm, "warm start", clock)
+    lp = _Relaxation(problem, model, settings)
+    if not lp.solve(clock):
+        root.info |= {"lp": "not solved: " + lp.native, "root_time": clock.spent}
+        return root
+    root.info |= {"lp_bound": lp.bound, "lp_time": clock.spent}
+    rounds = lp.separate(clock)
+    root.bound = lp.bound
+    root.info |= {"root_bound": lp.bound, "cut_rounds": rounds, "covers": lp.covers,
+                  "cuts_time": clock.spent}  # fmt: skip
+    _incumbents(problem, root, lp, settings, clock, mip_gap)
+    if not root.finished and root.best is not None:
+        _fix(root, lp, settings.solver_gap)
+    root.info |= {"root_time": clock.spent, "pairs_kept": int(root.model.clients.size)}
+    return root
+
+
+class _Clock:
+    """Seconds since the start of the root phase and left before an optional deadline."""
+
+    def __init__(self, deadline: float | None, start: float):
+        self.deadline, self.start = deadline, start
+
+    @property
+    def spent(self) -> float:
+        return time.perf_counter() - self.start
 
     def left(self, share: float = 1.0) -> float | None:
         if self.deadline is None:
@@ -91,49 +133,17 @@ class _Clock:
         return left is not None and left <= 1e-3
 
 
-def tighten(
-    problem: AssignmentProblem,
-    model: MilpModel,
-    warm: Bool | None,
-    settings: Settings,
-    deadline: float | None,
-    mip_gap: float,
-) -> Root:
-    """Run the root phase (see the module docstring) on `model`, which it leaves as it is."""
-    start = time.perf_counter()
-    clock = _Clock(deadline)
-    root = Root(model, None, -math.inf)
-    _offer(problem, root, warm, "warm start")
-    lp = _Relaxation(problem, model, settings)
-    if not lp.solve(clock):
-        root.info |= {"lp": "not solved: " + lp.native, "root_time": _since(start)}
-        return root
-    lp_bound = lp.bound
-    rounds = lp.separate(clock)
-    root.bound = lp.bound
-    root.info |= {"lp_bound": lp_bound, "root_bound": lp.bound, "cut_rounds": rounds,
-                  "covers": lp.covers}  # fmt: skip
-    _incumbents(problem, root, lp, settings, clock, mip_gap)
-    if not root.finished and root.best is not None:
-        _fix(root, lp, settings.solver_gap)
-    root.info |= {"incumbent": root.info.get("incumbent", "none"), "root_time": _since(start),
-                  "pairs_kept": int(root.model.clients.size)}  # fmt: skip
-    return root
-
-
-def _since(start: float) -> float:
-    return time.perf_counter() - start
-
-
-def _offer(problem: AssignmentProblem, root: Root, x: Bool | None, source: str) -> bool:
+def _offer(
+    problem: AssignmentProblem, root: Root, x: Bool | None, source: str, clock: _Clock
+) -> bool:
     """Keep `x` as the incumbent when the checker accepts it and it is better."""
     if x is None or not verify(problem, x):
         return False
     value = objective_value(problem, x)
+    root.info["incumbents"].append((source, value, clock.spent))
     if value <= root.value:
         return False
     root.best, root.value = x, value
-    root.info["incumbent"] = source
     return True
 
 
@@ -200,12 +210,18 @@ def _incumbents(
     x = lp.x
     fractional = (x > cuts.INTEGRAL) & (x < 1 - cuts.INTEGRAL)
     if not fractional.any():
-        _offer(problem, root, root.model.assignment(lp.values, problem.shape), "LP")
+        _offer(problem, root, root.model.assignment(lp.values, problem.shape), "LP", clock)
     free = np.isin(root.model.clients, root.model.clients[fractional])
-    for source, pairs in (("RENS", free), ("neighbourhood", _neighbours(problem, lp, free))):
+    budget = max(SUB_MIP_FLOOR, SUB_MIP_LP_TIMES * root.info["lp_time"])
+    tries = [("RENS", fractional), ("RENS clients", free),
+             ("neighbourhood", _neighbours(problem, lp, free))]  # fmt: skip
+    for source, pairs in tries:
         if _done(root, mip_gap) or clock.over or not pairs.any():
             break
-        _offer(problem, root, _sub_mip(problem, root, lp, pairs, settings, clock), source)
+        if pairs.mean() > SUB_MIP_MOST_FREE:
+            continue
+        found = _sub_mip(problem, root, lp, pairs, settings, clock, budget)
+        _offer(problem, root, found, source, clock)
     root.finished = _done(root, mip_gap)
 
 
@@ -229,21 +245,28 @@ def _sub_mip(
     free: Bool,
     settings: Settings,
     clock: _Clock,
+    seconds: float,
 ) -> Bool | None:
-    """The best assignment HiGHS finds within `SUB_MIP_NODES` nodes with every pair
-    outside `free` fixed at its (rounded) LP value; None without one."""
+    """The best assignment HiGHS finds within `SUB_MIP_NODES` nodes and `seconds` (or
+    `SUB_MIP_SHARE` of the time left) with every pair outside `free` fixed at its
+    (rounded) LP value; None without one."""
     model = root.model
-    fixed = np.where(lp.x > 0.5, 1.0, 0.0)
-    sub = model.with_x_bounds(np.where(free, 0.0, fixed), np.where(free, 1.0, fixed))
+    held = lp.x > 0.5
+    sub = model.restrict(free | held)
+    sub.col_lo[sub.columns["x"].start + np.flatnonzero((held & ~free)[free | held])] = 1.0
     engine = HighsEngine(sub, Settings(settings.solver_gap, settings.threads, settings.seed,
                                        highs_options=SUB_MIP_OPTIONS))  # fmt: skip
     if root.best is not None and np.array_equal(
-        root.best[model.clients, model.experts][~free], fixed[~free] > 0.5
+        root.best[model.clients, model.experts][~free], held[~free]
     ):
-        engine.set_start(model.start(problem, root.best))
+        engine.set_start(sub.start(problem, root.best))
     left = clock.left(SUB_MIP_SHARE)
-    run = engine.run(left)
-    return None if run.values is None else model.assignment(run.values, problem.shape)
+    tick = clock.spent
+    run = engine.run(seconds if left is None else min(left, seconds))
+    root.info.setdefault("sub_mips", []).append(
+        (int(free.sum()), round(clock.spent - tick, 3), run.native)
+    )
+    return None if run.values is None else sub.assignment(run.values, problem.shape)
 
 
 def _fix(root: Root, lp: _Relaxation, allowance: float) -> None:
