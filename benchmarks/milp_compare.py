@@ -3,7 +3,8 @@
 Each measurement is one fresh process (``--worker``) that imports flexmoe from one tree,
 builds one instance and times one ``milp`` solve; the driver alternates the trees
 (A B B A ...) over the repeats so that the load of a shared machine falls on both alike,
-and prints medians. The old tree is a git revision exported with ``git archive``::
+and prints medians. Each tree is a git revision exported with ``git archive`` (the new
+one is the working tree unless ``--new`` names a revision)::
 
     python benchmarks/milp_compare.py --old 5949caf --repeats 3 \\
         --instance general:1000:64:8:0 --gap 1e-3 --gap 1e-6
@@ -63,7 +64,8 @@ def worker(source: str, spec: str, gap: float, limit: float) -> None:
 
 def export(revision: str, into: str) -> str:
     """The tree of `revision` (git archive) under `into`."""
-    archive = os.path.join(into, "old.tar")
+    os.makedirs(into, exist_ok=True)
+    archive = os.path.join(into, "tree.tar")
     subprocess.run(["git", "-C", str(ROOT), "archive", "-o", archive, revision, "flexmoe"],
                    check=True)  # fmt: skip
     with tarfile.open(archive) as tar:
@@ -80,13 +82,15 @@ def measure(source: str, spec: str, gap: float, limit: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--old", default="main", help="git revision of the old tree")
+    parser.add_argument("--new", default=None, help="git revision of the new tree")
     parser.add_argument("--instance", action="append", required=True)
     parser.add_argument("--gap", action="append", type=float, required=True)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--limit", type=float, default=120.0, help="time limit per solve (s)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="milp-old-") as tmp:
-        trees = {"old": export(args.old, tmp), "new": str(ROOT)}
+        new = str(ROOT) if args.new is None else export(args.new, os.path.join(tmp, "new"))
+        trees = {"old": export(args.old, os.path.join(tmp, "old")), "new": new}
         rows = {}
         for r in range(args.repeats):
             order = ["old", "new"] if r % 2 == 0 else ["new", "old"]
@@ -103,7 +107,8 @@ HEADER = "| instance | gap | old (s) | new (s) | new/old | old: status gap | new
 
 
 def report(rows: dict, args: argparse.Namespace) -> None:
-    print(f"\nmedians of {args.repeats}, interleaved; old = {args.old}, new = working tree")
+    new = "working tree" if args.new is None else args.new
+    print(f"\nmedians of {args.repeats}, interleaved; old = {args.old}, new = {new}")
     print(HEADER)
     print("|---|---|---|---|---|---|---|")
     for spec in args.instance:

@@ -89,22 +89,24 @@ def solve(
     warm_time = time.perf_counter() - start
     model = formulate(problem, warm)
     settings = Settings(SOLVER_GAP_SHARE * mip_gap, threads, seed or 0, solver, highs_options or {})
+    build_time = time.perf_counter() - start - warm_time
     root = None
     if tighten and engine == "highs":
         root = root_phase.tighten(problem, model, warm, settings, deadline, mip_gap)
         model, warm = root.model, root.best
     if root is not None and root.finished:
         solver = f"HiGHS {new_highs().version()} (root phase)"
-        build_time = time.perf_counter() - start - warm_time
         outcome = _Outcome(Run("optimal", None, root.bound, "root phase"), root.best,
                            root.value, root.bound, 1, 0.0)  # fmt: skip
     else:
+        tick = time.perf_counter()
         runner = ENGINES[engine](model, settings)
         if warm is not None:
             runner.set_start(model.start(problem, warm))
-        solver = runner.solver
-        build_time = time.perf_counter() - start - warm_time
+        solver, build_time = runner.solver, build_time + time.perf_counter() - tick
         outcome = _optimise(problem, model, runner, deadline, mip_gap, warm, root)
+    if root is not None:  # the root phase is solving: its LPs and sub-MIPs
+        outcome.solve_time += root.info["root_time"]
     info = {
         "engine": engine,
         "solver": solver,
