@@ -531,7 +531,7 @@ def test_dual_bound_holds_for_any_prices(seed):
         assert model.dual_bound(noisy)[0] >= lp_value - 1e-9
 
 
-def fixing_problem(n: int, e: int, seed: int) -> AssignmentProblem:
+def fixing_problem(n: int, e: int, k: int, seed: int) -> AssignmentProblem:
     """The storage + compute + weighted-loads model of ``benchmarks/bench_milp.py``."""
     import sys as _sys
     from pathlib import Path
@@ -539,7 +539,7 @@ def fixing_problem(n: int, e: int, seed: int) -> AssignmentProblem:
     _sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     from bench_milp import general
 
-    return general(n, e, 4, seed=seed)
+    return general(n, e, k, seed=seed)
 
 
 @pytest.mark.parametrize("seed", range(2))
@@ -549,7 +549,7 @@ def test_reduced_cost_fixing_loses_no_better_assignment(seed):
     from flexmoe.assign.backends.milp import root as root_phase
     from flexmoe.assign.backends.milp.engines import HighsEngine, Settings
 
-    p = fixing_problem(80, 10, seed)
+    p = fixing_problem(80, 10, 4, seed)
     plain = solve(p, backend="milp", tighten=False)
     model = milp_backend.formulate(p)
     root = root_phase.tighten(p, model, None, Settings(5e-7), None, 1e-6)
@@ -585,8 +585,19 @@ def test_root_phase_matches_brute_force(problem, tighten):
 @pytest.mark.parametrize("seed", range(4))
 def test_root_phase_agrees_with_the_plain_solve_on_medium_problems(seed):
     """Problems too large to enumerate, where the covers, sub-MIPs and fixing all act."""
-    p = fixing_problem(120, 12, seed + 10)
+    p = fixing_problem(120, 12, 4, seed + 10)
     plain, tightened = (solve(p, backend="milp", tighten=t) for t in (False, True))
     assert plain.status is tightened.status is Status.OPTIMAL
     assert close(plain.objective, tightened.objective, 1e-6), (plain, tightened)
     assert tightened.bound >= plain.objective - 1e-6 * abs(plain.objective)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_loose_gap_is_certified_at_the_root(seed):
+    """With ``mip_gap=1e-3`` the covers' bound and an LP incumbent suffice: no branching,
+    and the bound still holds against the exact optimum."""
+    p = fixing_problem(200, 16, 8, seed)
+    loose, exact = solve(p, backend="milp", mip_gap=1e-3), solve(p, backend="milp")
+    assert loose.status is exact.status is Status.OPTIMAL
+    assert loose.info["native_status"] == "root phase" and loose.gap <= 1e-3
+    assert loose.objective <= exact.objective + 1e-9 <= loose.bound + 2e-9
