@@ -1,5 +1,6 @@
 # `make run` and `make test` set themselves up: each creates .venv if missing and installs
-# torch 2.13.0 first (a looser spec pulls several GB of CUDA wheels), then flexmoe[dev,flower].
+# the CPU wheel torch==2.13.0 first (the `fl` extra's torch range would let pip pull several
+# GB of CUDA wheels), then flexmoe[all,dev] — pip keeps the torch it has.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -11,11 +12,11 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev,flower]'
+	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/flexmoe-bench demo --out results
+	$(BIN)/flexmoe-bench demo --out results --overwrite
 
 lint: $(STAMP)
 	$(BIN)/ruff check flexmoe tests benchmarks

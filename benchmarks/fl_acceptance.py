@@ -39,21 +39,23 @@ BASE = {
 
 
 def overrides(pairs: list[str]) -> dict[str, Any]:
-    """``key=value`` pairs (values parsed as JSON when they can be) as a nested dict."""
+    """``key=value`` pairs (values parsed as JSON when they can be), keyed by the dotted
+    field paths :meth:`FedConfig.from_dict <flexmoe.fedloop.FedConfig.from_dict>` reads."""
+    from flexmoe.fedloop import FedConfig
+
     config: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep:
             raise SystemExit(f"--set expects key=value; got {pair!r}")
         try:
-            value = json.loads(raw)
+            config[key] = json.loads(raw)
         except json.JSONDecodeError:
-            value = raw
-        head, _, tail = key.partition(".")
-        if tail:
-            config.setdefault(head, {})[tail] = value
-        else:
-            config[key] = value
+            config[key] = raw
+    try:
+        FedConfig.from_dict({**BASE, **config})
+    except ValueError as err:
+        raise SystemExit(f"--set: {err}") from None
     return config
 
 
@@ -73,17 +75,17 @@ def one_run(config: dict[str, Any], plugins: list[str], out: str | None) -> dict
     wall = time.perf_counter() - start
     if out is not None:
         history.save(Path(out) / f"{config['method']}-s{config['seed']}.json")
-    rounds = history.rounds
+    last = history.rounds[-1]
     times = history.series("time.round")
     return {
         "method": config["method"],
         "seed": config["seed"],
-        "test": rounds[-1]["personalized_acc"],
-        "val": rounds[-1]["personalized_val_acc"],
-        "global": rounds[-1]["global_acc"],
-        "global_val": rounds[-1]["global_val_acc"],
+        "test": last.personalized_acc,
+        "val": last.personalized_val_acc,
+        "global": last.global_acc,
+        "global_val": last.global_val_acc,
         "cv": history.series("holders.cv"),
-        "untrained_rounds": sum(1 for r in rounds if r["never_trained"] > 0),
+        "untrained_rounds": sum(1 for r in history.rounds if r.never_trained > 0),
         "assign_share": sum(history.series("time.assign")) / sum(times),
         "median_round": statistics.median(times),
         "wall": wall,

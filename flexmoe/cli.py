@@ -1,4 +1,12 @@
-"""The ``flexmoe`` command line: ``flexmoe train`` runs one federated MoE experiment.
+"""The ``flexmoe`` command line: one program for training and benchmarks.
+
+* ``flexmoe train`` runs one federated MoE experiment; its configuration flags are
+  generated from :class:`~flexmoe.fedloop.FedConfig`'s own field declarations (every
+  field has one, with its help and default), ``--config run.toml`` reads the same
+  fields from a file (flags override it), and the resolved configuration is written
+  to ``--out``/config.toml (it loads back with ``--config``).
+* ``flexmoe bench {solvers,fl,report,demo}`` is ``flexmoe-bench`` (kept as an alias).
+* ``flexmoe --version``; ``python -m flexmoe`` is the same program.
 
 Example::
 
@@ -6,269 +14,141 @@ Example::
         --capacity 2 --rounds 30 --method flex --seed 0 --out runs/x
 
 ``--engine flower`` runs the same experiment on Flower's simulation engine (Ray).
+Errors are one line naming the flag (or file key) and the rule, then a pointer to
+``--help``. Ctrl-C or SIGTERM stops a run, keeps its last checkpoint and prints the
+command that continues it. ``--resume`` verifies the checkpoint and falls back to the one
+before a damaged one (a warning names the file and the round); when none is usable it
+prints one line naming each bad file and its fault and exits with status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
+import shlex
+import shutil
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-__all__ = ["build_parser", "main"]
+__all__ = [
+    "ArgumentParser",
+    "ConfigSource",
+    "add_config_flag",
+    "build_parser",
+    "import_plugins",
+    "main",
+    "resolve_config",
+    "unavailable",
+]
 
-#: FedConfig fields → the flag that sets them (for error messages).
-_FLAGS = {
-    "dataset": "--dataset",
-    "partition": "--partition",
-    "clients": "--clients",
-    "experts": "--experts",
-    "capacity": "--capacity",
-    "top_k": "--top-k",
-    "rounds": "--rounds",
-    "method": "--method",
-    "backend": "--backend",
-    "participation": "--participation",
-    "dropout": "--dropout",
-    "switch_cost": "--switch-cost",
-    "epochs": "--local-epochs",
-    "batch_size": "--batch-size",
-    "lr": "--lr",
-    "momentum": "--momentum",
-    "weight_decay": "--weight-decay",
-    "feedback": "--feedback",
-    "signal": "--signal",
-    "beta": "--beta",
-    "alpha": "--alpha",
-    "initial": "--initial-fitness",
-    "bonus": "--bonus",
-    "val_fraction": "--val-fraction",
-    "test_fraction": "--test-fraction",
-    "min_size": "--min-size",
-    "n_samples": "--samples",
-    "seed": "--seed",
-    "root": "--data-dir",
-    "client_cpus": "--client-cpus",
-    "client_gpus": "--client-gpus",
-    "address": "--ray-address",
-}
+#: Files ``flexmoe train`` writes to ``--out`` (what ``--overwrite`` removes).
+OUTPUTS = ("history.json", "config.toml", "checkpoint")
 
 
-def _checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    """An argparse type from a parser that raises ValueError with a helpful message."""
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``prog: error: --flag: rule`` and a pointer to
+    ``--help`` instead of the usage block."""
 
-    def convert(text: str) -> Any:
-        try:
-            return parse(text)
-        except ValueError as err:
-            raise argparse.ArgumentTypeError(str(err)) from None
-
-    convert.__name__ = getattr(parse, "__name__", "value")
-    return convert
+    def error(self, message: str) -> NoReturn:
+        message = re.sub(r"^argument ", "", message)
+        self.exit(2, f"{self.prog}: error: {message}\n(see: {self.prog} --help)\n")
 
 
-def _number(kind: type, low: float, high: float | None = None, *, open_low: bool = False) -> Any:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise ValueError(f"expected {kind.__name__}; got {text!r}") from None
-        bad_low = value <= low if open_low else value < low
-        if bad_low or (high is not None and value > high):
-            bound = f"> {low:g}" if open_low else f">= {low:g}"
-            span = bound if high is None else f"{bound} and <= {high:g}"
-            raise ValueError(f"must be {span}; got {text}")
-        return value
-
-    parse.__name__ = kind.__name__
-    return _checked(parse)
+# -- shared by `flexmoe train` and `flexmoe bench fl` -----------------------------------
 
 
-def _partition(text: str) -> str:
-    from flexmoe.fedloop.partition import parse_partition
-
-    return str(parse_partition(text))
-
-
-def _capacity(text: str) -> str:
-    from flexmoe.fedloop.clients import parse_capacity
-
-    return str(parse_capacity(text))
-
-
-def _add_data_flags(parser: argparse.ArgumentParser) -> None:
-    from flexmoe.fedloop.data import DATASETS
-
-    group = parser.add_argument_group("data")
-    group.add_argument(
-        "--dataset",
-        default="digits",
-        metavar="NAME",
-        help=f"one of {', '.join(DATASETS)} (emnist:<split>); default digits",
-    )
-    group.add_argument(
-        "--data-dir",
+def add_config_flag(parser: argparse._ActionsContainer) -> None:
+    """``--config FILE``: settings from a TOML (or JSON) file, overridden by flags."""
+    parser.add_argument(
+        "--config",
         type=Path,
-        metavar="DIR",
-        help="folder with the files of cifar10 / mnist / emnist / gtsrb",
+        metavar="FILE",
+        help="TOML (or JSON) file of settings: top-level keys are the field names "
+        '(rounds = 5, capacity = "2"), [train] and [fitness] tables for the nested '
+        "ones; flags override it",
     )
-    group.add_argument(
-        "--samples",
-        type=_number(int, 1),
-        metavar="N",
-        help="samples to generate (mnist1d, clustered) or a subset to keep",
-    )
-    group.add_argument(
-        "--partition",
-        type=_checked(_partition),
-        default="dirichlet:0.3",
-        help="iid, dirichlet:<alpha> or shards:<k>; default dirichlet:0.3",
-    )
-    group.add_argument(
-        "--min-size",
-        type=_number(int, 1),
-        default=20,
-        metavar="N",
-        help="samples every client gets at least (default 20)",
-    )
-    group.add_argument(
-        "--val-fraction",
-        type=_number(float, 0, 0.9),
-        default=0.1,
-        metavar="F",
-        help="of each client's data, for validation (0.1)",
-    )
-    group.add_argument("--test-fraction", type=_number(float, 0, 0.9), default=0.2,
-                       metavar="F", help="of each client's data, for testing (0.2)")  # fmt: skip
 
 
-def _add_federation_flags(parser: argparse.ArgumentParser) -> None:
-    from flexmoe.fedloop.policies import METHODS
+class ConfigSource:
+    """Where each setting came from: a flag, the ``--config`` file, or the default."""
 
-    group = parser.add_argument_group("federation")
-    group.add_argument("--clients", type=_number(int, 1), default=20, metavar="N")
-    group.add_argument("--experts", type=_number(int, 1), default=8, metavar="E")
-    group.add_argument(
-        "--capacity",
-        type=_checked(_capacity),
-        default="2",
-        help="experts per client: <k> or tiers:2/4/8 (default 2)",
-    )
-    group.add_argument(
-        "--top-k",
-        type=_number(int, 1),
-        metavar="K",
-        help="experts per sample (default: the smallest capacity)",
-    )
-    group.add_argument("--rounds", type=_number(int, 1), default=30, metavar="R")
-    group.add_argument("--method", choices=METHODS, default="flex")
-    group.add_argument(
-        "--backend", default="auto", help="assignment backend for flex (default auto = flow)"
-    )
-    group.add_argument(
-        "--participation",
-        type=_number(float, 0, 1, open_low=True),
-        default=1.0,
-        metavar="F",
-        help="fraction of clients per round (1.0)",
-    )
-    group.add_argument(
-        "--dropout",
-        type=_number(float, 0, 0.99),
-        default=0.0,
-        metavar="P",
-        help="probability a participant drops out mid-round (0)",
-    )
-    group.add_argument(
-        "--carry-deficit",
-        action="store_true",
-        help="carry each expert's load deficit into the next round's bounds",
-    )
-    group.add_argument(
-        "--switch-cost",
-        type=_number(float, 0),
-        default=0.0,
-        metavar="MU",
-        help="flex/greedy: utility lost per newly held expert (0)",
-    )
-    group.add_argument("--seed", type=_number(int, 0), default=0)  # fmt: skip
+    def __init__(self) -> None:
+        self.sources: dict[str, str] = {}
+
+    def explain(
+        self, err: Exception, known: list[Any], parser: argparse.ArgumentParser | None = None
+    ) -> str:
+        """`err` as ``--flag: rule`` (or ``file: `key`: rule``). Field names that are no
+        configuration field but the destination of one of `parser`'s flags (``client_cpus``
+        of ``--client-cpus``) are written as that flag too."""
+        from flexmoe import params
+
+        where, text = params.explain(err, known, self.sources)
+        if parser is not None:
+            fields = {o.path for o in known}
+            flags = {a.dest: a.option_strings[-1] for a in parser._actions
+                     if a.option_strings and a.dest not in fields}  # fmt: skip
+            text = re.sub(r"`(\w+)`", lambda m: flags.get(m[1], m[0]), text)
+        return f"{where}: {text}" if where else text
 
 
-def _add_training_flags(parser: argparse.ArgumentParser) -> None:
-    from flexmoe.fedloop.fitness import SIGNALS
-    from flexmoe.fedloop.task import FEEDBACK
+def resolve_config(
+    args: argparse.Namespace, known: list[Any], source: ConfigSource
+) -> dict[str, Any]:
+    """The flat settings: the ``--config`` file's, then the flags given (which win)."""
+    from flexmoe import params
 
-    group = parser.add_argument_group("local training and fitness")
-    group.add_argument("--local-epochs", type=_number(int, 1), default=2, metavar="N")
-    group.add_argument("--batch-size", type=_number(int, 1), default=16, metavar="B")
-    group.add_argument("--lr", type=_number(float, 0, open_low=True), default=0.1)
-    group.add_argument("--momentum", type=_number(float, 0, 1), default=0.9)
-    group.add_argument("--weight-decay", type=_number(float, 0), default=0.0)
-    group.add_argument(
-        "--feedback",
-        choices=FEEDBACK,
-        default="during",
-        help="where per-expert accuracy/loss is measured (default during)",
-    )
-    group.add_argument(
-        "--signal",
-        choices=SIGNALS,
-        default="accuracy",
-        help="fitness signal: accuracy or exp(-alpha*loss)",
-    )
-    group.add_argument(
-        "--beta",
-        type=_number(float, 0, 1, open_low=True),
-        default=0.3,
-        help="fitness EMA step (0.3)",
-    )
-    group.add_argument(
-        "--alpha",
-        type=_number(float, 0, open_low=True),
-        default=1.0,
-        help="loss temperature of the loss signal (1.0)",
-    )
-    group.add_argument(
-        "--initial-fitness",
-        type=_number(float, -1e9),
-        default=1.0,
-        metavar="Q0",
-        help="initial (optimistic) fitness (1.0)",
-    )
-    group.add_argument("--bonus", type=_number(float, 0), default=0.0,
-                       help="exploration bonus c/sqrt(1+tries) (0)")  # fmt: skip
+    values: dict[str, Any] = {}
+    if getattr(args, "config", None) is not None:
+        values = params.read_file(args.config, known)
+        source.sources.update(dict.fromkeys(values, str(args.config)))
+    flags = params.given(args, known)
+    by_path = {o.path: o.flag for o in known}
+    source.sources.update({path: by_path[path] for path in flags})
+    return values | flags
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``flexmoe`` argument parser."""
-    parser = argparse.ArgumentParser(prog="flexmoe", description="Federated MoE with "
-                                     "load-balanced expert assignment (FLEX-MoE).")  # fmt: skip
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    train = commands.add_parser(
-        "train", help="run one federated MoE experiment",
-        description="Train a federated MoE and write history.json (and a checkpoint per "
-        "round) to --out.",
-    )  # fmt: skip
-    train.set_defaults(handler=_train, command_parser=train)
-    _add_data_flags(train)
-    _add_federation_flags(train)
-    _add_training_flags(train)
-    out = train.add_argument_group("output")
-    out.add_argument(
-        "--out",
-        type=Path,
-        required=True,
-        metavar="DIR",
-        help="folder for history.json and checkpoints",
-    )
-    out.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    out.add_argument("--threads", type=_number(int, 1), default=1, help="torch threads (default 1)")
-    out.add_argument("--quiet", action="store_true", help="no progress bar")  # fmt: skip
-    _add_engine_flags(train)
-    return parser
+def import_plugins(argv: Sequence[str], prog: str) -> list[str]:
+    """Import every ``--plugin MODULE`` of `argv` before the parser is built, so that the
+    methods, data sets, signals and backends they register are valid choices."""
+    from flexmoe.benchmarks.environment import load_plugin
+
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--plugin", action="append", default=[])
+    plugins: list[str] = pre.parse_known_args(list(argv))[0].plugin
+    for plugin in plugins:
+        try:
+            load_plugin(plugin)
+        except Exception as err:
+            print(f"{prog}: error: --plugin: cannot import {plugin!r}: {err}", file=sys.stderr)
+            sys.exit(2)
+    return plugins
+
+
+# -- flexmoe train ----------------------------------------------------------------------
+
+
+def _add_output_flags(parser: argparse.ArgumentParser) -> None:
+    out = parser.add_argument_group("run")
+    add_config_flag(out)
+    out.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                     help="module or .py file to import first (registers methods, data "
+                     "sets, fitness signals, backends); repeatable")  # fmt: skip
+    out.add_argument("--out", type=Path, required=True, metavar="DIR",
+                     help="folder for config.toml, history.json and checkpoints")  # fmt: skip
+    out.add_argument("--resume", action="store_true", help="continue the run in --out")
+    out.add_argument("--overwrite", action="store_true",
+                     help="start over in a --out that holds a run")  # fmt: skip
+    out.add_argument("--threads", type=int, default=1, metavar="N",
+                     help="torch threads (default: 1)")  # fmt: skip
+    out.add_argument("--quiet", action="store_true", help="no progress bar")
+    out.add_argument("--no-progress", dest="quiet", action="store_true", help=argparse.SUPPRESS)
 
 
 def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
@@ -277,97 +157,147 @@ def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
         "nodes on Ray (flower; needs the `flower` extra, same seeded assignments)",
     )  # fmt: skip
     group.add_argument("--engine", choices=("local", "flower"), default="local",
-                       help="default local")  # fmt: skip
-    group.add_argument(
-        "--client-cpus",
-        type=_number(float, 0, open_low=True),
-        default=1.0,
-        metavar="C",
-        help="flower: CPUs Ray reserves per client (also its torch threads); default 1",
-    )
-    group.add_argument(
-        "--client-gpus",
-        type=_number(float, 0),
-        default=0.0,
-        metavar="G",
-        help="flower: GPUs Ray reserves per client (default 0)",
-    )
-    group.add_argument(
-        "--ray-address",
-        metavar="ADDR",
-        help="flower: an existing Ray cluster ('auto' or <head-ip>:6379); default: a "
-        "private local Ray instance",
-    )
+                       help="(default: local)")  # fmt: skip
+    group.add_argument("--client-cpus", type=float, default=1.0, metavar="C",
+                       help="flower: CPUs Ray reserves per client, also its torch threads "
+                       "(default: 1)")  # fmt: skip
+    group.add_argument("--client-gpus", type=float, default=0.0, metavar="G",
+                       help="flower: GPUs Ray reserves per client (default: 0)")  # fmt: skip
+    group.add_argument("--ray-address", dest="address", metavar="ADDR",
+                       help="flower: an existing Ray cluster ('auto' or <head-ip>:6379); "
+                       "default: a private local Ray instance")  # fmt: skip
     group.add_argument(
         "--ray-cpus",
-        type=_number(int, 1),
+        dest="num_cpus",
+        type=int,
         metavar="N",
-        help="flower: CPUs of the private local Ray instance (default all)",
+        help="flower: CPUs of the private local Ray instance (default: all)",
     )
 
 
-def _config(args: argparse.Namespace) -> Any:
-    from flexmoe.fedloop import FedConfig, FitnessConfig, TrainConfig
+def build_parser() -> ArgumentParser:
+    """The ``flexmoe`` argument parser (``--plugin`` modules already imported)."""
+    from flexmoe import __version__
 
-    train = TrainConfig(
-        epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr,
-        momentum=args.momentum, weight_decay=args.weight_decay, feedback=args.feedback,
-    )  # fmt: skip
-    fitness = FitnessConfig(
-        signal=args.signal, beta=args.beta, alpha=args.alpha, initial=args.initial_fitness,
-        bonus=args.bonus,
-    )  # fmt: skip
-    return FedConfig(
-        dataset=args.dataset, partition=args.partition, clients=args.clients,
-        experts=args.experts, capacity=args.capacity, top_k=args.top_k, rounds=args.rounds,
-        method=args.method, backend=args.backend, participation=args.participation,
-        dropout=args.dropout, carry_deficit=args.carry_deficit,
-        switch_cost=args.switch_cost, train=train, fitness=fitness,
-        val_fraction=args.val_fraction, test_fraction=args.test_fraction,
-        min_size=args.min_size, n_samples=args.samples, seed=args.seed,
-        data_dir=None if args.data_dir is None else str(args.data_dir),
-    )  # fmt: skip
-
-
-def _flagged(message: str) -> str:
-    """Replace backticked config field names with the flags that set them."""
-    return re.sub(r"`(\w+)`", lambda m: _FLAGS.get(m.group(1), m.group(0)), message)
-
-
-def _check_backend(parser: argparse.ArgumentParser, spec: str) -> None:
-    from flexmoe.assign import UnknownBackendError, get_backend
-
-    if spec == "auto":
-        return
+    parser = ArgumentParser(prog="flexmoe", allow_abbrev=False, description="Federated "
+                            "MoE with load-balanced expert assignment (FLEX-MoE).")  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"flexmoe {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     parser_class=ArgumentParser)  # fmt: skip
+    description = "Train a federated MoE; write config.toml, history.json and a checkpoint "
+    description += "per round to --out."
     try:
-        get_backend(spec.partition(":")[0])
-    except UnknownBackendError as err:
-        parser.error(f"argument --backend: {err}")
+        from flexmoe import params
+        from flexmoe.fedloop import FedConfig
+    except ImportError as err:  # the federated loop's extra is not installed
+        unavailable(commands, "train", "run one federated MoE experiment", err)
+    else:
+        train = commands.add_parser("train", help="run one federated MoE experiment",
+                                    allow_abbrev=False, description=description)  # fmt: skip
+        train.set_defaults(handler=_train, command_parser=train)
+        params.add_arguments(train, params.options(FedConfig))
+        _add_output_flags(train)
+        _add_engine_flags(train)
+    bench_help = "benchmarks: solvers, fl, report, demo (flexmoe bench --help; = flexmoe-bench)"
+    commands.add_parser("bench", help=bench_help, add_help=False)
+    return parser
 
 
-def _check_out(parser: argparse.ArgumentParser, out: Path, resume: bool) -> None:
+def unavailable(commands: Any, name: str, help: str, err: ImportError) -> Any:
+    """A subcommand whose part is not installed: whatever it is given, it says which
+    extra to install (`err`'s message) and exits with status 2."""
+    # "+" as the only prefix: every argument, flags included, lands in `ignored`
+    stub = commands.add_parser(name, help=f"{help} (not installed)", prefix_chars="+",
+                               add_help=False)  # fmt: skip
+    stub.add_argument("ignored", nargs="*")
+
+    def handler(*args: Any) -> int:
+        print(f"{stub.prog}: error: {err}", file=sys.stderr)
+        return 2
+
+    stub.set_defaults(handler=handler, command_parser=stub, run=lambda *a: handler())
+    return stub
+
+
+def _check_engine(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.threads < 1:
+        parser.error(f"argument --threads: must be >= 1; got {args.threads}")
+    if args.engine == "flower":
+        if args.resume:
+            parser.error("argument --resume: the flower engine does not checkpoint; "
+                         "resume runs of --engine local")  # fmt: skip
+        if args.threads != parser.get_default("threads"):
+            parser.error("argument --threads: with --engine flower each client trains with "
+                         "--client-cpus threads")  # fmt: skip
+        if not args.client_cpus > 0:
+            parser.error(f"argument --client-cpus: must be > 0; got {args.client_cpus:g}")
+        if args.client_gpus < 0:
+            parser.error(f"argument --client-gpus: must be >= 0; got {args.client_gpus:g}")
+        return
+    for dest, flag in (("client_cpus", "--client-cpus"), ("client_gpus", "--client-gpus"),
+                       ("address", "--ray-address"), ("num_cpus", "--ray-cpus")):  # fmt: skip
+        if getattr(args, dest) != parser.get_default(dest):
+            parser.error(f"argument {flag}: only for --engine flower")
+
+
+def _prepare_out(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse a --out that holds something (besides a config.toml: a run that failed
+    before its first round) unless --resume or --overwrite says what to do with it;
+    --overwrite removes what an earlier run wrote there."""
+    out: Path = args.out
     if out.exists() and not out.is_dir():
         parser.error(f"argument --out: {out} exists and is not a folder")
-    if not resume and (out / "checkpoint" / "latest.json").exists():
-        parser.error(
-            f"argument --out: {out} already holds a checkpoint; pass --resume to continue "
-            "it, or choose another folder"
-        )
+    if args.resume and args.overwrite:
+        parser.error("argument --overwrite: not with --resume; choose one")
+    if args.overwrite:
+        for name in OUTPUTS:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+    elif not args.resume and out.is_dir() and any(p.name != "config.toml" for p in out.iterdir()):
+        parser.error(f"argument --out: {out} is not empty; pass --resume to continue the "
+                     "run in it, or --overwrite to start over")  # fmt: skip
 
 
-def _progress_hook(total: int, start: int, quiet: bool) -> tuple[Any, Any]:
-    from tqdm import tqdm
+def _config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
+    from flexmoe import params
+    from flexmoe.fedloop import FedConfig
 
-    bar = tqdm(total=total, initial=start, desc="rounds", unit="round", file=sys.stderr,
-               disable=quiet, dynamic_ncols=True, delay=1.0)  # fmt: skip
+    known = params.options(FedConfig)
+    source = ConfigSource()
+    try:
+        return params.build(FedConfig, resolve_config(args, known, source))
+    except ValueError as err:
+        parser.error(source.explain(err, known))
 
-    def hook(rnd: int, state: Any, history: Any) -> None:
-        last = history.rounds[-1]
-        bar.set_postfix(acc=_fmt(last["personalized_acc"]), cv=_fmt(last["holders"]["cv"], ".2f"),
-                        refresh=False)  # fmt: skip
-        bar.update(1)
 
-    return hook, bar
+class _Progress:
+    """A progress bar (when tqdm is installed and not --quiet) that counts rounds."""
+
+    def __init__(self, total: int, start: int, quiet: bool) -> None:
+        self.done = start
+        self.bar: Any = None
+        if not quiet:
+            try:
+                from tqdm import tqdm
+            except ImportError:  # the `bench` extra brings it
+                return
+            self.bar = tqdm(total=total, initial=start, desc="rounds", unit="round",
+                            file=sys.stderr, dynamic_ncols=True, delay=1.0)  # fmt: skip
+
+    def __call__(self, rnd: int, state: Any, history: Any) -> None:
+        self.done = rnd + 1
+        if self.bar is not None:
+            last = history.rounds[-1]
+            self.bar.set_postfix(acc=_fmt(last.personalized_acc), cv=_fmt(last.holders.cv, ".2f"),
+                                 refresh=False)  # fmt: skip
+            self.bar.update(self.done - self.bar.n)  # a fallback resumes before `start`
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _fmt(value: Any, spec: str = ".3f") -> str:
@@ -381,9 +311,9 @@ def final_table(history: Any, every: int | None = None) -> str:
     headers = ("round", "pers acc", "glob acc", "holders CV", "routed CV", "untrained",
                "assign ms", "round s")  # fmt: skip
     rows = [
-        (str(r["round"] + 1), _fmt(r["personalized_acc"]), _fmt(r["global_acc"]),
-         _fmt(r["holders"]["cv"]), _fmt(r["routed"]["cv"]), str(r["never_trained"]),
-         _fmt(1e3 * r["time"]["assign"], ".2f"), _fmt(r["time"]["round"], ".2f"))
+        (str(r.round + 1), _fmt(r.personalized_acc), _fmt(r.global_acc), _fmt(r.holders.cv),
+         _fmt(r.routed.cv), str(r.never_trained), _fmt(1e3 * r.time.assign, ".2f"),
+         _fmt(r.time.round, ".2f"))
         for i, r in enumerate(rounds)
         if (i + 1) % every == 0 or i == len(rounds) - 1
     ]  # fmt: skip
@@ -400,20 +330,6 @@ def final_table(history: Any, every: int | None = None) -> str:
     return "\n".join(lines)
 
 
-def _check_engine(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if args.engine == "flower":
-        if args.resume:
-            parser.error("argument --resume: the flower engine does not checkpoint; "
-                         "resume runs of --engine local")  # fmt: skip
-        if args.threads != parser.get_default("threads"):
-            parser.error("argument --threads: with --engine flower each client trains with "
-                         "--client-cpus threads")  # fmt: skip
-        return
-    for flag in ("client_cpus", "client_gpus", "ray_address", "ray_cpus"):
-        if getattr(args, flag) != parser.get_default(flag):
-            parser.error(f"argument --{flag.replace('_', '-')}: only for --engine flower")
-
-
 def _run_engine(args: argparse.Namespace, config: Any, hook: Any) -> Any:
     if args.engine == "local":
         from flexmoe.fedloop import run
@@ -422,47 +338,124 @@ def _run_engine(args: argparse.Namespace, config: Any, hook: Any) -> Any:
     from flexmoe.flower import RayOptions, run_flower
 
     ray = RayOptions(client_cpus=args.client_cpus, client_gpus=args.client_gpus,
-                     address=args.ray_address, num_cpus=args.ray_cpus)  # fmt: skip
+                     address=args.address, num_cpus=args.num_cpus)  # fmt: skip
     return run_flower(config, out=args.out, ray=ray, hooks=[hook])
 
 
-def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from flexmoe.fedloop.checkpoint import load_checkpoint
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does (restored afterwards)."""
 
-    _check_backend(parser, args.backend)
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def resume_command(argv: Sequence[str]) -> str:
+    """The command that continues the run of `argv` (``flexmoe train ...``).
+
+    Examples
+    --------
+    >>> resume_command(["train", "--rounds", "5", "--out", "runs/a b", "--overwrite"])
+    "flexmoe train --rounds 5 --out 'runs/a b' --resume"
+    """
+    kept = [a for a in argv if a != "--overwrite"]
+    return shlex.join(["flexmoe", *kept, *([] if "--resume" in kept else ["--resume"])])
+
+
+def _train(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> int:
+    from flexmoe import params
+    from flexmoe.extras import MissingExtraError, require_extra
+    from flexmoe.fedloop import FedConfig
+
+    try:
+        require_extra("fl", part="`flexmoe train`")
+    except MissingExtraError as err:
+        print(f"flexmoe train: error: {err}", file=sys.stderr)
+        return 2
+    from flexmoe.fedloop.checkpoint import CheckpointError, completed_rounds
+
     _check_engine(parser, args)
-    _check_out(parser, args.out, args.resume)
+    config = _config(parser, args)
+    _prepare_out(parser, args)
+    start = completed_rounds(args.out / "checkpoint") if args.resume else 0
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def write_config() -> None:
+        params.write_toml(args.out / "config.toml", params.to_flat(config),
+                          header="flexmoe train configuration; load it with --config")  # fmt: skip
+
+    if not args.resume:  # a resume writes it once its checkpoint was accepted
+        write_config()
+    progress = _Progress(config.rounds, min(start, config.rounds), args.quiet)
     try:
-        config = _config(args)
-    except ValueError as err:
-        parser.error(_flagged(str(err)))
-    start = 0
-    if args.resume:
-        found = load_checkpoint(args.out / "checkpoint", config.fitness)
-        start = 0 if found is None else found.next_round
-    hook, bar = _progress_hook(config.rounds, min(start, config.rounds), args.quiet)
-    try:
-        history = _run_engine(args, config, hook)
+        with _sigterm_interrupts():
+            history = _run_engine(args, config, progress)
+    except KeyboardInterrupt:
+        if args.resume and progress.done > start:
+            write_config()
+        progress.close()
+        done = max(progress.done, completed_rounds(args.out / "checkpoint"))
+        print(f"flexmoe train: interrupted after {done} of {config.rounds} rounds; "
+              f"continue with: {resume_command(argv)}", file=sys.stderr)  # fmt: skip
+        return INTERRUPTED
+    except CheckpointError as err:  # bad input, though no flag's: one line, status 2
+        progress.close()
+        print(f"flexmoe train: error: {err}; start over with --overwrite", file=sys.stderr)
+        return 2
     except (FileNotFoundError, ImportError, ValueError) as err:
-        bar.close()
-        parser.error(_flagged(str(err)))
+        progress.close()
+        parser.error(ConfigSource().explain(err, params.options(FedConfig), parser))
     except RuntimeError as err:  # e.g. the simulation engine found no resources
-        bar.close()
+        progress.close()
         print(f"flexmoe train: error: {err}", file=sys.stderr)
         return 1
-    bar.close()
+    progress.close()
+    if args.resume:
+        write_config()
     print(final_table(history))
     print(f"history: {args.out / 'history.json'}")
     return 0
 
 
+# -- the program ------------------------------------------------------------------------
+
+
+#: The exit status of an interrupted run (128 + SIGINT, as shells report it).
+INTERRUPTED = 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``flexmoe`` console script."""
+    """Entry point of the ``flexmoe`` console script (and ``python -m flexmoe``).
+
+    Called as the program (`argv` None), an interrupted run ends the process at once
+    once its last line is out: torch's interpreter teardown alone can take seconds.
+    """
+    status = _main(list(sys.argv[1:] if argv is None else argv))
+    if argv is None and status == INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
+
+
+def _main(argv: list[str]) -> int:
+    if argv[:1] == ["bench"]:
+        from flexmoe.benchmarks.cli import main as bench
+
+        return bench(argv[1:])
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    import_plugins(argv, "flexmoe train")
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler: Callable[[argparse.ArgumentParser, argparse.Namespace], int] = args.handler
-    return handler(args.command_parser, args)
+    handler: Callable[[argparse.ArgumentParser, argparse.Namespace, list[str]], int]
+    handler = args.handler
+    return handler(args.command_parser, args, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -38,4 +38,5 @@ def test_flower_example_builds_a_server_and_a_client_app() -> None:
     names: dict[str, object] = {}
     exec(compile(_python_blocks()[1], "README.md", "exec"), names)
     assert isinstance(names["server"], ServerApp) and isinstance(names["client"], ClientApp)
-    assert names["strategy"].moe.backend == "flow"  # type: ignore[attr-defined]
+    assert names["strategy"].moe.config.method == "flex"  # type: ignore[attr-defined]
+    assert names["strategy"].moe.spec == names["sim"].federation  # type: ignore[attr-defined]

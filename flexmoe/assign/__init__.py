@@ -32,10 +32,25 @@ from flexmoe.assign.registry import (
     registered_backends,
     solve,
 )
-from flexmoe.assign.result import Assignment, LoadStats, Status, load_stats, relative_gap
-from flexmoe.assign.verify import Verification, expert_loads, imbalance, objective_value, verify
+from flexmoe.assign.result import (
+    OPTIMAL_RTOL,
+    Assignment,
+    LoadStats,
+    Status,
+    load_stats,
+    relative_gap,
+)
+from flexmoe.assign.verify import (
+    Verification,
+    expert_loads,
+    imbalance,
+    objective_scale,
+    objective_value,
+    verify,
+)
 
 __all__ = [
+    "OPTIMAL_RTOL",
     "AssignError",
     "Assignment",
     "AssignmentProblem",
@@ -63,6 +78,7 @@ __all__ = [
     "instances",
     "load_problem",
     "load_stats",
+    "objective_scale",
     "objective_value",
     "register",
     "registered_backends",

@@ -22,6 +22,7 @@ size 0.1 (``0.3 / 0.1 = 2.9999999999999996``).
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -39,8 +40,11 @@ __all__ = [
     "fixed_total",
     "holder_band",
     "load_range",
+    "load_unit",
     "masked_utility",
     "most_experts",
+    "objective_unit",
+    "power_of_two_at_most",
     "reach",
     "total_range",
     "whole_ceil",
@@ -186,3 +190,40 @@ def budget_share(problem: AssignmentProblem) -> Float:
         share += row.cost / np.maximum(row.limit, SLACK)[:, None]
     share.setflags(write=False)
     return share
+
+
+def load_unit(problem: AssignmentProblem) -> float:
+    """The typical load of one holder: the median positive load weight (1 for count
+    loads, and when no weight is positive)."""
+    if problem.load_weight is None:
+        return 1.0
+    positive = problem.load_weight[problem.load_weight > 0]
+    return float(np.median(positive)) if positive.size else 1.0
+
+
+def power_of_two_at_most(value: float) -> float:
+    """The largest power of two ``<= value`` (1 for 0 or a non-finite value); dividing
+    by it is exact.
+
+    >>> power_of_two_at_most(3e-7), power_of_two_at_most(5.0), power_of_two_at_most(0.0)
+    (2.384185791015625e-07, 4.0, 1.0)
+    """
+    if not (value > 0 and np.isfinite(value)):
+        return 1.0
+    return math.ldexp(1.0, math.frexp(value)[1] - 1)
+
+
+def objective_unit(problem: AssignmentProblem) -> float:
+    """The unit the solvers see the objective in: a power of two at or below its largest
+    coefficient — ``|effective utility|`` of an allowed pair, ``λ·w²`` (variance) or
+    ``λ·w`` (range) with ``w`` the :func:`load_unit`. In these units the top
+    coefficient lies in [1, 2), so the solvers' absolute tolerances (a dual feasibility
+    of 1e-7, an absolute gap) act as relative ones at utilities of 1e-300 as of 1e300.
+    """
+    utility = problem.masked_utility
+    top = float(np.abs(utility[np.isfinite(utility)]).max(initial=0.0))
+    if problem.balance_penalty > 0:
+        w = load_unit(problem)
+        variance = problem.balance_metric == "variance"
+        top = max(top, problem.balance_penalty * (w * w if variance else w))
+    return power_of_two_at_most(top)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -62,23 +64,91 @@ def _row_arrays(rows: tuple[BudgetRow, ...]) -> dict[str, np.ndarray]:
 
 
 def load_problem(path: str | Path) -> AssignmentProblem:
-    """Read a problem written by :func:`save_problem` (validated again on load)."""
+    """Read a problem written by :func:`save_problem` (validated again on load).
+
+    Every fault of the file — unreadable, empty, truncated or corrupted, a plain ``.npy``,
+    an object (pickled) array, a missing required field, a field that breaks a rule —
+    raises :class:`~flexmoe.assign.InvalidProblemError` naming the file and the fault.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> from flexmoe.assign import InvalidProblemError, load_problem
+    >>> empty = pathlib.Path(tempfile.mkdtemp()) / "empty.npz"
+    >>> _ = empty.write_bytes(b"")
+    >>> try:
+    ...     load_problem(empty)
+    ... except InvalidProblemError as err:
+    ...     print(str(err).partition(": ")[2])
+    empty file, not a flexmoe problem file
+    """
     path = Path(path)
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise InvalidProblemError(f"{path}: not a flexmoe problem file ({err})") from None
-    with data:
-        if "format" not in data or str(data["format"]) not in _READABLE:
-            raise InvalidProblemError(f"{path}: not a flexmoe problem file (no `{_FORMAT}` tag)")
-        arrays = {key: data[key] for key in data.files if key != "format"}
+    arrays = _read_arrays(path)
     values: dict[str, Any] = {"budgets": _read_rows(path, arrays)}
     known = {f.name for f in fields(AssignmentProblem)} - {"budgets"}
     for key, value in arrays.items():
         if key not in known:
             raise InvalidProblemError(f"{path}: unknown field `{key}`")
+        if value.ndim > 0 and key in _SCALARS:
+            raise InvalidProblemError(
+                f"{path}: `{key}` must be a single value; got an array of shape {value.shape}"
+            )
         values[key] = value.item() if value.ndim == 0 else value
-    return AssignmentProblem(**values)
+    for key in _REQUIRED:
+        if key not in values:
+            raise InvalidProblemError(f"{path}: the required field `{key}` is missing")
+    try:
+        return AssignmentProblem(**values)
+    except InvalidProblemError as err:
+        raise InvalidProblemError(f"{path}: {err}") from None
+
+
+#: Fields every problem file holds, and those stored as one value.
+_REQUIRED = ("utility", "max_experts")
+_SCALARS = ("balance_penalty", "balance_metric", "switch_cost", "name")
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` at `path` but the format tag, each read in full while
+    the file is open (a corrupted member fails here, not later)."""
+    try:
+        with path.open("rb") as fh:
+            if not fh.read(1):
+                raise InvalidProblemError(f"{path}: empty file, not a flexmoe problem file")
+            fh.seek(0)
+            data = np.load(fh, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise InvalidProblemError(
+                    f"{path}: a plain .npy array, not a problem file (.npz); "
+                    "write problems with `save_problem`"
+                )
+            with data:
+                if "format" not in data.files or str(data["format"]) not in _READABLE:
+                    raise InvalidProblemError(
+                        f"{path}: not a flexmoe problem file (no `{_FORMAT}` tag)"
+                    )
+                return {key: _member(path, data, key) for key in data.files if key != "format"}
+    except InvalidProblemError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        reason = f"{type(err).__name__}: {err}"
+        raise InvalidProblemError(f"{path}: not a flexmoe problem file ({reason})") from None
+
+
+def _member(path: Path, data: Any, key: str) -> np.ndarray:
+    """One array of an open ``.npz``; an object array or unreadable data names `key`."""
+    try:
+        return np.asarray(data[key])
+    except ValueError as err:
+        if "allow_pickle" in str(err):
+            raise InvalidProblemError(
+                f"{path}: `{key}` is an object array (stored with pickle), which is never "
+                "loaded; fields are numeric or string arrays"
+            ) from None
+        raise InvalidProblemError(f"{path}: `{key}` cannot be read ({err})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        reason = f"{type(err).__name__}: {err}"
+        raise InvalidProblemError(f"{path}: `{key}` cannot be read ({reason})") from None
 
 
 def _read_rows(path: Path, arrays: dict[str, np.ndarray]) -> tuple[BudgetRow, ...]:

@@ -246,6 +246,7 @@ class AssignmentProblem:
         _set(self, "switch_cost", _scalar("switch_cost", self.switch_cost))
         _set(self, "balance_metric", _metric(self.balance_metric))
         _validate_pairs(self)
+        _validate_objective_range(self)
         _set(self, "budgets", _budget_rows(self))
 
     # -- shape and structure ---------------------------------------------------------
@@ -368,6 +369,19 @@ class AssignmentProblem:
         return derived.masked_utility(self)
 
     @cached_property
+    def load_unit(self) -> float:
+        """The typical load of one holder: the median positive load weight (1 for count
+        loads)."""
+        return derived.load_unit(self)
+
+    @cached_property
+    def objective_unit(self) -> float:
+        """A power of two at or below the largest objective coefficient: the unit the
+        ``milp`` and ``convex`` backends hand the objective to their solvers in
+        (:func:`~flexmoe.assign.derived.objective_unit`)."""
+        return derived.objective_unit(self)
+
+    @cached_property
     def budget_share(self) -> Float:
         """Per pair, ``Σ_rows cost[n, e] / limit[n]``: the share of its budgets a pair
         takes (zeros without budget rows)."""
@@ -417,8 +431,14 @@ def _set(obj: object, name: str, value: Any) -> None:
 
 
 def _as_array(name: str, value: ArrayLike) -> np.ndarray:
-    """`value` as an array (no copy of an array), checked numeric and real."""
-    array = np.asarray(value)
+    """`value` as an array (no copy of an array), checked rectangular, numeric and real."""
+    try:
+        array = np.asarray(value)
+    except ValueError:  # numpy: "setting an array element with a sequence"
+        raise InvalidProblemError(
+            f"`{name}` must be a rectangular array of numbers; got a ragged nested sequence"
+            + _row_lengths(value)
+        ) from None
     if array.dtype == object or not (
         np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_
     ):
@@ -426,6 +446,16 @@ def _as_array(name: str, value: ArrayLike) -> np.ndarray:
     if np.iscomplexobj(array):
         raise InvalidProblemError(f"`{name}` must be real; got dtype {array.dtype}")
     return array
+
+
+def _row_lengths(value: Any) -> str:
+    """`` (rows of lengths 2, 1)`` for a sequence of sequences of unequal lengths, else ""."""
+    if not isinstance(value, Sequence) or not all(
+        isinstance(row, Sequence | np.ndarray) and not isinstance(row, str) for row in value
+    ):
+        return ""
+    lengths = [len(row) for row in value]
+    return f" (rows of lengths {', '.join(map(str, lengths))})" if len(set(lengths)) > 1 else ""
 
 
 def _owned(name: str, value: Any, dtype: type) -> np.ndarray:
@@ -506,8 +536,13 @@ def _vector(name: str, value: ArrayLike, length: int, *, allow_inf: bool = False
     return array
 
 
+#: The largest count: counts are int64.
+COUNT_MAX = int(np.iinfo(np.int64).max)
+
+
 def _counts(name: str, value: ArrayLike, n_clients: int) -> Int:
-    array = _as_array(name, value)
+    """Whole numbers >= 0 that fit int64, checked before the cast (which would wrap)."""
+    array = _huge_integers(name, value)
     if array.dtype == np.bool_:
         array = array.astype(np.int64)
     if array.ndim == 0:
@@ -518,7 +553,34 @@ def _counts(name: str, value: ArrayLike, n_clients: int) -> Int:
         at = _first(array != np.round(array))
         raise InvalidProblemError(f"`{name}` must be whole numbers; got {array[at]} at index {at}")
     _check_nonnegative(name, array)
+    # 2.0**63 is the first float above the int64 range; uint64 compares exactly
+    too_big = array.astype(np.float64) >= 2.0**63 if array.dtype.kind == "f" else array > COUNT_MAX
+    if too_big.any():
+        at = _first(too_big)
+        raise InvalidProblemError(
+            f"`{name}` must be at most 2**63 - 1 (int64); got {_number(array[at])} at index {at}"
+        )
     return _freeze(array.astype(np.int64))
+
+
+def _huge_integers(name: str, value: ArrayLike) -> np.ndarray:
+    """`value` as a numeric array; Python integers beyond uint64 (an object array to
+    numpy) are named as out of the int64 range rather than as non-numeric."""
+    try:
+        return _as_array(name, value)
+    except InvalidProblemError:
+        flat = np.asarray(value, dtype=object).ravel().tolist()
+        big = [i for i, v in enumerate(flat) if isinstance(v, int) and v > COUNT_MAX]
+        if big and all(isinstance(v, int) for v in flat):  # counts are 0-D or 1-D
+            raise InvalidProblemError(
+                f"`{name}` must be at most 2**63 - 1 (int64); got {flat[big[0]]} at index {big[0]}"
+            ) from None
+        raise
+
+
+def _number(value: Any) -> str:
+    """A value as a message shows it: whole numbers in full, floats with ``:g``."""
+    return f"{value:g}" if isinstance(value, float | np.floating) else str(value)
 
 
 def _mask(name: str, value: ArrayLike, shape: tuple[int, int]) -> Bool:
@@ -566,6 +628,32 @@ def _validate_pairs(p: AssignmentProblem) -> None:
         raise InvalidProblemError(
             f"`switch_cost` requires `previous`; got switch_cost={p.switch_cost:g} "
             "and previous=None"
+        )
+
+
+def _validate_objective_range(p: AssignmentProblem) -> None:
+    """Every objective value must be finite in float64: ``max |utility|·N·E + μ·N·E`` and
+    ``λ·E·(largest load)²`` (variance) or ``λ·(largest load)`` (range) bound what any
+    assignment can reach (utilities up to 1e300 on 10⁸ pairs stay well inside). No
+    temporary the size of the data is made."""
+    top = max(float(p.utility.max()), -float(p.utility.min()))
+    load = float(p.n_clients)
+    if p.load_weight is not None and p.balance_penalty:
+        load = float(p.load_weight.sum(axis=0).max())
+    with np.errstate(over="ignore"):
+        terms = np.float64(top + p.switch_cost) * p.utility.size
+        spread = p.n_experts * load * load if p.balance_metric is BalanceMetric.VARIANCE else load
+        penalty = np.float64(p.balance_penalty) * spread
+    if not np.isfinite(terms):
+        raise InvalidProblemError(
+            "`utility` is too large: objective values must be finite in float64, and "
+            f"max |utility| · {p.utility.size} pairs overflows; got |utility| up to {top:g}"
+        )
+    if not np.isfinite(penalty + terms):
+        raise InvalidProblemError(
+            "`balance_penalty` is too large: objective values must be finite in float64, "
+            f"and λ·imbalance can reach {penalty:g} (λ = {p.balance_penalty:g}, largest "
+            f"load {load:g}) beside max |utility| · pairs = {terms:g}"
         )
 
 

@@ -26,10 +26,22 @@ across the rounds of a federated run. A backend module may declare a session cla
 * ``session.solve(problem, *, time_limit=None, seed=None) -> Assignment``, the same
   contract as the backend's ``solve``, for any problem (a session whose state does not
   fit a problem, e.g. another shape, starts over for it);
-* state lives on the instance only; two sessions never share it.
+* state lives on the instance only; two sessions never share it. A time-limited solve
+  runs in a worker thread, and one abandoned at its limit may still run when the next
+  solve starts: a session guards its state against that (``convex`` works on a fresh
+  relaxation while its own is busy);
+* optionally ``session.state_dict() -> dict`` (JSON-serialisable) and
+  ``session.load_state_dict(state)``, so that a checkpointed run that resumes its
+  sessions gives the same answers as one that never stopped (:meth:`Solver.state_dict`).
 
 A backend without a session class gets a stateless one (each solve calls ``solve``).
 :func:`solve` is a one-shot run of the same checked path.
+
+**Statuses are promises**, kept here for every backend: a limited solve answers by the
+limit + 1 s (:mod:`flexmoe.assign.deadline`: the backend runs in a worker thread and
+is abandoned if it overruns), the independent verifier re-checks every assignment, its
+objective and its bound (relative to the objective's scale), and an ``OPTIMAL`` whose
+certified gap exceeds its tolerance becomes ``FEASIBLE``.
 """
 
 from __future__ import annotations
@@ -43,6 +55,7 @@ from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Any, Protocol
 
+from flexmoe.assign.deadline import PROMISE, STOP_WAIT, Found, within
 from flexmoe.assign.errors import (
     BackendUnavailableError,
     SolverError,
@@ -51,7 +64,7 @@ from flexmoe.assign.errors import (
 )
 from flexmoe.assign.precheck import infeasibility_reason
 from flexmoe.assign.problem import AssignmentProblem
-from flexmoe.assign.result import Assignment, Status
+from flexmoe.assign.result import OPTIMAL_RTOL, Assignment, Status
 from flexmoe.assign.verify import verify
 
 __all__ = [
@@ -558,6 +571,23 @@ class Solver:
             )
         return self._sessions[choice.spec]
 
+    def state_dict(self) -> dict[str, Any]:
+        """The JSON-serialisable state of every open session that can save its own
+        (``{spec: state}``); sessions without ``state_dict`` are left out."""
+        return {
+            spec: session.state_dict()
+            for spec, session in self._sessions.items()
+            if hasattr(session, "state_dict")
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Reopen the sessions :meth:`state_dict` saved, with their state."""
+        for spec, saved in state.items():
+            choice = _resolve(spec, dict(self.options), None)
+            session = self._open(choice)
+            if hasattr(session, "load_state_dict"):
+                session.load_state_dict(saved)
+
     def __repr__(self) -> str:
         return f"Solver({self.backend!r}, sessions={sorted(self._sessions)})"
 
@@ -581,7 +611,10 @@ def solve(
         ``"flow:networkx"``), or ``"auto"``: flow when the structure allows, MILP
         otherwise. ``result.backend`` is the canonical spec of what ran.
     time_limit : float, optional
-        Seconds for the solver; reaching it never yields ``OPTIMAL``.
+        Seconds for the whole solve; reaching it never yields ``OPTIMAL``, and the call
+        returns by ``time_limit`` + 1 s whatever the backend does: one still running
+        then is left to finish in the background and its best assignment so far is
+        the answer (:mod:`flexmoe.assign.deadline`).
     seed : int, optional
         For backends with randomness.
     check : bool
@@ -657,7 +690,7 @@ def _run(
         raise UnsupportedProblemError(
             f"backend {choice.spec!r} cannot solve this problem: {unsupported}"
         )
-    result = session(choice).solve(problem, time_limit=time_limit, seed=seed)
+    result = _call(problem, session(choice), choice.spec, time_limit, seed, start)
     if not isinstance(result, Assignment):
         raise SolverError(
             f"backend {choice.spec!r} returned {type(result).__name__}, not an Assignment"
@@ -668,11 +701,86 @@ def _run(
     return result.replace(backend=choice.spec)
 
 
+#: A limit longer than this (a year; ``inf`` included) is no limit to wait for.
+_NO_LIMIT = 365 * 24 * 3600.0
+
+
+def _call(
+    problem: AssignmentProblem,
+    solver: Session,
+    spec: str,
+    time_limit: float | None,
+    seed: int | None,
+    start: float,
+) -> Any:
+    """The backend's answer; under a limit, by the limit + :data:`~.deadline.PROMISE`
+    seconds whatever the backend does (:func:`~flexmoe.assign.deadline.within`): the
+    backend gets the time left of the limit, and one that overruns it is abandoned."""
+    if time_limit is None or time_limit > _NO_LIMIT:
+        return solver.solve(problem, time_limit=time_limit, seed=seed)
+    left = max(time_limit - (time.perf_counter() - start), 1e-3)
+    how, answer = within(problem, left, lambda: solver.solve(problem, time_limit=left, seed=seed))
+    if how == "done":
+        return answer
+    assert isinstance(answer, Found)
+    return _abandoned(problem, spec, answer, time_limit)
+
+
+def _abandoned(
+    problem: AssignmentProblem, spec: str, found: Found, time_limit: float
+) -> Assignment:
+    """The answer for a backend still running :data:`~.deadline.STOP_WAIT` s past its
+    limit: the best assignment it reported (``FEASIBLE``), or ``LIMIT_NO_SOLUTION``."""
+    message = (
+        f"time limit {time_limit:g} s reached; {spec} gave no answer {STOP_WAIT:g} s after "
+        f"being asked to stop, and what it still does runs on in the background (the "
+        f"promise: an answer by the limit + {PROMISE:g} s)"
+    )
+    info = {"abandoned": True, "source": found.source}
+    if found.x is None:
+        return Assignment.no_solution(
+            Status.LIMIT_NO_SOLUTION,
+            spec,
+            f"{message}; no feasible assignment reported before",
+            bound=found.bound,
+            info=info,
+        )
+    return Assignment.from_x(
+        problem,
+        found.x,
+        status=Status.FEASIBLE,
+        bound=found.bound,
+        backend=spec,
+        message=f"{message}; its best assignment so far, from {found.source}",
+        info=info,
+    )
+
+
+def _certified(result: Assignment) -> Assignment:
+    """An ``OPTIMAL`` whose certified gap exceeds its tolerance (``info["rtol"]``, the
+    `mip_gap` a caller gave ``milp``, else :data:`~.result.OPTIMAL_RTOL`) — or that has
+    no bound — is only ``FEASIBLE``: the status is a promise, whatever the backend's
+    own tolerances did (a min-cost flow's cost scaling at |u| ≈ 1e-305, say)."""
+    if result.status is not Status.OPTIMAL:
+        return result
+    rtol = float(result.info.get("rtol", OPTIMAL_RTOL))
+    if result.gap <= rtol:
+        return result
+    message = (
+        f"the backend claimed OPTIMAL, but its certified gap is {result.gap:.3g} > {rtol:g} "
+        f"(objective {result.objective!r}, bound {result.bound!r}): no certificate"
+    )
+    if result.message:
+        message += f" (backend said: {result.message})"
+    return result.replace(status=Status.FEASIBLE, message=message)
+
+
 def _checked(problem: AssignmentProblem, result: Assignment) -> Assignment:
     """Run the independent verifier on a backend's answer.
 
     A claimed solution that breaks a constraint, a wrong objective or an objective above
-    the claimed bound turns into ``ERROR``. A ``RELAXED`` answer is expected to break
+    the claimed bound turns into ``ERROR``; an ``OPTIMAL`` without a certified gap within
+    its tolerance into ``FEASIBLE``. A ``RELAXED`` answer is expected to break
     constraints: it becomes ``FEASIBLE`` if it happens to satisfy them all, and otherwise
     keeps its status with the violations in `message`.
     """
@@ -688,7 +796,7 @@ def _checked(problem: AssignmentProblem, result: Assignment) -> Assignment:
         problem, result.x, objective=result.objective, bound=None if relaxed else result.bound
     )
     if verdict.ok:
-        return result.replace(status=Status.FEASIBLE) if relaxed else result
+        return result.replace(status=Status.FEASIBLE) if relaxed else _certified(result)
     if relaxed and not any(v.startswith("objective") for v in verdict.violations):
         return result.replace(message=f"violates {verdict.reason}")
     message = f"verifier rejected the {result.backend} answer: {verdict.reason}"

@@ -13,16 +13,35 @@ from typing import Any
 import numpy as np
 
 from flexmoe.assign.problem import AssignmentProblem, Bool, Float
-from flexmoe.assign.verify import expert_loads, objective_value
+from flexmoe.assign.verify import expert_loads, objective_scale, objective_value
 
-__all__ = ["Assignment", "LoadStats", "Status", "load_stats", "relative_gap"]
+__all__ = ["OPTIMAL_RTOL", "Assignment", "LoadStats", "Status", "load_stats", "relative_gap"]
+
+#: The relative tolerance of ``OPTIMAL`` unless a backend option states a tighter or
+#: looser one (``milp``'s `mip_gap`, whose default it is).
+OPTIMAL_RTOL = 1e-6
 
 
 class Status(StrEnum):
-    """Outcome of a solve. A time limit never maps to ``OPTIMAL``."""
+    """Outcome of a solve. Each status is a promise:
+
+    * ``OPTIMAL``: ``gap <= OPTIMAL_RTOL`` (1e-6), or the `mip_gap` the caller gave
+      ``milp``; the gap is relative (see :func:`relative_gap`), computed by the library
+      from the objective it recomputes in float64 and a bound the backend proves;
+    * ``INFEASIBLE``: proved (by the precheck's aggregate reason, a min-cost flow, or a
+      MILP engine without presolve), with the reason in `message`;
+    * a time limit never gives ``OPTIMAL``, and :func:`flexmoe.assign.solve` returns by
+      the limit + 1 s.
+    """
 
     OPTIMAL = "optimal"
-    """Proven optimal (up to the backend's stated tolerance, reported as `gap`)."""
+    """Proven optimal within a relative tolerance: ``(bound − objective) / max(|objective|,
+    |bound|, scale) <= OPTIMAL_RTOL`` (1e-6; ``milp``: its `mip_gap`, stated as
+    ``info["rtol"]``), `scale` being the objective's scale at the assignment — the
+    magnitude of its terms, at least its largest utility
+    (:func:`~flexmoe.assign.verify.objective_scale`). Never on a solver's absolute gap:
+    the certificate holds at any scale of the data. :func:`flexmoe.assign.solve` turns
+    an ``OPTIMAL`` without such a gap into ``FEASIBLE``."""
     FEASIBLE = "feasible"
     """A verified feasible assignment without an optimality proof (heuristic or limit hit)."""
     INFEASIBLE = "infeasible"
@@ -41,15 +60,26 @@ class Status(StrEnum):
         return self in (Status.OPTIMAL, Status.FEASIBLE)
 
 
-def relative_gap(objective: float, bound: float) -> float:
-    """``(bound − objective) / max(|objective|, |bound|)``; 0 when equal, NaN if unknown."""
+def relative_gap(objective: float, bound: float, scale: float = 0.0) -> float:
+    """``(bound − objective) / max(|objective|, |bound|, scale)``: 0 when equal, NaN if
+    unknown, ``inf`` for an infinite bound.
+
+    `scale` is the objective's scale (``Assignment.scale``: the magnitude of its terms,
+    at least the largest utility): where terms cancel, the objective can be near zero
+    while float64 and the solvers only resolve differences relative to the terms and to
+    the largest coefficient. No absolute floor: the gap means the same at utilities of
+    1e-300 and of 1e300.
+
+    >>> relative_gap(1.0, 2.0), relative_gap(1e-300, 2e-300), relative_gap(0.0, 1e-12, 2.0)
+    (0.5, 0.5, 5e-13)
+    """
     if math.isnan(objective) or math.isnan(bound):
         return math.nan
     if bound == objective:
         return 0.0
     if math.isinf(bound):
         return math.inf
-    return (bound - objective) / max(abs(objective), abs(bound), 1e-12)
+    return (bound - objective) / max(abs(objective), abs(bound), abs(scale))
 
 
 @dataclass(frozen=True)
@@ -130,6 +160,10 @@ class Assignment:
         Seconds spent building the model, inside the solver, and in total.
     info : dict
         Backend-specific details (engine, iterations, scaling, ...), JSON-serialisable.
+    scale : float
+        The objective's scale at `x` (:func:`~flexmoe.assign.verify.objective_scale`:
+        the magnitude of its terms, at least the largest utility of an allowed pair);
+        `gap` is relative to it, to `objective` and to `bound`. NaN without a solution.
     """
 
     status: Status
@@ -143,6 +177,7 @@ class Assignment:
     solve_time: float = 0.0
     wall_time: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+    scale: float = math.nan
 
     @classmethod
     def from_x(
@@ -155,7 +190,8 @@ class Assignment:
         backend: str,
         **kwargs: Any,
     ) -> Assignment:
-        """A result for solution `x`, with objective and loads recomputed from `problem`."""
+        """A result for solution `x`, with objective, loads and scale recomputed from
+        `problem`."""
         x = np.asarray(x, dtype=bool)
         x.setflags(write=False)
         return cls(
@@ -165,6 +201,7 @@ class Assignment:
             bound=float(bound),
             backend=backend,
             loads=expert_loads(problem, x),
+            scale=objective_scale(problem, x),
             **kwargs,
         )
 
@@ -185,8 +222,9 @@ class Assignment:
 
     @property
     def gap(self) -> float:
-        """Relative gap between `bound` and `objective` (0 when proven optimal)."""
-        return relative_gap(self.objective, self.bound)
+        """Relative gap between `bound` and `objective` (see :func:`relative_gap`)."""
+        scale = 0.0 if math.isnan(self.scale) else self.scale
+        return relative_gap(self.objective, self.bound, scale)
 
     @property
     def has_solution(self) -> bool:
@@ -218,6 +256,7 @@ class Assignment:
             "objective": _json_float(self.objective),
             "bound": _json_float(self.bound),
             "gap": _json_float(self.gap),
+            "scale": _json_float(self.scale),
             "message": self.message,
             "build_time": self.build_time,
             "solve_time": self.solve_time,
@@ -249,6 +288,7 @@ class Assignment:
             solve_time=float(data.get("solve_time", 0.0)),
             wall_time=float(data.get("wall_time", 0.0)),
             info=dict(data.get("info", {})),
+            scale=_from_json_float(data.get("scale", math.nan)),
         )
 
     def save(self, path: str | Path) -> None:

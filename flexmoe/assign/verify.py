@@ -15,9 +15,17 @@ from numpy.typing import ArrayLike
 
 from flexmoe.assign.problem import AssignmentProblem, BalanceMetric, Bool, Float
 
-__all__ = ["Verification", "expert_loads", "imbalance", "objective_value", "verify"]
+__all__ = [
+    "Verification",
+    "expert_loads",
+    "imbalance",
+    "objective_scale",
+    "objective_value",
+    "verify",
+]
 
-#: Absolute slack (scaled by the magnitude of the right-hand side) for float constraints.
+#: Relative slack: of the right-hand side (at least 1) for float constraints, of the
+#: objective's scale for the objective and the bound.
 TOLERANCE = 1e-6
 
 
@@ -47,6 +55,38 @@ def objective_value(problem: AssignmentProblem, x: ArrayLike) -> float:
     if problem.switch_cost and problem.previous is not None:
         value -= problem.switch_cost * float((x & ~problem.previous).sum())
     return value
+
+
+def objective_scale(problem: AssignmentProblem, x: ArrayLike) -> float:
+    """The scale of the objective at `x`: the magnitude of its terms, ``Σ |ū|·x +
+    λ·imbalance(L)`` with ``ū = u − μ·(1 − previous)``, and at least the largest ``|ū|``
+    of an allowed pair.
+
+    At least ``|objective|``; larger where terms cancel, or where the assignment holds
+    only pairs far smaller than the problem's largest (a solver resolves differences
+    relative to its largest coefficient, float64 relative to the terms it sums).
+    Relative gaps and the verifier's objective and bound checks are relative to it, so
+    they mean the same at every scale of the data (utilities of 1e-300 or 1e300).
+
+    >>> import numpy as np
+    >>> from flexmoe.assign import AssignmentProblem
+    >>> p = AssignmentProblem([[1.0, -1.0, -3.0]], max_experts=2)
+    >>> x = [[True, True, False]]
+    >>> objective_value(p, x), objective_scale(p, x)
+    (0.0, 3.0)
+    """
+    x = np.asarray(x, dtype=bool)
+    utility = problem.utility
+    if problem.switch_cost and problem.previous is not None:
+        utility = utility - problem.switch_cost * ~problem.previous
+    magnitude = np.abs(utility)
+    value = float(magnitude[x].sum())
+    if problem.balance_penalty:
+        value += problem.balance_penalty * imbalance(
+            expert_loads(problem, x), problem.balance_metric
+        )
+    allowed = magnitude if problem.allowed is None else magnitude[problem.allowed]
+    return max(value, float(allowed.max(initial=0.0)))
 
 
 @dataclass(frozen=True)
@@ -83,9 +123,13 @@ def verify(
     objective : float, optional
         A claimed objective value; flagged when it differs from the recomputed one.
     bound : float, optional
-        A claimed upper bound; flagged when the recomputed objective exceeds it.
+        A claimed upper bound; flagged when the recomputed objective exceeds it by more
+        than `tol` times the objective's scale.
     tol : float
-        Relative slack on float constraints and on the objective/bound comparisons.
+        Relative slack on float constraints (of the right-hand side, at least 1) and on
+        the objective and bound comparisons (of :func:`objective_scale`, which is at
+        least ``|objective|``: no absolute floor, so a bound 60 % below an objective of
+        1e-8 is caught).
 
     Returns
     -------
@@ -125,7 +169,7 @@ def verify(
         n, e = np.argwhere(x & ~problem.allowed)[0]
         count = int((x & ~problem.allowed).sum())
         violations.append(f"allowed: client {n} holds forbidden expert {e} ({count} pair(s))")
-    scale = max(1.0, abs(value))
+    scale = objective_scale(problem, x)
     if objective is not None and not abs(objective - value) <= tol * scale:
         violations.append(f"objective: reported {objective!r} but recomputed {value!r}")
     if bound is not None and not math.isnan(bound) and value > bound + tol * scale:

@@ -25,10 +25,12 @@ from flexmoe.assign import (
     UnsupportedProblemError,
     get_backend,
     load_problem,
+    registered_backends,
     solve,
     verify,
 )
 from flexmoe.benchmarks.environment import load_plugin, spec_modules
+from flexmoe.benchmarks.processes import become_subreaper, die_with_parent
 from flexmoe.benchmarks.records import Outcome
 from flexmoe.benchmarks.sandbox import SolverJob
 
@@ -38,10 +40,12 @@ __all__ = ["describe", "main"]
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``JOB.json READY_FD``."""
     job_path, ready_fd = argv if argv is not None else sys.argv[1:]
+    die_with_parent()
+    become_subreaper()  # what a solver starts stays in this process's tree
     job = SolverJob.from_json(Path(job_path).read_text())
     _limit_memory(job.memory_limit_gib)
     try:
-        answer = _run(job, int(ready_fd))
+        answer = _run(job, int(ready_fd)) if job.backend else _import_plugins(job)
     except MemoryError:
         answer = {"status": str(Outcome.MEMORY), "message": "MemoryError"}
     except Exception as err:
@@ -63,6 +67,15 @@ def _limit_memory(gib: float | None) -> None:
     if hard != resource.RLIM_INFINITY:
         limit = min(limit, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def _import_plugins(job: SolverJob) -> dict[str, Any]:
+    """Import the plugins only: the backends they register, or the error they raise."""
+    before = set(registered_backends())
+    for plugin in job.plugins:
+        load_plugin(plugin)
+    added = [name for name in registered_backends() if name not in before]
+    return {"status": "imported", "backends": added}
 
 
 def _run(job: SolverJob, ready_fd: int) -> dict[str, Any]:
@@ -128,4 +141,11 @@ def _finite(value: float) -> float | str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # The answer is written: end now. A solve abandoned at its time limit may still run
+    # in a worker thread that the interpreter would otherwise join at exit (for up to a
+    # minute), past the sandbox's kill, which would discard the answer; the sandbox kills
+    # whatever the solver started once this process is gone.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -4,7 +4,10 @@ Subcommands: ``solvers`` (backends × instances, each run in its own process und
 and memory limits), ``fl`` (federated methods × partitions × seeds), ``report``
 (Markdown from result folders) and ``demo`` (what ``make run`` shows). Bad input exits
 with status 2 and a message naming the flag; a backend answer rejected by the
-independent verifier exits with status 1.
+independent verifier exits with status 1. Ctrl-C or SIGTERM ends a sweep within a
+second or two with one line (what was kept, and the ``--resume`` command), every
+process it started ended, status 130 / 143; a non-empty ``--out`` needs ``--resume``
+(skip what finished) or ``--overwrite`` (start again).
 """
 
 from __future__ import annotations
@@ -25,9 +28,13 @@ from flexmoe.benchmarks.options import (
     parse_positive,
     parse_sizes,
 )
+from flexmoe.benchmarks.processes import Interrupted, interruptible
 from flexmoe.benchmarks.records import SolverRun
-from flexmoe.benchmarks.results import SolverResults, now, write_solver_results
-from flexmoe.benchmarks.solvers import SolverGrid, prepare_instances, run_grid
+from flexmoe.benchmarks.results import SolverResults, now
+from flexmoe.benchmarks.sandbox import DEFAULT_STARTUP, try_plugins
+from flexmoe.benchmarks.solvers import SolverGrid
+from flexmoe.benchmarks.sweeps import solver_sweep
+from flexmoe.extras import MissingExtraError, require_extra
 
 __all__ = ["build_parser", "main"]
 
@@ -35,17 +42,39 @@ logger = logging.getLogger("flexmoe.benchmarks")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``flexmoe-bench``; returns the exit status (0 ok, 1 rejected answer, 2 usage)."""
+    """Run ``flexmoe-bench``; returns the exit status.
+
+    0 ok; 1 a backend answer failed verification (or a federated run failed); 2 bad
+    input (a flag, an unreadable ``--instances`` file, a missing extra); 130 / 143
+    interrupted by SIGINT / SIGTERM (what finished is kept; ``--resume`` continues).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    command = "flexmoe-bench " + shlex.join(sys.argv[1:] if argv is None else argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    command = "flexmoe-bench " + shlex.join(words)
+    prefix = f"flexmoe-bench {args.subcommand}"
     try:
-        status: int = args.run(args, command)
-    except UsageError as err:
-        print(f"flexmoe-bench {args.subcommand}: error: {err}", file=sys.stderr)
+        for extra in getattr(args, "extras", ()):
+            require_extra(extra, part="this command")
+        with interruptible():
+            status: int = args.run(args, command)
+    except (UsageError, MissingExtraError) as err:
+        print(f"{prefix}: error: {err}", file=sys.stderr)
         return 2
+    except Interrupted as stop:
+        kept = f"; {stop.detail}" if stop.detail else ""
+        sweep = hasattr(args, "resume")  # a subcommand that writes a result folder
+        again = f"; continue with: {_resume_command(words)}" if sweep else ""
+        print(f"{prefix}: interrupted by {stop}{kept}{again}", file=sys.stderr)
+        return stop.exit_status
     return status
+
+
+def _resume_command(words: list[str]) -> str:
+    """The command line that continues an interrupted sweep."""
+    kept = [w for w in words if w not in ("--overwrite", "--resume")]
+    return "flexmoe-bench " + shlex.join([*kept, "--resume"])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,11 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
     _add_solvers(commands)
-    from flexmoe.benchmarks import cli_fl, cli_report
+    from flexmoe.benchmarks import cli_fl, cli_report, rounds
 
     cli_fl.add_parser(commands)
     cli_report.add_parser(commands)
     cli_report.add_demo_parser(commands)
+    rounds.add_parser(commands)
     return parser
 
 
@@ -100,10 +130,19 @@ def _add_solvers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="seconds past the time limit before the kill (default max(2, limit/2))",
     )
     p.add_argument(
+        "--startup-limit",
+        type=float,
+        metavar="S",
+        default=DEFAULT_STARTUP,
+        help="seconds a run may take to import the plugins and the backend's libraries "
+        f"and load the problem; plugins are first tried under it (default {DEFAULT_STARTUP:g})",
+    )
+    p.add_argument(
         "--instances",
         type=Path,
         metavar="DIR",
-        help="run on the .npz problems in DIR instead of generating",
+        help="run on the .npz problems in DIR instead of generating; an unreadable file "
+        "is listed and skipped (exit status 2 at the end)",
     )
     add_common(p, default_out="results/solvers")
     p.set_defaults(run=run_solvers)
@@ -117,12 +156,13 @@ def _solvers_epilog() -> str:
         f"generators: {', '.join(GENERATORS)}\n\n"
         "example:\n  flexmoe-bench solvers --backends flow,milp,greedy:topk "
         "--sizes 100x16x4,1000x64x8 --seeds 0-4 --out results/solvers\n"
-        "exit status: 0 ok, 1 a backend answer failed verification, 2 bad input"
+        "exit status: 0 ok, 1 a backend answer failed verification, 2 bad input (a flag, "
+        "an unreadable --instances file), 130/143 interrupted (finished runs kept: --resume)"
     )
 
 
 def add_common(p: argparse.ArgumentParser, *, default_out: str) -> None:
-    """``--plugin``, ``--out`` and ``--no-progress``."""
+    """``--plugin``, ``--out``, ``--resume``, ``--overwrite`` and ``--quiet``."""
     p.add_argument(
         "--plugin",
         action="append",
@@ -131,12 +171,26 @@ def add_common(p: argparse.ArgumentParser, *, default_out: str) -> None:
         help="module or .py file to import first (registers user backends); repeatable",
     )
     p.add_argument("--out", type=Path, default=Path(default_out), help=f"({default_out})")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the sweep in a non-empty --out (same settings): skip what finished",
+    )
+    again.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="empty a non-empty --out (a result folder) and start again",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--no-progress", dest="quiet", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(extras=("bench",))
 
 
 def solver_grid(args: argparse.Namespace) -> SolverGrid:
     """The :class:`SolverGrid` of parsed ``solvers`` arguments (plugins loaded)."""
-    load_plugins(args.plugin)
+    parse_positive(args.startup_limit, "--startup-limit")
+    load_plugins(args.plugin, limit=args.startup_limit)
     parse_positive(args.time_limit, "--time-limit")
     parse_positive(args.memory_limit, "--memory-limit")
     if args.grace is not None and args.grace < 0:
@@ -159,12 +213,19 @@ def solver_grid(args: argparse.Namespace) -> SolverGrid:
         time_limit=args.time_limit,
         memory_limit_gib=args.memory_limit,
         grace=args.grace,
+        startup=args.startup_limit,
         instances_dir=args.instances,
         plugins=tuple(args.plugin),
     )
 
 
-def load_plugins(plugins: list[str]) -> None:
+def load_plugins(plugins: list[str], *, limit: float = DEFAULT_STARTUP) -> None:
+    """Import the ``--plugin`` modules: first in a child process killed after `limit`
+    seconds (a plugin that hangs at import cannot hang the benchmark), then here."""
+    try:
+        try_plugins(tuple(plugins), limit)
+    except ImportError as err:
+        raise UsageError("--plugin", str(err)) from None
     for plugin in plugins:
         try:
             load_plugin(plugin)
@@ -201,20 +262,10 @@ def _all_variant_specs() -> list[str]:
 
 def run_solvers(args: argparse.Namespace, command: str) -> int:
     grid = solver_grid(args)
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    started = now()
-    results = sweep(grid, out, command, started, progress=not args.no_progress)
+    results = solver_sweep(grid, args.out, command, now(), progress=not args.quiet,
+                           resume=args.resume, overwrite=args.overwrite,
+                           on_row=_shout_if_rejected)  # fmt: skip
     return report_sweep(results)
-
-
-def sweep(
-    grid: SolverGrid, out: Path, command: str, started: str, *, progress: bool = True
-) -> SolverResults:
-    """Generate the instances, run the grid, write every output file."""
-    instances = prepare_instances(grid, out)
-    rows = run_grid(grid, instances, out, progress=progress, on_row=_shout_if_rejected)
-    return write_solver_results(out, grid, rows, command, started)
 
 
 def _shout_if_rejected(row: SolverRun) -> None:
@@ -227,7 +278,8 @@ def _shout_if_rejected(row: SolverRun) -> None:
 
 
 def report_sweep(results: SolverResults) -> int:
-    """Print the medians and where the files are; 1 if any answer was rejected."""
+    """Print the medians and where the files are; 1 if any answer was rejected, else 2
+    if an input file was skipped."""
     from flexmoe.benchmarks.summary import summary_table
 
     print(summary_table(results.summaries))
@@ -237,8 +289,10 @@ def report_sweep(results: SolverResults) -> int:
     )
     for row in results.crashed:
         print(f"warning: {row.backend} crashed on {row.instance}: {row.message}", file=sys.stderr)
+    for skip in results.skipped:
+        print(f"error: skipped {skip.file}: {skip.error}", file=sys.stderr)
     if not results.rejected:
-        return 0
+        return 2 if results.skipped else 0
     print("\n" + "!" * 72, file=sys.stderr)
     for row in results.rejected:
         print(f"VERIFIER REJECTED {row.backend} on {row.instance}: {row.message}", file=sys.stderr)

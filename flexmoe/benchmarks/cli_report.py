@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flexmoe.benchmarks.options import Size, UsageError
+from flexmoe.extras import require_extra
 
 __all__ = ["DemoConfig", "add_demo_parser", "add_parser", "run_demo", "run_report"]
 
@@ -22,7 +23,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("folders", nargs="+", type=Path, metavar="DIR", help="result folder(s)")
     p.add_argument("-o", "--output", type=Path, default=Path("report.md"), help="(report.md)")
-    p.set_defaults(run=run_report)
+    p.set_defaults(run=run_report, extras=())
 
 
 def run_report(args: argparse.Namespace, command: str) -> int:
@@ -57,24 +58,18 @@ class DemoConfig:
 
 
 def add_demo_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from flexmoe.benchmarks.cli import add_common
+
     p = commands.add_parser(
         "demo",
         allow_abbrev=False,
         help="the `make run` job: solvers at 1,000 × 64 and a federated run on digits",
         description="Compare every available backend on clustered 100×16 and 1,000×64 "
         "instances, then flex / greedy / random on a federated digits task; write tables, "
-        "plots and report.md under --out.",
+        "plots and report.md under --out (the sweeps in OUT/solvers and OUT/fl).",
     )
-    p.add_argument("--out", type=Path, default=Path("results"), help="(results)")
     p.add_argument("--skip-fl", action="store_true", help="only the solver comparison")
-    p.add_argument(
-        "--plugin",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="module or .py file registering more backends to compare; repeatable",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_common(p, default_out="results")
     p.set_defaults(run=run_demo)
 
 
@@ -83,6 +78,8 @@ def run_demo(args: argparse.Namespace, command: str) -> int:
     from flexmoe.benchmarks.report import write_report
 
     load_plugins(args.plugin)
+    if not args.skip_fl:
+        require_extra("fl", part="its federated part (--skip-fl skips it)")
     demo = DemoConfig()
     start = time.perf_counter()
     status = _demo_solvers(demo, args, command)
@@ -96,10 +93,11 @@ def run_demo(args: argparse.Namespace, command: str) -> int:
 
 
 def _demo_solvers(demo: DemoConfig, args: argparse.Namespace, command: str) -> int:
-    from flexmoe.benchmarks.cli import all_specs, report_sweep, sweep
+    from flexmoe.benchmarks.cli import all_specs, report_sweep
     from flexmoe.benchmarks.environment import default_memory_limit
     from flexmoe.benchmarks.results import now
     from flexmoe.benchmarks.solvers import SolverGrid
+    from flexmoe.benchmarks.sweeps import solver_sweep
 
     grid = SolverGrid(
         backends=tuple(all_specs()),
@@ -110,20 +108,20 @@ def _demo_solvers(demo: DemoConfig, args: argparse.Namespace, command: str) -> i
         memory_limit_gib=default_memory_limit(),
         plugins=tuple(args.plugin),
     )
-    out = args.out / "solvers"
-    out.mkdir(parents=True, exist_ok=True)
     sizes = ", ".join(str(s) for s in demo.sizes)
     print(f"== Assignment backends on {demo.generator} instances {sizes} "
           f"({', '.join(grid.backends)})")  # fmt: skip
     sys.stdout.flush()
-    results = sweep(grid, out, command, now(), progress=not args.no_progress)
+    results = solver_sweep(grid, args.out / "solvers", command, now(), progress=not args.quiet,
+                           resume=args.resume, overwrite=args.overwrite)  # fmt: skip
     return report_sweep(results)
 
 
 def _demo_fl(demo: DemoConfig, args: argparse.Namespace, command: str) -> int:
     from flexmoe.benchmarks.cli_fl import report_fl
-    from flexmoe.benchmarks.fl import FlGrid, default_jobs, run_fl_grid
-    from flexmoe.benchmarks.results import now, write_fl_results
+    from flexmoe.benchmarks.fl import FlGrid, default_jobs
+    from flexmoe.benchmarks.results import now
+    from flexmoe.benchmarks.sweeps import fl_sweep
 
     grid = FlGrid(
         methods=demo.methods,
@@ -140,13 +138,11 @@ def _demo_fl(demo: DemoConfig, args: argparse.Namespace, command: str) -> int:
         jobs=default_jobs(len(demo.methods)),
         plugins=tuple(args.plugin),
     )
-    out = args.out / "fl"
-    out.mkdir(parents=True, exist_ok=True)
     print(
         f"\n== Federated MoE on {demo.dataset}: {demo.clients} clients, {demo.experts} "
         f"experts, {demo.capacity} per client, {demo.rounds} rounds, {demo.partition}"
     )
     sys.stdout.flush()
-    started = now()
-    rows = run_fl_grid(grid, out, progress=not args.no_progress)
-    return report_fl(write_fl_results(out, grid, rows, command, started))
+    results = fl_sweep(grid, args.out / "fl", command, now(), progress=not args.quiet,
+                       resume=args.resume, overwrite=args.overwrite)  # fmt: skip
+    return report_fl(results)

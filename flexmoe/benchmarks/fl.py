@@ -1,23 +1,25 @@
 """``flexmoe-bench fl``: federated methods × partitions × seeds, in parallel processes.
 
 Each run is :func:`flexmoe.fedloop.run` on one :class:`~flexmoe.fedloop.FedConfig`, in a
-worker process of a spawn pool (one torch thread each, up to the core count); its
-:class:`~flexmoe.fedloop.History` is saved as ``runs/<method>-<partition>-s<seed>.json``.
+worker process of a spawn pool (:class:`~flexmoe.benchmarks.workers.WorkerPool`: one
+torch thread each, up to the core count); its :class:`~flexmoe.fedloop.History` is saved
+as ``runs/<method>-<partition>-s<seed>.json`` and its row goes to the journal
+``runs.jsonl`` as soon as it finishes.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
 import os
 import statistics
 import sys
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from flexmoe.benchmarks.records import in_order, keep_row
 
 __all__ = ["FlGrid", "FlRun", "FlSummary", "fl_jobs", "run_fl_grid", "summarise_fl"]
 
@@ -62,6 +64,11 @@ class FlJob:
     history: str
     plugins: tuple[str, ...] = ()
 
+    @property
+    def key(self) -> tuple[str, str, int]:
+        """(method, partition, seed): what a resumed sweep skips when it has a row."""
+        return self.config["method"], self.config["partition"], int(self.config["seed"])
+
 
 @dataclass
 class FlRun:
@@ -92,6 +99,20 @@ class FlRun:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FlRun:
+        """A row from :meth:`to_dict` output (a JSON line: NaN may come as a string)."""
+        names = {f.name: f.type for f in fields(cls)}
+        values: dict[str, Any] = {
+            k: float(v) if names[k] == "float" else v for k, v in data.items() if k in names
+        }
+        return cls(**values)
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        """(method, partition, seed), as :attr:`FlJob.key`."""
+        return self.method, self.partition, self.seed
+
 
 def fl_jobs(grid: FlGrid, out: Path) -> list[FlJob]:
     """One job per (method, partition, seed), in that order."""
@@ -109,44 +130,59 @@ def fl_jobs(grid: FlGrid, out: Path) -> list[FlJob]:
 def run_fl_grid(
     grid: FlGrid,
     out: Path,
+    rows: list[FlRun] | None = None,
     *,
     progress: bool = True,
     on_done: Callable[[FlRun], None] | None = None,
 ) -> list[FlRun]:
-    """Run every job in a spawn pool of `grid.jobs` workers; rows in job order."""
+    """Run every job that has no row in `rows` yet, `grid.jobs` at a time.
+
+    Each finished run is added to `rows` and to the journal ``out/runs.jsonl`` (and
+    passed to `on_done`) at once, so that what finished survives an interruption: on
+    :class:`~flexmoe.benchmarks.processes.Interrupted` the workers are killed and the
+    exception goes on to the caller, which writes the tables of `rows`. Returns `rows`
+    in job order.
+    """
     from tqdm import tqdm
 
+    from flexmoe.benchmarks.workers import WorkerPool
+
+    rows = [] if rows is None else rows
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    jobs = fl_jobs(grid, out)
+    every = fl_jobs(grid, out)
+    done = {row.key for row in rows}
+    jobs = [job for job in every if job.key not in done]
     rounds = int(grid.base.get("rounds", 30))
-    context = multiprocessing.get_context("spawn")
-    done: dict[str, FlRun] = {}
-    bar = tqdm(total=len(jobs) * rounds, desc="fl", unit="round", file=sys.stderr,
-               disable=not progress)  # fmt: skip
-    with context.Manager() as manager, ProcessPoolExecutor(grid.jobs, mp_context=context) as pool:
-        ticks = manager.Queue()
-        futures = {pool.submit(run_fl_job, job, grid.target, ticks): job for job in jobs}
-        pending: set[Future[FlRun]] = set(futures)
-        while pending:
-            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            _drain(ticks, bar)
-            for future in finished:
-                row = future.result()
-                done[futures[future].name] = row
+    bar = tqdm(total=len(every) * rounds, initial=len(done) * rounds, desc="fl", unit="round",
+               file=sys.stderr, disable=not progress)  # fmt: skip
+    try:
+        with WorkerPool(min(grid.jobs, len(jobs)), run_fl_work) as pool:
+            for kind, value in pool.run([(job, grid.target) for job in jobs]):
+                if kind == "tick":
+                    bar.update(value)
+                    continue
+                (job, _), result = value
+                row = result if kind == "done" else failed_row(job.config, str(result))
+                keep_row(rows, row, out)
                 if on_done is not None:
                     on_done(row)
-        _drain(ticks, bar)
-    bar.close()
-    return [done[job.name] for job in jobs]
+    finally:
+        bar.close()
+    in_order(rows, [job.key for job in every])
+    return rows
 
 
-def _drain(ticks: Any, bar: Any) -> None:
-    while not ticks.empty():
-        bar.update(ticks.get_nowait())
+def run_fl_work(task: tuple[FlJob, float], tick: Callable[[int], None]) -> FlRun:
+    """A worker's job: :func:`run_fl_job` with progress ticks to the parent."""
+    job, target = task
+    return run_fl_job(job, target, tick)
 
 
-def run_fl_job(job: FlJob, target: float, ticks: Any = None) -> FlRun:
-    """Worker: one federated run with one torch thread; saves its history."""
+def run_fl_job(job: FlJob, target: float, tick: Callable[[int], None] | None = None) -> FlRun:
+    """One federated run with one torch thread; saves its history.
+
+    `tick(1)` is called after every round (the progress bar of the parent).
+    """
     import time
 
     import torch
@@ -157,7 +193,7 @@ def run_fl_job(job: FlJob, target: float, ticks: Any = None) -> FlRun:
     torch.set_num_threads(1)
     for plugin in job.plugins:
         load_plugin(plugin)
-    hooks = [] if ticks is None else [lambda rnd, state, history: ticks.put(1)]
+    hooks = [] if tick is None else [lambda rnd, state, history: tick(1)]
     start = time.perf_counter()
     try:
         history = run(FedConfig.from_dict(job.config), hooks=hooks)
@@ -265,8 +301,9 @@ def _fl_summary(method: str, partition: str, rows: list[FlRun]) -> FlSummary:
 
 
 def _std(values: list[float]) -> float:
+    """Sample standard deviation; NaN with fewer than two values (no spread to show)."""
     finite = [v for v in values if math.isfinite(v)]
-    return statistics.stdev(finite) if len(finite) > 1 else 0.0
+    return statistics.stdev(finite) if len(finite) > 1 else math.nan
 
 
 def default_jobs(n_runs: int) -> int:
@@ -289,16 +326,16 @@ FL_HEADERS = (
 
 
 def fl_table(summaries: list[FlSummary], *, markdown: bool = False) -> str:
-    """Mean ± std over seeds as a terminal (or Markdown) table."""
-    from flexmoe.benchmarks.tables import fmt, markdown_table, text_table
+    """Mean ± std over seeds as a terminal (or Markdown) table; one seed shows no ±."""
+    from flexmoe.benchmarks.tables import fmt, markdown_table, mean_pm, text_table
 
     cells = [
         [
             s.method,
             s.partition,
             str(s.runs),
-            f"{s.personalized_acc:.3f} ± {s.personalized_std:.3f}",
-            f"{s.global_acc:.3f} ± {s.global_std:.3f}",
+            mean_pm(s.personalized_acc, s.personalized_std),
+            mean_pm(s.global_acc, s.global_std),
             fmt(s.load_cv),
             fmt(s.routed_cv),
             s.rounds_to_target,

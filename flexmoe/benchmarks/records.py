@@ -13,7 +13,17 @@ from typing import Any
 
 from flexmoe.assign import Status
 
-__all__ = ["Outcome", "SolverRun", "read_jsonl", "write_csv", "write_jsonl"]
+__all__ = [
+    "JOURNAL",
+    "Outcome",
+    "SolverRun",
+    "append_jsonl",
+    "in_order",
+    "keep_row",
+    "read_jsonl",
+    "write_csv",
+    "write_jsonl",
+]
 
 
 class Outcome(StrEnum):
@@ -35,6 +45,10 @@ class Outcome(StrEnum):
     """The child raised or died for another reason; `message` has the end of its log."""
 
 
+#: The rows of a sweep, one JSON object a line: appended as each run finishes (so that
+#: an interrupted sweep keeps them), rewritten whole when the sweep ends.
+JOURNAL = "runs.jsonl"
+
 #: Statuses whose row carries an assignment.
 WITH_SOLUTION = (str(Status.OPTIMAL), str(Status.FEASIBLE), str(Status.RELAXED))
 
@@ -44,9 +58,12 @@ class SolverRun:
     """One (backend, instance) run of ``flexmoe-bench solvers``.
 
     Times are seconds, memory MiB; NaN where unknown (e.g. after a timeout).
-    ``gap`` is the backend's own bound gap; ``gap_to_best`` compares with the best
-    verified objective any backend found on this instance in the same sweep (negative
-    for a ``relaxed`` answer that ignores constraints).
+    ``gap`` is the backend's own certified gap (objective to its proved bound);
+    ``gap_to_best`` compares with the best verified objective any backend found on this
+    instance in the same sweep (negative for a ``relaxed`` answer that ignores
+    constraints). ``floor_time`` is the instance's top-k pass
+    (:func:`flexmoe.benchmarks.floor.topk_floor`, measured in the same sweep) and
+    ``x_floor`` the run's ``wall_time`` as a multiple of it.
     """
 
     backend: str
@@ -68,6 +85,8 @@ class SolverRun:
     wall_time: float = math.nan
     import_time: float = math.nan
     process_time: float = math.nan
+    floor_time: float = math.nan
+    x_floor: float = math.nan
     peak_mib: float = math.nan
     load_cv: float = math.nan
     load_max_over_mean: float = math.nan
@@ -93,6 +112,11 @@ class SolverRun:
     @property
     def size(self) -> str:
         return f"{self.n_clients}x{self.n_experts}x{self.k}"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(backend, instance): what a resumed sweep skips when it has a row."""
+        return self.backend, self.instance
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: non-finite floats become the strings ``"nan"``, ``"inf"``."""
@@ -134,6 +158,25 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
         for row in rows:
             fh.write(json.dumps({k: _json_value(v) for k, v in row.items()}) + "\n")
     return path
+
+
+def append_jsonl(path: Path, row: dict[str, Any]) -> None:
+    """Add one row to a JSONL file and flush it (a journal that survives a kill)."""
+    with path.open("a") as fh:
+        fh.write(json.dumps({k: _json_value(v) for k, v in row.items()}) + "\n")
+
+
+def keep_row(rows: list[Any], row: Any, out: Path) -> None:
+    """A finished run's row (``SolverRun`` or ``FlRun``): into `rows`, and at once into
+    the journal ``out/runs.jsonl``."""
+    rows.append(row)
+    append_jsonl(out / JOURNAL, row.to_dict())
+
+
+def in_order(rows: list[Any], keys: list[Any]) -> None:
+    """Sort `rows` (in place) by the position of each row's ``key`` in `keys`."""
+    position = {key: n for n, key in enumerate(keys)}
+    rows.sort(key=lambda row: position.get(row.key, len(position)))
 
 
 def read_jsonl(path: Path) -> list[SolverRun]:

@@ -17,18 +17,23 @@ import select
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flexmoe.benchmarks.processes import TAG_VARIABLE, kill_tree, new_tag
 from flexmoe.benchmarks.records import Outcome
 
-__all__ = ["ChildOutcome", "Limits", "SolverJob", "run_isolated"]
+__all__ = ["DEFAULT_STARTUP", "ChildOutcome", "Limits", "SolverJob", "run_isolated", "try_plugins"]
 
 logger = logging.getLogger(__name__)
 
 _POLL = 0.02
+
+#: Seconds a child may take to import the plugins and libraries and load the problem.
+DEFAULT_STARTUP = 120.0
 _MEMORY_SIGNS = re.compile(r"MemoryError|bad_alloc|Cannot allocate memory|[Oo]ut of memory")
 
 
@@ -37,8 +42,9 @@ class SolverJob:
     """What a child process solves; travels as JSON."""
 
     problem: str
-    """Path of the ``.npz`` problem."""
+    """Path of the ``.npz`` problem (empty: only import the plugins)."""
     backend: str
+    """Backend spec (empty: only import the plugins, answer the backends they add)."""
     result: str
     """Path where the child writes its JSON answer."""
     time_limit: float | None = None
@@ -68,12 +74,12 @@ class Limits:
     grace : float, optional
         Seconds past `time_limit` before the kill; default ``max(2, time_limit / 2)``.
     startup : float
-        Seconds allowed to import libraries and load the problem.
+        Seconds allowed to import the plugins and the libraries and to load the problem.
     """
 
     time_limit: float | None
     grace: float | None = None
-    startup: float = 120.0
+    startup: float = DEFAULT_STARTUP
 
     @property
     def kill_after(self) -> float | None:
@@ -98,67 +104,112 @@ class ChildOutcome:
 
 
 def run_isolated(job: SolverJob, limits: Limits, log: Path) -> ChildOutcome:
-    """Run `job` in a fresh Python process; stdout and stderr go to `log`."""
+    """Run `job` in a fresh Python process; stdout and stderr go to `log`.
+
+    However the run ends — answered, timed out, crashed, or :class:`Interrupted` — the
+    child and every process it started are killed and reaped before this returns (or
+    re-raises).
+    """
     job_path = Path(job.result).with_suffix(".job.json")
     job_path.write_text(job.to_json())
     Path(job.result).unlink(missing_ok=True)
+    tag = new_tag()
     read_fd, write_fd = os.pipe()
     command = [sys.executable, "-m", "flexmoe.benchmarks.child", str(job_path), str(write_fd)]
     start = time.monotonic()
-    with log.open("wb") as log_file:
-        proc = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            pass_fds=(write_fd,),
-            start_new_session=True,
-            env=_child_env(),
-        )
-    os.close(write_fd)
+    proc = None
     try:
-        killed, status, usage = _supervise(proc, read_fd, limits)
+        with log.open("wb") as log_file:
+            proc = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                pass_fds=(write_fd,),
+                start_new_session=True,
+                env=_child_env(tag),
+            )
+        os.close(write_fd)
+        write_fd = -1
+        killed = _supervise(proc, read_fd, limits)
     finally:
-        os.close(read_fd)
+        # The child (a zombie at most: not reaped yet), its descendants, whatever it
+        # started in another session: all killed, then the child reaped.
+        kill_tree(proc.pid if proc is not None else None, tag)
+        status, usage = (0, None) if proc is None else os.wait4(proc.pid, 0)[1:]
+        for fd in (read_fd, write_fd):
+            if fd >= 0:
+                os.close(fd)
+    assert proc is not None  # Popen raised otherwise
+    proc.returncode = os.waitstatus_to_exitcode(status)
     elapsed = time.monotonic() - start
     peak = usage.ru_maxrss / 1024 if usage is not None else float("nan")
     return _outcome(job, killed, status, peak, elapsed, log, limits)
 
 
-def _child_env() -> dict[str, str]:
-    """The parent's environment, with this flexmoe importable in the child."""
+def try_plugins(plugins: tuple[str, ...], limit: float = DEFAULT_STARTUP) -> list[str]:
+    """Import `plugins` in a child process first, killed after `limit` seconds.
+
+    A plugin that hangs at import, or starts processes, then cannot hang or outlive the
+    caller, which imports the plugins itself only after this returns. Returns the
+    backends they register.
+
+    Raises
+    ------
+    ImportError
+        A plugin cannot be imported (the message says which and why), or the import
+        did not finish within `limit` seconds.
+    """
+    if not plugins:
+        return []
+    with tempfile.TemporaryDirectory(prefix="flexmoe-plugins-") as tmp:
+        job = SolverJob(problem="", backend="", result=str(Path(tmp) / "plugins.json"),
+                        plugins=plugins)  # fmt: skip
+        outcome = run_isolated(job, Limits(None, startup=limit), Path(tmp) / "plugins.log")
+    names = ", ".join(repr(p) for p in plugins)
+    answer = outcome.answer or {}
+    if answer.get("status") == "imported":
+        return list(answer.get("backends", []))
+    if outcome.status == Outcome.TIMEOUT:
+        raise ImportError(f"importing {names} did not finish within {limit:g} s; nothing ran")
+    raise ImportError(f"cannot import {names}: {answer.get('message') or outcome.message}")
+
+
+def _child_env(tag: str) -> dict[str, str]:
+    """The parent's environment, with this flexmoe importable in the child, and the tag
+    that marks every process of this run."""
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    env[TAG_VARIABLE] = tag
     return env
 
 
-def _supervise(
-    proc: subprocess.Popen[bytes], read_fd: int, limits: Limits
-) -> tuple[str | None, int, Any]:
-    """Wait for `proc`, killing it past its deadline: (killed-for, wait status, rusage)."""
+def _supervise(proc: subprocess.Popen[bytes], read_fd: int, limits: Limits) -> str | None:
+    """Wait until `proc` exits or passes its deadline; what it was killed for, if it was.
+
+    The child is not reaped here (``WNOWAIT``): its pid stays ours until the caller has
+    killed what it left behind.
+    """
     deadline = time.monotonic() + limits.startup
     waiting_ready = True
-    killed = None
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
+    while not _exited(proc.pid):
         now = time.monotonic()
         if now >= deadline:
-            killed = "startup" if waiting_ready else "timeout"
-            _kill_group(proc.pid)
-            _, status, usage = os.wait4(proc.pid, 0)
-            break
+            return "startup" if waiting_ready else "timeout"
         if waiting_ready and _ready(read_fd, min(_POLL, deadline - now)):
             waiting_ready = False
             kill_after = limits.kill_after
             deadline = time.monotonic() + (kill_after if kill_after is not None else 1e12)
         elif not waiting_ready:
             time.sleep(min(_POLL, max(0.0, deadline - now)))
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    _kill_group(proc.pid)  # grandchildren a solver may have left behind
-    return killed, status, usage
+    return None
+
+
+def _exited(pid: int) -> bool:
+    """`pid` (a child) has exited; it stays a zombie until someone waits for it."""
+    info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    return info is not None and info.si_pid == pid
 
 
 def _ready(read_fd: int, timeout: float) -> bool:
@@ -169,13 +220,6 @@ def _ready(read_fd: int, timeout: float) -> bool:
         time.sleep(timeout)
         return False
     return True
-
-
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _outcome(

@@ -6,7 +6,8 @@ import math
 from collections import Counter
 from dataclasses import asdict, dataclass
 
-from flexmoe.benchmarks.records import SolverRun
+from flexmoe.assign import Status
+from flexmoe.benchmarks.records import Outcome, SolverRun
 from flexmoe.benchmarks.solvers import FROM_FILE
 from flexmoe.benchmarks.tables import fmt, markdown_table, median, text_table
 
@@ -30,12 +31,27 @@ class SolverSummary:
     build_time: float
     peak_mib: float
     objective: float
+    gap: float
+    """The backend's own certified gap (objective to its proved bound); inf: no bound."""
     gap_to_best: float
     load_cv: float
     load_max_over_mean: float
     under_load_min: float
     verified: str
     """``yes`` (every answer checked out), ``NO (n)`` (n rejected), ``-`` (no answer)."""
+    floor_time: float = math.nan
+    """The top-k pass on these instances (seconds)."""
+    x_floor: float = math.nan
+    """Median of each run's ``wall_time`` over its instance's floor."""
+    time_limit: float | None = None
+    timeouts: int = 0
+    """Runs killed at the time limit (they have no time and no answer)."""
+    relaxed: int = 0
+    """Runs answered ``relaxed`` (an assignment that breaks constraints by design)."""
+    infeasible: int = 0
+    """Runs answered ``infeasible``."""
+    failed: int = 0
+    """Runs without an answer for another reason (crash, memory, rejected)."""
 
     @property
     def pairs(self) -> int:
@@ -82,12 +98,27 @@ def _summary(backend: str, group: str, rows: list[SolverRun]) -> SolverSummary:
         build_time=median([r.build_time for r in rows]),
         peak_mib=median([r.peak_mib for r in rows]),
         objective=median([r.objective for r in rows]),
+        gap=_median_gap([r.gap for r in rows if r.has_solution]),
         gap_to_best=median([r.gap_to_best for r in rows]),
         load_cv=median([r.load_cv for r in rows]),
         load_max_over_mean=median([r.load_max_over_mean for r in rows]),
         under_load_min=median([r.under_load_min for r in rows]),
         verified=verified,
+        floor_time=median([r.floor_time for r in rows]),
+        x_floor=median([r.x_floor for r in rows]),
+        time_limit=first.time_limit,
+        timeouts=counts[Outcome.TIMEOUT],
+        relaxed=counts[Status.RELAXED],
+        infeasible=counts[Status.INFEASIBLE],
+        failed=counts[Outcome.CRASH] + counts[Outcome.MEMORY] + rejected,
     )
+
+
+def _median_gap(gaps: list[float]) -> float:
+    """Median certified gap; inf when the answers carry no finite bound (heuristics)."""
+    if gaps and not any(math.isfinite(g) for g in gaps):
+        return math.inf
+    return median(gaps)
 
 
 HEADERS = (
@@ -96,10 +127,12 @@ HEADERS = (
     "runs",
     "status",
     "wall s",
+    "× floor",
     "build s",
     "solve s",
     "peak MiB",
     "objective",
+    "certified gap",
     "gap to best",
     "load CV",
     "max/mean",
@@ -117,10 +150,12 @@ def summary_table(summaries: list[SolverSummary], *, markdown: bool = False) -> 
             str(s.runs),
             s.statuses,
             fmt(s.wall_time, "s"),
+            fmt(s.x_floor, "x"),
             fmt(s.build_time, "s"),
             fmt(s.solve_time, "s"),
             fmt(s.peak_mib, ".0f") if math.isnan(s.peak_mib) else f"{s.peak_mib:.0f}",
             fmt(s.objective),
+            "none" if s.gap == math.inf else fmt(s.gap, "%"),
             fmt(s.gap_to_best, "%"),
             fmt(s.load_cv, "g"),
             fmt(s.load_max_over_mean, "g"),

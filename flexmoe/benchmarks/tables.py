@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["fmt", "markdown_table", "median", "text_table"]
+__all__ = ["fmt", "markdown_table", "mean_pm", "median", "text_table"]
 
 
 def median(values: Sequence[float | int | None]) -> float:
@@ -24,12 +24,15 @@ def median(values: Sequence[float | int | None]) -> float:
 
 
 def fmt(value: float | int | str | None, kind: str = "g") -> str:
-    """Format a cell: ``g`` (4 significant digits), ``s`` (seconds), ``%`` (percent).
+    """Format a cell: ``g`` (4 significant digits), ``s`` (seconds), ``%`` (percent),
+    ``x`` (a ratio: one decimal below 10, then whole numbers with thousands separators).
 
     Examples
     --------
     >>> fmt(0.000123, "s"), fmt(12.3456), fmt(0.0123, "%"), fmt(float("nan"))
     ('0.000123', '12.35', '1.23%', '-')
+    >>> fmt(6.54, "x"), fmt(3940.2, "x")
+    ('6.5', '3,940')
     """
     if value is None or isinstance(value, str):
         return "-" if value is None else value
@@ -39,7 +42,24 @@ def fmt(value: float | int | str | None, kind: str = "g") -> str:
         return f"{100 * value:.3g}%"
     if kind == "s":
         return f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"
+    if kind == "x":
+        return f"{value:.1f}" if abs(value) < 10 else f"{value:,.0f}"
     return f"{value:.4g}"
+
+
+def mean_pm(mean: float, std: float, digits: int = 3) -> str:
+    """``mean ± std``; the mean alone when there is no spread (one seed: NaN std).
+
+    Examples
+    --------
+    >>> mean_pm(0.9123, 0.0214), mean_pm(0.9123, float("nan")), mean_pm(float("nan"), 0.1)
+    ('0.912 ± 0.021', '0.912', '-')
+    """
+    if not math.isfinite(mean):
+        return "-"
+    if not math.isfinite(std):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -85,7 +105,7 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str
 
 
 def _numeric(cell: str) -> bool:
-    text = str(cell).rstrip("%").replace("±", "").replace(" ", "")
+    text = str(cell).rstrip("%").replace("±", "").replace(" ", "").replace(",", "")
     if text == "-":
         return True
     try:

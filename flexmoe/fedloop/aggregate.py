@@ -54,7 +54,7 @@ def aggregate(weights: State, replies: list[ClientReply]) -> State:
     >>> g = {"backbone.w": torch.zeros(1), "experts.0.w": torch.zeros(1),
     ...      "experts.1.w": torch.ones(1)}
     >>> r = [ClientReply(0, 3, {"backbone.w": torch.ones(1), "experts.0.w": torch.full((1,), 2.0)},
-    ...                  np.array([3.0, 0.0]), np.zeros(2), np.zeros(2))]
+    ...                  {"routed": np.array([3.0, 0.0])})]
     >>> {k: v.item() for k, v in aggregate(g, r).items()}
     {'backbone.w': 1.0, 'experts.0.w': 2.0, 'experts.1.w': 1.0}
     """

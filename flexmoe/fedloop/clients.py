@@ -42,8 +42,14 @@ class CapacitySpec:
         return min(self.tiers)
 
 
-def parse_capacity(text: str | int) -> CapacitySpec:
-    """Parse ``<k>`` (every client k experts) or ``tiers:<a>/<b>/...`` (equal shares)."""
+def parse_capacity(text: str | int | CapacitySpec) -> CapacitySpec:
+    """Parse ``<k>`` (every client k experts) or ``tiers:<a>/<b>/...`` (equal shares).
+
+    The one parser of capacities: :class:`~flexmoe.fedloop.FedConfig` calls it (through
+    its field declaration) and the spec travels as this value from there on.
+    """
+    if isinstance(text, CapacitySpec):
+        return text
     raw = str(text).strip().lower()
     message = f"bad capacity {text!r}; valid: <k> (experts per client, k >= 1) or tiers:2/4/8"
     try:
@@ -83,11 +89,15 @@ class ClientProfile:
         Bytes it can spend on experts.
     compute_flops : float
         FLOPs it can spend per round on expert training.
+    flops_per_param : float
+        FLOPs one expert parameter costs it per round (``6 · epochs · samples``): an
+        expert of ``p`` parameters costs ``p · flops_per_param``.
     """
 
     capacity: int
     storage_bytes: int
     compute_flops: float
+    flops_per_param: float = 0.0
 
 
 def client_profiles(
@@ -109,8 +119,11 @@ def client_profiles(
     """
     profiles = []
     for cap, size in zip(capacities, train_sizes, strict=True):
-        per_expert = 6.0 * expert_params * epochs * size
-        profiles.append(ClientProfile(int(cap), int(cap) * expert_bytes, float(cap) * per_expert))
+        per_param = 6.0 * epochs * size
+        per_expert = per_param * expert_params
+        profiles.append(
+            ClientProfile(int(cap), int(cap) * expert_bytes, float(cap) * per_expert, per_param)
+        )
     return profiles
 
 

@@ -1,23 +1,29 @@
-"""Data sets that run offline: scikit-learn's bundled digits, a procedural MNIST-1D and
-synthetic clustered data; :func:`load_dataset` also reaches the file loaders of
-:mod:`flexmoe.fedloop.loaders` (CIFAR-10, MNIST/EMNIST, GTSRB)."""
+"""Data sets by name: offline ones (scikit-learn's bundled digits, a procedural MNIST-1D,
+synthetic clustered data), the file loaders of :mod:`flexmoe.fedloop.loaders`
+(CIFAR-10, MNIST/EMNIST, GTSRB), and any added with :func:`register_dataset`."""
 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
+from flexmoe.fedloop.registry import Registry
+
 __all__ = [
     "DATASETS",
+    "DataRequest",
     "Dataset",
+    "DatasetLoader",
     "load_dataset",
     "load_digits",
     "make_clustered",
     "make_mnist1d",
+    "register_dataset",
 ]
 
 
@@ -165,39 +171,105 @@ def make_clustered(
     return Dataset("clustered", x.astype(np.float32), y.astype(np.int64), n_classes, "mlp")
 
 
-#: Names :func:`load_dataset` accepts; the last four read files from `root`.
-DATASETS = ("digits", "mnist1d", "clustered", "cifar10", "mnist", "emnist", "gtsrb")
+@dataclass(frozen=True)
+class DataRequest:
+    """What a data-set loader is asked for.
+
+    Attributes
+    ----------
+    name : str
+        As configured, variant included (``"emnist:balanced"``).
+    variant : str or None
+        The part after ``:`` (``"balanced"``), None without one.
+    root : Path or None
+        The folder of files the user provides (``FedConfig.data_dir``).
+    n_samples : int or None
+        Samples to generate, or a seeded subset to keep (None: the loader's default).
+    seed : int
+    """
+
+    name: str
+    variant: str | None = None
+    root: Path | None = None
+    n_samples: int | None = None
+    seed: int = 0
+
+
+#: ``loader(request) -> Dataset``.
+DatasetLoader = Callable[[DataRequest], Dataset]
+
+#: Data sets by name (the built-ins: ``digits``, ``mnist1d``, ``clustered`` offline;
+#: ``cifar10``, ``mnist``, ``emnist``, ``gtsrb`` read from local files).
+DATASETS: Registry[DatasetLoader] = Registry("data set")
+
+
+def register_dataset(name: str, loader: DatasetLoader, *, replace: bool = False) -> None:
+    """Make `loader` selectable as ``FedConfig(dataset=name)`` (``--dataset name``).
+
+    Parameters
+    ----------
+    name : str
+        ``--dataset name`` or ``name:<variant>`` reaches it.
+    loader : callable
+        ``loader(request) -> Dataset``, `request` a :class:`DataRequest`. Honour
+        ``request.seed`` so that runs are reproducible.
+    replace : bool
+        Allow replacing a data set registered under the same name.
+
+    Examples
+    --------
+    >>> def two_blobs(request):
+    ...     rng = np.random.default_rng(request.seed)
+    ...     y = rng.integers(0, 2, request.n_samples or 100)
+    ...     x = (rng.normal(size=(len(y), 4)) + 3 * y[:, None]).astype(np.float32)
+    ...     return Dataset("two_blobs", x, y, 2, "mlp")
+    >>> register_dataset("toy_blobs", two_blobs)
+    >>> load_dataset("toy_blobs", n_samples=10).x.shape
+    (10, 4)
+    >>> DATASETS.unregister("toy_blobs")
+    """
+    DATASETS.register(name, loader, replace=replace)
+
+
+def _from_files(request: DataRequest) -> Dataset:
+    from flexmoe.fedloop import loaders
+
+    base = request.name.partition(":")[0]
+    if request.root is None:
+        raise ValueError(
+            f"data set {request.name!r} reads local files: pass the directory as `data_dir`"
+        )
+    data = loaders.load_files(base, request.root, request.variant)
+    return data.subset(request.n_samples, request.seed)
+
+
+register_dataset("digits", lambda r: load_digits().subset(r.n_samples, r.seed))
+register_dataset("mnist1d", lambda r: make_mnist1d(r.n_samples or 4000, seed=r.seed))
+register_dataset("clustered", lambda r: make_clustered(r.n_samples or 10000, seed=r.seed))
+for _name in ("cifar10", "mnist", "emnist", "gtsrb"):
+    register_dataset(_name, _from_files)
 
 
 def load_dataset(
     name: str, *, root: str | Path | None = None, n_samples: int | None = None, seed: int = 0
 ) -> Dataset:
-    """Load a data set by name.
+    """Load a registered data set by name.
 
     Parameters
     ----------
     name : str
-        One of :data:`DATASETS`; ``emnist`` may name a split: ``emnist:balanced``.
+        A name in :data:`DATASETS`; ``emnist`` may name a split: ``emnist:balanced``.
     root : path, optional
-        Directory holding the files of ``cifar10``, ``mnist``, ``emnist``, ``gtsrb``.
+        Directory holding the files of ``cifar10``, ``mnist``, ``emnist``, ``gtsrb``
+        (``FedConfig.data_dir``).
     n_samples : int, optional
         Samples to generate (``mnist1d``, ``clustered``) or a seeded subset to keep
         (every other data set).
     seed : int
     """
-    from flexmoe.fedloop import loaders
-
     base, _, variant = name.partition(":")
-    if base == "mnist1d":
-        return make_mnist1d(n_samples or 4000, seed=seed)
-    if base == "clustered":
-        return make_clustered(n_samples or 10000, seed=seed)
-    if base == "digits":
-        data = load_digits()
-    elif base in ("cifar10", "mnist", "emnist", "gtsrb"):
-        if root is None:
-            raise ValueError(f"data set {name!r} reads local files: pass the directory as `root`")
-        data = loaders.load_files(base, Path(root), variant or None)
-    else:
-        raise ValueError(f"unknown data set {name!r}; valid data sets: {', '.join(DATASETS)}")
-    return data.subset(n_samples, seed)
+    if base not in DATASETS:
+        raise ValueError(DATASETS.unknown(name))
+    request = DataRequest(name, variant or None, None if root is None else Path(root),
+                          n_samples, seed)  # fmt: skip
+    return DATASETS[base](request)

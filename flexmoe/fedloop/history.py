@@ -1,7 +1,9 @@
-"""The record of a federated run: configuration, partition summary and per-round metrics."""
+"""The record of a federated run: configuration, set-up and one :class:`RoundRecord` per
+round. Every engine writes the same records; ``history.json`` is their JSON form."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -11,7 +13,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TIMING_KEY", "History", "write_json"]
+__all__ = [
+    "TIMING_KEY",
+    "AssignmentRecord",
+    "History",
+    "LoadSummary",
+    "RoundRecord",
+    "Timings",
+    "write_json",
+]
 
 #: The per-round entry holding wall-clock timings (the only part that varies between
 #: identical runs).
@@ -38,6 +48,117 @@ def _clean(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class LoadSummary:
+    """Spread of one load vector over the experts (see :class:`~flexmoe.assign.LoadStats`)."""
+
+    cv: float
+    max_over_mean: float
+    entropy: float
+    zero: int
+
+    @classmethod
+    def of(cls, loads: Any) -> LoadSummary:
+        from flexmoe.assign import LoadStats
+
+        stats = LoadStats.of(np.asarray(loads, dtype=float))
+        return cls(stats.cv, stats.max_over_mean, stats.entropy, stats.zero)
+
+
+@dataclass(frozen=True)
+class AssignmentRecord:
+    """The round's assignment: who solved it, how it went, who holds what.
+
+    ``objective`` is the round problem's objective of the assignment; ``load_min`` /
+    ``load_max`` the band of holders per expert the problem asked for.
+    """
+
+    backend: str
+    status: str
+    objective: float
+    experts: list[list[int]]
+    load_min: list[float]
+    load_max: list[float]
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Seconds spent on the round: choosing the assignment, training, evaluating, all."""
+
+    assign: float
+    train: float
+    eval: float
+    round: float
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """What one round did and measured.
+
+    Attributes
+    ----------
+    round : int
+    participants, dropped : list of int
+        Clients asked to train; those of them that sent nothing back.
+    assignment : AssignmentRecord
+    load_holders, load_trained, load_routed : list of float
+        Per expert: planned holders, holders that trained it, samples routed to it.
+    holders, routed : LoadSummary
+        Spread of the holder and routed-sample loads.
+    never_trained : int
+        Experts no sample was routed to.
+    bytes_down, bytes_up : list of int
+        Per participant: ψ and its experts sent, and received back.
+    train_loss : float or None
+        Mean local training loss of the replies.
+    time : Timings
+    personalized_acc, personalized_val_acc, global_acc, global_val_acc : float or None
+        Own test / validation splits pooled; each client's model on the pooled split,
+        averaged over clients.
+    client_acc : list of float or None
+        Each client's personalised test accuracy.
+    """
+
+    round: int
+    participants: list[int]
+    dropped: list[int]
+    assignment: AssignmentRecord
+    load_holders: list[float]
+    load_trained: list[float]
+    load_routed: list[float]
+    holders: LoadSummary
+    routed: LoadSummary
+    never_trained: int
+    bytes_down: list[int]
+    bytes_up: list[int]
+    train_loss: float | None
+    time: Timings
+    personalized_acc: float | None
+    personalized_val_acc: float | None
+    global_acc: float | None
+    global_val_acc: float | None
+    client_acc: list[float | None]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RoundRecord:
+        nested = {"assignment": AssignmentRecord, "holders": LoadSummary,
+                  "routed": LoadSummary, TIMING_KEY: Timings}  # fmt: skip
+        values = {k: nested[k](**v) if k in nested else v for k, v in data.items()}
+        for key in ("holders", "routed"):  # JSON wrote NaN as null
+            summary = values[key]
+            values[key] = dataclasses.replace(
+                summary, **{k: math.nan for k, v in vars(summary).items() if v is None}
+            )
+        return cls(**values)
+
+
+def _get(value: Any, part: str) -> Any:
+    return value[part] if isinstance(value, dict) else getattr(value, part)
+
+
 @dataclass
 class History:
     """What a run produced, round by round.
@@ -48,18 +169,12 @@ class History:
         The :class:`~flexmoe.fedloop.FedConfig` as a dict.
     setup : dict
         Label skew of the partition, client capacities and budgets, model sizes.
-    rounds : list of dict
-        One entry per round: ``round``, ``participants``, ``dropped``, ``assignment``,
-        loads (``load_holders``, ``load_routed``, summaries ``holders`` and ``routed``
-        with ``cv``, ``max_over_mean``, ``entropy``, ``zero``), ``never_trained``,
-        ``bytes_down`` / ``bytes_up`` per participant, ``personalized_acc``,
-        ``personalized_val_acc``, ``global_acc``, ``global_val_acc``, ``client_acc`` and
-        ``time`` (seconds: ``assign``, ``train``, ``eval``, ``round``).
+    rounds : list of RoundRecord
     """
 
     config: dict[str, Any]
     setup: dict[str, Any] = field(default_factory=dict)
-    rounds: list[dict[str, Any]] = field(default_factory=list)
+    rounds: list[RoundRecord] = field(default_factory=list)
 
     def series(self, path: str) -> list[Any]:
         """One value per round along a dotted path: ``series("holders.cv")``."""
@@ -67,7 +182,7 @@ class History:
         for record in self.rounds:
             value: Any = record
             for part in path.split("."):
-                value = value[part]
+                value = _get(value, part)
             values.append(value)
         return values
 
@@ -76,31 +191,33 @@ class History:
         if not self.rounds:
             return {}
         last = self.rounds[-1]
-        cvs = [c for c in self.series("holders.cv") if c is not None]
+        cvs = [c for c in self.series("holders.cv") if c is not None and not math.isnan(c)]
         round_times = self.series(f"{TIMING_KEY}.round")
         return {
             "rounds": len(self.rounds),
-            "personalized_acc": last["personalized_acc"],
-            "personalized_val_acc": last["personalized_val_acc"],
-            "global_acc": last["global_acc"],
-            "global_val_acc": last["global_val_acc"],
+            "personalized_acc": last.personalized_acc,
+            "personalized_val_acc": last.personalized_val_acc,
+            "global_acc": last.global_acc,
+            "global_val_acc": last.global_val_acc,
             "max_holders_cv": max(cvs) if cvs else None,
-            "never_trained_rounds": sum(1 for r in self.rounds if r["never_trained"] > 0),
+            "never_trained_rounds": sum(1 for r in self.rounds if r.never_trained > 0),
             "assign_time_share": sum(self.series(f"{TIMING_KEY}.assign")) / sum(round_times),
             "mean_round_time": float(np.mean(round_times)),
         }
 
     def without_timings(self) -> dict[str, Any]:
         """The history minus wall-clock timings: equal for identical seeded runs."""
-        rounds = [{k: v for k, v in r.items() if k != TIMING_KEY} for r in self.rounds]
+        rounds = [{k: v for k, v in r.to_dict().items() if k != TIMING_KEY} for r in self.rounds]
         return _clean({"config": self.config, "setup": self.setup, "rounds": rounds})
 
     def to_dict(self) -> dict[str, Any]:
-        return {"config": self.config, "setup": self.setup, "rounds": self.rounds}
+        rounds = [r.to_dict() for r in self.rounds]
+        return {"config": self.config, "setup": self.setup, "rounds": rounds}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> History:
-        return cls(data["config"], data.get("setup", {}), list(data.get("rounds", [])))
+        rounds = [RoundRecord.from_dict(r) for r in data.get("rounds", [])]
+        return cls(data["config"], data.get("setup", {}), rounds)
 
     def save(self, path: str | Path) -> None:
         write_json(Path(path), self.to_dict())

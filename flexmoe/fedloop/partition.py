@@ -44,10 +44,27 @@ class PartitionSpec:
         return f"{self.kind}:{self.value:g}"
 
 
-def parse_partition(text: str) -> PartitionSpec:
-    """Parse ``iid``, ``dirichlet:<alpha>`` or ``shards:<k>``; a ValueError says what is valid."""
-    kind, _, value = text.strip().lower().partition(":")
-    valid = "valid: iid, dirichlet:<alpha> (alpha > 0), shards:<k> (k >= 1 classes per client)"
+#: Other spellings of partition kinds (``kclass:<k>`` is ``shards:<k>``).
+PARTITION_ALIASES = {"kclass": "shards"}
+
+
+def parse_partition(text: str | PartitionSpec) -> PartitionSpec:
+    """Parse ``iid``, ``dirichlet:<alpha>`` or ``shards:<k>`` (alias ``kclass:<k>``); a
+    ValueError says what is valid. The one parser of partitions.
+
+    Examples
+    --------
+    >>> str(parse_partition("kclass:2"))
+    'shards:2'
+    """
+    if isinstance(text, PartitionSpec):
+        return text
+    kind, _, value = str(text).strip().lower().partition(":")
+    kind = PARTITION_ALIASES.get(kind, kind)
+    valid = (
+        "valid: iid, dirichlet:<alpha> (alpha > 0), shards:<k> (k >= 1 classes per client; "
+        "alias kclass:<k>)"
+    )
     if kind == "iid" and not value:
         return PartitionSpec("iid")
     try:
@@ -96,7 +113,7 @@ def partition(
     >>> sum(len(p) for p in parts), min(len(p) for p in parts) >= 5
     (100, True)
     """
-    spec = parse_partition(spec) if isinstance(spec, str) else spec
+    spec = parse_partition(spec)
     labels = np.asarray(labels)
     if n_clients < 1:
         raise ValueError(f"`n_clients` must be >= 1; got {n_clients}")

@@ -1,30 +1,28 @@
 """The in-process client side: data per client, the local gates, training and evaluation.
 
 Everything the server must not see lives here (the gates, the data). Clients run one
-after another in this process; the strategy never touches this object.
+after another in this process; the strategy never touches this object: it gets the
+federation's public :class:`~flexmoe.fedloop.FederationSpec` (:attr:`Simulation.federation`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from flexmoe.fedloop.clients import (
-    ClientProfile,
-    client_capacities,
-    client_profiles,
-    parse_capacity,
-)
+from flexmoe.fedloop.clients import ClientProfile, client_capacities, client_profiles
 from flexmoe.fedloop.config import FedConfig
 from flexmoe.fedloop.data import Dataset, load_dataset
 from flexmoe.fedloop.partition import LabelSkew, label_skew, partition, split_clients
+from flexmoe.fedloop.spec import FederationSpec
 from flexmoe.fedloop.task import (
     ClientPlan,
     ClientReply,
+    EvaluationCounts,
     evaluate,
     held_mask,
     train_client,
@@ -32,7 +30,7 @@ from flexmoe.fedloop.task import (
 )
 from flexmoe.models import ModelSpec, MoEClassifier, shared_keys
 
-__all__ = ["ClientData", "Simulation", "summarise_evaluation"]
+__all__ = ["ClientData", "Simulation"]
 
 State = dict[str, Tensor]
 
@@ -62,6 +60,8 @@ class Simulation:
     clients : list of ClientData
     capacity : ndarray of int
     profiles : list of ClientProfile
+    federation : FederationSpec
+        What the server may know: capacities, budgets, expert sizes, the model.
     skew : LabelSkew
     gates : list of dict
         Each client's local gate state (never sent to the server).
@@ -90,9 +90,11 @@ class Simulation:
             data.preset, data.in_shape, data.n_classes, config.experts, config.k,
             config.width, config.expert_hidden,
         )  # fmt: skip
-        spec = parse_capacity(config.capacity)
-        self.capacity = client_capacities(spec, config.clients, config.experts, seed=config.seed)
+        self.capacity = client_capacities(
+            config.capacity, config.clients, config.experts, seed=config.seed
+        )
         self.profiles = self._profiles()
+        self.federation = self._federation()
         self.gates: list[State] = []
 
     def _profiles(self) -> list[ClientProfile]:
@@ -103,6 +105,16 @@ class Simulation:
             expert_params=max(model.expert_num_params()),
             train_sizes=[len(c.y_train) for c in self.clients],
             epochs=self.config.train.epochs,
+        )
+
+    def _federation(self) -> FederationSpec:
+        model = workspace(self.spec)
+        return FederationSpec(
+            self.spec,
+            tuple(self.profiles),
+            expert_bytes=tuple(model.expert_nbytes()),
+            expert_params=tuple(model.expert_num_params()),
+            backbone_bytes=model.backbone_nbytes(),
         )
 
     def initial_weights(self) -> State:
@@ -129,20 +141,24 @@ class Simulation:
             replies.append(reply)
         return replies
 
-    def evaluate(self, weights: State, held: np.ndarray) -> dict[str, Any]:
-        """Personalised accuracy (own test / validation split, own gate and experts) and
-        global accuracy (each client's model on the pooled test / validation set, averaged)."""
+    def evaluate(
+        self, weights: State, plans: Sequence[tuple[int, Sequence[int]]]
+    ) -> list[EvaluationCounts]:
+        """Each planned client's (correct, total) per split, with its own gate and the
+        experts of its plan — ``(client, experts)`` pairs, as
+        :meth:`~flexmoe.fedloop.Round.evaluation_plans` gives them (see
+        :meth:`evaluate_client`)."""
         model = workspace(self.spec)
         model.load_state_dict(weights | self.gates[0], strict=True)
         counts = []
-        for n in range(len(self.clients)):
-            model.load_state_dict(self.gates[n], strict=False)
-            counts.append(self.evaluate_client(model, n, np.flatnonzero(held[n]).tolist()))
-        return summarise_evaluation(counts)
+        for client, experts in plans:
+            model.load_state_dict(self.gates[client], strict=False)
+            counts.append(self.evaluate_client(model, client, list(experts)))
+        return counts
 
     def evaluate_client(
         self, model: MoEClassifier, client: int, experts: list[int]
-    ) -> dict[str, tuple[int, int]]:
+    ) -> EvaluationCounts:
         """(correct, total) of `model` (holding `client`'s gate) with `experts` on each
         split: ``test`` and ``val`` (the client's own), ``pooled_test``, ``pooled_val``."""
         mask = held_mask(experts, self.spec.n_experts)
@@ -165,30 +181,3 @@ class Simulation:
             }
             for n in range(len(self.clients))
         ]
-
-
-def summarise_evaluation(counts: list[dict[str, tuple[int, int]]]) -> dict[str, Any]:
-    """The round's accuracy metrics from each client's :meth:`Simulation.evaluate_client`:
-    personalised = pooled over the clients' own splits, global = the mean over clients of
-    their accuracy on the pooled split."""
-
-    def split(name: str) -> list[tuple[int, int]]:
-        return [c[name] for c in counts]
-
-    return {
-        "personalized_acc": _pooled(split("test")),
-        "personalized_val_acc": _pooled(split("val")),
-        "global_acc": _mean_ratio(split("pooled_test")),
-        "global_val_acc": _mean_ratio(split("pooled_val")),
-        "client_acc": [c / t if t else None for c, t in split("test")],
-    }
-
-
-def _mean_ratio(pairs: list[tuple[int, int]]) -> float | None:
-    ratios = [c / t for c, t in pairs if t]
-    return float(np.mean(ratios)) if ratios else None
-
-
-def _pooled(pairs: list[tuple[int, int]]) -> float | None:
-    total = sum(t for _, t in pairs)
-    return sum(c for c, _ in pairs) / total if total else None

@@ -8,7 +8,7 @@ read or kept, so the same function runs in-process or inside a Flower ``ClientAp
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -16,12 +16,14 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import Tensor
 
+from flexmoe.fedloop.config import FEEDBACK, TrainConfig
 from flexmoe.models import ExpertStats, ModelSpec, MoEClassifier, shared_keys
 
 __all__ = [
     "FEEDBACK",
     "ClientPlan",
     "ClientReply",
+    "EvaluationCounts",
     "TrainConfig",
     "evaluate",
     "held_mask",
@@ -29,42 +31,11 @@ __all__ = [
     "workspace",
 ]
 
-#: When the per-expert feedback is measured on the local training data.
-FEEDBACK = ("during", "before", "after")
-
 State = dict[str, Tensor]
 
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Local training hyper-parameters (SGD, a fresh optimiser every round).
-
-    Attributes
-    ----------
-    epochs, batch_size : int
-    lr, momentum, weight_decay : float
-    feedback : {"during", "before", "after"}
-        Where the per-expert accuracy and loss come from: the training batches as they
-        are trained on (free), a pass over the training data with the received model
-        (how well the global expert serves this client), or a pass after training.
-    """
-
-    epochs: int = 2
-    batch_size: int = 16
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    feedback: str = "during"
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"`epochs` and `batch_size` must be >= 1; got {self.epochs}, "
-                             f"{self.batch_size}")  # fmt: skip
-        if not self.lr > 0 or self.momentum < 0 or self.weight_decay < 0:
-            raise ValueError("`lr` must be > 0, `momentum` and `weight_decay` >= 0")
-        if self.feedback not in FEEDBACK:
-            raise ValueError(f"`feedback` must be one of {', '.join(FEEDBACK)}; "
-                             f"got {self.feedback!r}")  # fmt: skip
+#: One client's evaluation: (correct, total) per split — ``test``, ``val`` (its own),
+#: ``pooled_test``, ``pooled_val``.
+EvaluationCounts = dict[str, tuple[int, int]]
 
 
 @dataclass(frozen=True)
@@ -80,18 +51,20 @@ class ClientPlan:
 
 @dataclass
 class ClientReply:
-    """What a client sends back: updated ψ and held experts, and per-expert feedback.
+    """What a client sends back: updated ψ and held experts, and per-expert statistics.
 
     Attributes
     ----------
     client, n_samples : int
     weights : dict of str to Tensor
         ψ and the held experts after local training (never the gate).
-    routed : ndarray, shape (n_experts,)
-        u[n, e]: samples routed to each expert (0 for experts not held).
-    accuracy, loss : ndarray, shape (n_experts,)
-        Accuracy and mean loss of each expert's own prediction on the samples routed to
-        it (NaN where nothing was routed).
+    stats : dict of str to ndarray, shape (n_experts,) each
+        Per-expert statistics, by name. ``routed`` (u[n, e]: samples routed to each
+        expert, 0 for experts not held) is always there; :func:`train_client` adds
+        ``accuracy`` and ``loss`` (of each expert's own prediction on the samples routed
+        to it; NaN where nothing was routed). Fitness signals read them by name, and the
+        Flower protocol carries every entry, so a new statistic needs neither a new
+        field here nor a protocol change.
     train_loss : float
         Mean training loss of the mixture.
     """
@@ -99,11 +72,18 @@ class ClientReply:
     client: int
     n_samples: int
     weights: State
-    routed: NDArray[np.float64]
-    accuracy: NDArray[np.float64]
-    loss: NDArray[np.float64]
+    stats: dict[str, NDArray[np.float64]]
     train_loss: float = 0.0
-    extra: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if "routed" not in self.stats:
+            raise ValueError(f"`stats` must hold `routed`; got {sorted(self.stats)}")
+        self.stats = {k: np.asarray(v, dtype=np.float64) for k, v in self.stats.items()}
+
+    @property
+    def routed(self) -> NDArray[np.float64]:
+        """u[n, e]: samples routed to each expert."""
+        return self.stats["routed"]
 
 
 @functools.lru_cache(maxsize=4)
@@ -209,9 +189,11 @@ def train_client(
         client=plan.client,
         n_samples=len(y),
         weights={k: state[k].detach().clone() for k in shared_keys(state, list(experts))},
-        routed=stats.count.double().numpy(),
-        accuracy=stats.accuracy.double().numpy(),
-        loss=stats.mean_loss.double().numpy(),
+        stats={
+            "routed": stats.count.double().numpy(),
+            "accuracy": stats.accuracy.double().numpy(),
+            "loss": stats.mean_loss.double().numpy(),
+        },
         train_loss=train_loss,
     )
     return reply, {k: v.detach().clone() for k, v in state.items() if k.startswith("gate.")}

@@ -3,8 +3,9 @@
 Needs the ``flower`` extra (``pip install 'flexmoe[flower]'``); ``import flexmoe`` never
 imports this package.
 
-- :class:`FlexMoEStrategy` — a ``flwr.serverapp.strategy.Strategy`` adapting
-  :class:`~flexmoe.fedloop.MoEStrategy`: assignment per round with any
+- :class:`FlexMoEStrategy` — a ``flwr.serverapp.strategy.Strategy`` whose four
+  callbacks are the steps of :class:`~flexmoe.fedloop.MoEStrategy`'s round driver
+  (:class:`~flexmoe.fedloop.Round`): assignment per round with any
   :mod:`flexmoe.assign` backend, ψ and only the assigned experts sent to each node,
   experts averaged over their holders weighted by routed samples, fitness from the
   clients' per-expert feedback.
@@ -14,6 +15,11 @@ imports this package.
   :class:`~flexmoe.fedloop.FedConfig` on Flower's simulation engine (Ray).
 - :mod:`flexmoe.flower.protocol` — the records the messages carry.
 """
+
+from flexmoe.extras import require_extra
+
+require_extra("fl", part="`flexmoe.flower`")  # it runs the federated loop: torch
+
 
 from flexmoe.flower.client import client_app
 from flexmoe.flower.engine import RayOptions, run_flower

@@ -6,7 +6,7 @@ package. Flower reads ``FLWR_TELEMETRY_ENABLED`` when it is imported: flexmoe se
 ``0`` unless the user chose otherwise (no network at run time).
 
 Without Flower installed the names below are placeholders and :func:`require_flwr`
-raises an ``ImportError`` that says how to install it.
+raises :class:`~flexmoe.extras.MissingExtraError` (an ``ImportError``) naming the extra.
 """
 
 from __future__ import annotations
@@ -16,14 +16,11 @@ import os
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from flexmoe.extras import require_extra
+
 __all__ = ["HAVE_FLWR", "require_flwr"]
 
 HAVE_FLWR = importlib.util.find_spec("flwr") is not None
-
-INSTALL_HINT = (
-    "Flower is not installed; install the extra: pip install 'flexmoe[flower]' "
-    "(Flower with its Ray simulation engine)"
-)
 
 if TYPE_CHECKING or HAVE_FLWR:
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
@@ -49,5 +46,4 @@ else:  # pragma: no cover - exercised only without the extra
 
 def require_flwr() -> None:
     """Raise ``ImportError`` with the install command if Flower is missing."""
-    if not HAVE_FLWR:
-        raise ImportError(INSTALL_HINT)
+    require_extra("flower")

@@ -188,12 +188,9 @@ def run_flower(
     options = ray if ray is not None else RayOptions()
     options.check_local()
     sim = Simulation(config)
-    moe = MoEStrategy(config.method, sim.capacity, config.experts, config.fitness,
-                      backend=config.backend, carry_deficit=config.carry_deficit,
-                      switch_cost=config.switch_cost)  # fmt: skip
     history = new_history(sim)
-    strategy = FlexMoEStrategy(moe, seed=config.seed, participation=config.participation,
-                               dropout=config.dropout, history=history, hooks=hooks)  # fmt: skip
+    strategy = FlexMoEStrategy(MoEStrategy(config, sim.federation), history=history,
+                               hooks=hooks)  # fmt: skip
     with _private_state(options.temp_dir, options.verbose) as ray_dir:
         try:
             run_simulation(

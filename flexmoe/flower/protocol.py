@@ -10,9 +10,11 @@ query (hello)  ``config``           ``{"action": "hello"}``
 train          ``arrays``           ψ and the assigned experts (``experts.<e>.*``)
                ``config``           ``client``, ``round``, ``experts`` (ids), ``seed``
   reply        ``arrays``           ψ and the held experts after local training
-               ``feedback``         ``client``, ``n_samples``, ``routed``,
-                                    ``accuracy``, ``loss`` (one per expert, NaN
-                                    where nothing was routed), ``train_loss``
+               ``feedback``         ``client``, ``n_samples``, ``train_loss``, and
+                                    ``stats.<name>`` for every per-expert statistic
+                                    of the reply (``routed``, ``accuracy``,
+                                    ``loss``, ...: one value per expert, NaN where
+                                    nothing was routed)
 evaluate       ``arrays``, config   ψ and the held experts; ``client``, ``experts``
   reply        ``evaluation``       ``test_correct``, ``test_total``,
                                     ``val_correct``, ``val_total``, ``pooled_acc``
@@ -32,6 +34,7 @@ from flexmoe.flower._flwr import ArrayRecord, ConfigRecord, MetricRecord, Record
 
 __all__ = [
     "GATE",
+    "STATS",
     "from_record",
     "plan_from_config",
     "plan_to_config",
@@ -74,15 +77,18 @@ def plan_from_config(config: ConfigRecord) -> ClientPlan:
     )
 
 
+#: Prefix of the per-expert statistics in a train reply's ``feedback`` record.
+STATS = "stats."
+
+
 def reply_to_content(reply: ClientReply) -> RecordDict:
-    """A :class:`~flexmoe.fedloop.ClientReply` as the content of a train reply."""
+    """A :class:`~flexmoe.fedloop.ClientReply` as the content of a train reply; every
+    per-expert statistic travels as ``stats.<name>``."""
     feedback = MetricRecord({
         "client": reply.client,
         "n_samples": reply.n_samples,
-        "routed": [float(v) for v in reply.routed],
-        "accuracy": [float(v) for v in reply.accuracy],
-        "loss": [float(v) for v in reply.loss],
         "train_loss": float(reply.train_loss),
+        **{STATS + name: [float(v) for v in values] for name, values in reply.stats.items()},
     })  # fmt: skip
     return RecordDict({"arrays": to_record(reply.weights), "feedback": feedback})
 
@@ -90,16 +96,15 @@ def reply_to_content(reply: ClientReply) -> RecordDict:
 def reply_from_content(content: RecordDict) -> ClientReply:
     """Inverse of :func:`reply_to_content`."""
     feedback = content.metric_records["feedback"]
-
-    def vector(key: str) -> np.ndarray:
-        return np.asarray(feedback[key], dtype=np.float64)
-
+    stats = {
+        key.removeprefix(STATS): np.asarray(value, dtype=np.float64)
+        for key, value in feedback.items()
+        if key.startswith(STATS)
+    }
     return ClientReply(
         client=int(feedback["client"]),  # type: ignore[arg-type]
         n_samples=int(feedback["n_samples"]),  # type: ignore[arg-type]
         weights=from_record(content.array_records["arrays"]),
-        routed=vector("routed"),
-        accuracy=vector("accuracy"),
-        loss=vector("loss"),
+        stats=stats,
         train_loss=float(feedback["train_loss"]),  # type: ignore[arg-type]
     )

@@ -1,11 +1,13 @@
-"""A Flower strategy (Message API) that is an adapter around flexmoe's own strategy.
+"""A Flower strategy (Message API) around flexmoe's own round driver.
 
 :class:`FlexMoEStrategy` delegates every decision to
-:class:`~flexmoe.fedloop.MoEStrategy` — the same ``configure_round`` /
-``aggregate_round`` the in-process loop calls, fed by the same seeded generator in the
-same order — so both engines give the same assignments for the same seed. What is added
-here is only transport: records in and out of Flower messages, and the mapping from
-Flower node ids to client indices (a ``query`` hello at the start).
+:class:`~flexmoe.fedloop.MoEStrategy` and its per-round
+:class:`~flexmoe.fedloop.Round` — the same code the in-process loop runs, fed by the
+same seeded generator in the same order — so both engines give the same assignments
+and the same :class:`~flexmoe.fedloop.RoundRecord` for the same seed. Each of Flower's
+four callbacks is one step of the round; what is added here is only transport: records
+in and out of Flower messages, and the mapping from Flower node ids to client indices (a
+``query`` hello at the start).
 """
 
 from __future__ import annotations
@@ -16,13 +18,9 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import numpy as np
-
-from flexmoe.fedloop.clients import sample_round
 from flexmoe.fedloop.history import History
 from flexmoe.fedloop.loop import RoundHook
-from flexmoe.fedloop.simulation import summarise_evaluation
-from flexmoe.fedloop.strategy import MoEStrategy, RoundPlan, ServerState
+from flexmoe.fedloop.strategy import MoEStrategy, Round, ServerState
 from flexmoe.flower._flwr import (
     ArrayRecord,
     ConfigRecord,
@@ -41,25 +39,24 @@ __all__ = ["FlexMoEStrategy", "StoppableGrid"]
 
 log = logging.getLogger(__name__)
 
+#: The splits a client evaluates on, as its evaluation record names them.
+SPLITS = ("test", "val", "pooled_test", "pooled_val")
+
 
 class FlexMoEStrategy(Strategy):
     """Load-balanced expert assignment for Flower: one assignment solve per round.
 
-    Each round it samples participants, solves the assignment with
-    :mod:`flexmoe.assign` (any registered backend), sends each node ψ and only its
-    assigned experts plus their ids, averages each expert over its holders weighted by
-    routed samples, and updates the fitness from the per-expert feedback. Clients keep
+    Each round the wrapped strategy samples participants and solves the assignment with
+    :mod:`flexmoe.assign` (any registered backend); each node is sent ψ and only its
+    assigned experts plus their ids; each expert is averaged over its holders weighted
+    by routed samples; the fitness is updated from the per-expert feedback. Clients keep
     their gates; evaluation asks every client for its personalised accuracy.
 
     Parameters
     ----------
     strategy : MoEStrategy
-        The in-process strategy (method, capacities, fitness, backend) it adapts.
-    seed : int
-        Seeds participant sampling, the solver and the clients' batch order, exactly as
-        ``flexmoe.fedloop.run`` with the same seed.
-    participation, dropout : float
-        As in :class:`~flexmoe.fedloop.FedConfig`.
+        The server (method, capacities, budgets, fitness, sampling, seed); build it with
+        ``MoEStrategy(config, federation_spec)``, as ``flexmoe.fedloop.run`` does.
     history : History, optional
         Receives one record per round (as ``flexmoe.fedloop.run`` writes them).
     hooks : sequence of callables
@@ -77,43 +74,36 @@ class FlexMoEStrategy(Strategy):
         self,
         strategy: MoEStrategy,
         *,
-        seed: int = 0,
-        participation: float = 1.0,
-        dropout: float = 0.0,
         history: History | None = None,
         hooks: Sequence[RoundHook] = (),
         node_timeout: float = 120.0,
     ) -> None:
         require_flwr()
         self.moe = strategy
-        self.n_clients = len(strategy.capacity)
-        self.rng = np.random.default_rng(seed)
-        self.participation, self.dropout = participation, dropout
+        self.n_clients = strategy.n_clients
         self.history = history if history is not None else History({})
         self.hooks = list(hooks)
         self.node_timeout = node_timeout
         self.state: ServerState | None = None
         self.nodes: dict[int, int] = {}
         self.stopped = threading.Event()
-        self._plan: RoundPlan | None = None
-        self._metrics: dict[str, Any] = {}
-        self._clock: dict[str, float] = {}
+        self._round: Round | None = None
 
     def summary(self) -> None:
         """Log the configuration."""
-        moe = self.moe
+        config = self.moe.config
         log.info("FlexMoEStrategy: method %s, backend %s, %d clients, %d experts",
-                 moe.method, moe.backend, self.n_clients, moe.n_experts)  # fmt: skip
+                 config.method, config.backend, self.n_clients, self.moe.n_experts)  # fmt: skip
 
     def stop(self) -> None:
         """Abandon the run: waits for nodes (and, through a :class:`StoppableGrid`, for
         replies) end with an error. For the engine to call when the simulation died."""
         self.stopped.set()
 
-    def _server_state(self) -> ServerState:
-        if self.state is None:
-            raise RuntimeError("FlexMoEStrategy has no state yet: configure_train comes first")
-        return self.state
+    def _current(self) -> Round:
+        if self._round is None:
+            raise RuntimeError("FlexMoEStrategy has no round open: configure_train comes first")
+        return self._round
 
     def _handshake(self, grid: Grid) -> dict[int, int]:
         """Wait for the nodes, then ask each for its client index: client → node id."""
@@ -142,7 +132,8 @@ class FlexMoEStrategy(Strategy):
 
     def _message(self, client: int, kind: str, config: ConfigRecord, rnd: int) -> Message:
         """ψ and the experts in ``config["experts"]`` for `client`, with `config`."""
-        weights = self._server_state().weights
+        assert self.state is not None
+        weights = self.state.weights
         experts = [int(e) for e in config["experts"]]  # type: ignore[union-attr]
         arrays = to_record({k: weights[k] for k in shared_keys(weights, experts)})
         content = RecordDict({"arrays": arrays, "config": config})
@@ -152,76 +143,59 @@ class FlexMoEStrategy(Strategy):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Sample, solve the assignment, and send each client ψ and its experts."""
+        """Open the round (sample, assign, plan); send each client ψ and its experts."""
         if not self.nodes:
             self.nodes = self._handshake(grid)
         if self.state is None:
             self.state = self.moe.initial_state(from_record(arrays))
-        began = time.perf_counter()
-        participants, dropped = sample_round(
-            self.rng, self.n_clients, self.participation, self.dropout
-        )
-        plan = self.moe.configure_round(self.state, server_round - 1, participants, self.rng)
-        self._plan = plan
-        self._clock = {"began": began, "trained": time.perf_counter()}
+        current = self._round = self.moe.open_round(self.state, server_round - 1)
         return [
-            self._message(p.client, MessageType.TRAIN, plan_to_config(p), plan.round)
-            for p in plan.plans
-            if p.client not in dropped
+            self._message(p.client, MessageType.TRAIN, plan_to_config(p), current.number)
+            for p in current.train_plans
         ]
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Aggregate ψ and experts, update fitness and deficit (in client order)."""
-        self._clock["aggregated"] = time.perf_counter()
-        if self._plan is None:
-            raise RuntimeError("aggregate_train without configure_train")
+        """Aggregate ψ and experts; update fitness, deficit and holdings."""
+        current = self._current()
         ok = _successful(list(replies), f"training round {server_round}")
-        received = sorted((reply_from_content(m.content) for m in ok), key=lambda r: r.client)
-        self.state, self._metrics = self.moe.aggregate_round(
-            self._server_state(), self._plan, received
-        )
-        self._clock["evaluated"] = time.perf_counter()
-        metrics = {"never_trained": self._metrics["never_trained"],
-                   "holders_cv": self._metrics["holders"]["cv"]}  # fmt: skip
-        if self._metrics["train_loss"] is not None:
-            metrics["train_loss"] = self._metrics["train_loss"]
+        self.state = current.aggregate([reply_from_content(m.content) for m in ok])
+        metrics: dict[str, Any] = dict(current.train_summary())
         return to_record(self.state.weights), MetricRecord(metrics)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Ask every client to evaluate ψ and its held experts with its own gate."""
-        held = self._server_state().held
+        current = self._current()
         return [
-            self._message(n, MessageType.EVALUATE, ConfigRecord({
-                "client": n, "experts": [int(e) for e in np.flatnonzero(held[n])]}),
-                server_round - 1)
-            for n in sorted(self.nodes)
+            self._message(n, MessageType.EVALUATE,
+                          ConfigRecord({"client": n, "experts": list(experts)}), current.number)
+            for n, experts in current.evaluation_plans()
         ]  # fmt: skip
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
-        """Personalised and global accuracy; close the round's history record."""
+        """Personalised and global accuracy; close the round into its record."""
+        current = self._current()
         ok = _successful(list(replies), f"evaluation round {server_round}")
         results = {int(m.content.metric_records["evaluation"]["client"]):  # type: ignore[arg-type]
                    m.content.metric_records["evaluation"] for m in ok}  # fmt: skip
-        evaluation = _evaluation([results[n] for n in sorted(results)])
-        now = time.perf_counter()
-        clock = self._clock
-        record = {"round": server_round - 1, **self._metrics, **evaluation}
-        record["time"] = record["time"] | {
-            "train": clock["aggregated"] - clock["trained"],
-            "eval": now - clock["evaluated"],
-            "round": now - clock["began"],
-        }
+        current.evaluate([_counts(results[n]) for n in sorted(results)])
+        record = current.close()
         self.history.rounds.append(record)
         for hook in self.hooks:
-            hook(server_round - 1, self._server_state(), self.history)
-        return MetricRecord({k: v for k, v in evaluation.items()
-                             if isinstance(v, float)})  # fmt: skip
+            hook(current.number, current.state, self.history)
+        accuracies: dict[str, Any] = {k: v for k, v in record.to_dict().items()
+                      if k.endswith("_acc") and isinstance(v, float)}  # fmt: skip
+        return MetricRecord(accuracies)
+
+
+def _counts(result: Any) -> dict[str, tuple[int, int]]:
+    """A client's evaluation record as (correct, total) per split."""
+    return {s: (int(result[f"{s}_correct"]), int(result[f"{s}_total"])) for s in SPLITS}
 
 
 def _successful(replies: list[Message], what: str) -> list[Message]:
@@ -232,14 +206,6 @@ def _successful(replies: list[Message], what: str) -> list[Message]:
     if failed and len(failed) == len(replies):
         raise RuntimeError(f"{what}: every node failed; first error: {failed[0].error.reason}")
     return [m for m in replies if not m.has_error()]
-
-
-def _evaluation(results: list[Any]) -> dict[str, Any]:
-    """The metrics of ``Simulation.evaluate`` from the clients' evaluation records."""
-    splits = ("test", "val", "pooled_test", "pooled_val")
-    return summarise_evaluation(
-        [{s: (int(r[f"{s}_correct"]), int(r[f"{s}_total"])) for s in splits} for r in results]
-    )
 
 
 class StoppableGrid:

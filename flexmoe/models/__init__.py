@@ -8,6 +8,11 @@
 True
 """
 
+from flexmoe.extras import require_extra
+
+require_extra("fl", modules=("torch",), part="`flexmoe.models`")  # or the pip command
+
+
 from flexmoe.models.moe import ExpertStats, MoEClassifier, MoEOutput, route, shared_keys
 from flexmoe.models.presets import PRESETS, ModelSpec, build_model
 

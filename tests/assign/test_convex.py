@@ -270,3 +270,18 @@ def test_greedy_replaces_a_worse_rounding(monkeypatch, rounding):
     assert result.status is Status.FEASIBLE and result.objective == pytest.approx(greedy.objective)
     assert result.info["rounding"].startswith("greedy balanced on every pair")
     assert result.bound == pytest.approx(result.info["relaxation_value"], rel=1e-5)
+
+
+def test_a_result_with_nan_in_its_info_is_strict_json(tmp_path):
+    """Issue 13, item 7: an infeasible relaxation leaves a non-finite value in `info`;
+    the result still writes and reads as strict JSON."""
+    import json
+
+    p = AssignmentProblem(np.ones((2, 2)), max_experts=1, allowed=[[1, 0], [1, 0]], load_max=1)
+    result = solve(p, backend="convex")
+    assert not math.isfinite(result.info["relaxation_value"])
+    text = json.dumps(result.to_dict(), allow_nan=False)
+    assert '"relaxation_value": "-inf"' in text
+    result.save(tmp_path / "r.json")
+    back = Assignment.load(tmp_path / "r.json")
+    assert back.status is Status.INFEASIBLE and back.info["proof"] == result.info["proof"]

@@ -297,3 +297,29 @@ def test_unknown_method():
         match="backend 'greedy' has no variant 'best'; got method='best'; valid backends",
     ):
         solve(AssignmentProblem(np.eye(2), max_experts=1), "greedy", method="best")
+
+
+def test_balance_moves_stop_on_diminishing_returns(monkeypatch):
+    # Regression (issue 14): the balance moves ran to a cap of 100 rounds while each round
+    # still gained a little; they now stop at the first round that gains less than 1 %
+    # (IMPROVE_RTOL) of what the rounds before it gained.
+    from flexmoe.assign.backends import greedy
+
+    gains: list[float] = []
+    real = greedy._try_moves
+
+    def recorded(state, clients, add, drop, before):
+        improved = real(state, clients, add, drop, before)
+        if improved:
+            gains.append(greedy._penalised(state) - before)
+        return improved
+
+    monkeypatch.setattr(greedy, "_try_moves", recorded)
+    p = generate("clustered", 2000, 32, 4, seed=0).replace(balance_penalty=0.01)
+    result = solve(p, "greedy")
+    assert result.status is Status.FEASIBLE and result.info["improving_rounds"] == len(gains)
+    assert len(gains) >= 3
+    total = np.cumsum([0.0, *gains])
+    for i in range(1, len(gains) - 1):  # every round before the last paid its way
+        assert gains[i] >= greedy.IMPROVE_RTOL * total[i], (i, gains[i], total[i])
+    assert gains[-1] < greedy.IMPROVE_RTOL * total[-2] or len(gains) < 100

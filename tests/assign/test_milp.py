@@ -544,8 +544,9 @@ def fixing_problem(n: int, e: int, k: int, seed: int) -> AssignmentProblem:
 
 @pytest.mark.parametrize("seed", range(2))
 def test_reduced_cost_fixing_loses_no_better_assignment(seed):
-    """Dropped pairs, forced in one at a time, give at most the `floor` the root reports; the root's bound holds; the restricted solve agrees
-    with the solve without a root phase."""
+    """Dropped pairs, forced in one at a time, give at most the `floor` the root reports;
+    the root's bound holds; the restricted solve agrees with the solve without a root
+    phase."""
     from flexmoe.assign.backends.milp import root as root_phase
     from flexmoe.assign.backends.milp.engines import HighsEngine, Settings
 
@@ -566,7 +567,8 @@ def test_reduced_cost_fixing_loses_no_better_assignment(seed):
             milp_backend.MilpModel(**{**vars(model), "col_lo": lo}), Settings(1e-7)
         )
         run = forced.run(None)
-        assert run.outcome == "infeasible" or run.bound <= root.floor + 1e-6, (j, run)
+        worth = run.bound * model.unit  # the engines work in units of `unit`, the root not
+        assert run.outcome == "infeasible" or worth <= root.floor + 1e-6 * abs(root.floor), j
 
 
 @settings(max_examples=40)
@@ -601,3 +603,65 @@ def test_a_loose_gap_is_certified_at_the_root(seed):
     assert loose.status is exact.status is Status.OPTIMAL
     assert loose.info["native_status"] == "root phase" and loose.gap <= 1e-3
     assert loose.objective <= exact.objective + 1e-9 <= loose.bound + 2e-9
+
+
+# -- the root phase with the certificates of issue 13 ----------------------------------
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-20, 1e20, 1e300])
+def test_the_root_phase_does_the_same_at_every_scale(scale):
+    """Utilities scaled from 1e-300 to 1e300: the root phase sees the same rescaled
+    model, so it covers, fixes and certifies alike, and the answer is the same (its bound
+    compared relatively, in the problem's units)."""
+    unit = fixing_problem(120, 12, 4, 3)
+    scaled = unit.replace(utility=unit.utility * scale)
+    ones, other = solve(unit, backend="milp"), solve(scaled, backend="milp")
+    assert ones.status is other.status is Status.OPTIMAL, other
+    assert close(other.objective, ones.objective * scale, 1e-6), (other, ones)
+    assert other.bound >= other.objective and other.gap <= RTOL
+    same = ("covers", "pairs_dropped", "pairs_held", "pairs_kept")
+    assert {k: other.info["root"][k] for k in same} == {k: ones.info["root"][k] for k in same}
+    assert close(other.info["root"]["root_bound"], ones.info["root"]["root_bound"] * scale, 1e-9)
+
+
+@pytest.mark.parametrize("gap", [1e-3, 1e-6])
+def test_the_root_phase_is_optimal_only_within_the_gap_it_was_given(gap):
+    """A root phase that ends the solve has certified `mip_gap` relatively; the status
+    survives the registry's own check (``info['rtol']``)."""
+    p = fixing_problem(200, 16, 8, 1)
+    result = solve(p, backend="milp", mip_gap=gap)
+    assert result.status is Status.OPTIMAL and result.info["rtol"] == gap
+    assert 0 <= result.gap <= gap and result.bound >= result.objective
+    if result.info["native_status"] == "root phase":
+        root = result.info["root"]
+        assert result.bound == root["root_bound"], root
+
+
+def test_an_abandoned_solve_answers_with_what_the_root_phase_found(monkeypatch):
+    """The branch and bound hangs past the limit (as HiGHS did, issue 13 item 4): the
+    answer, by the limit + 1 s, carries the root phase's bound (reported to the solve's
+    Progress as it was found), not the trivial one, and is not OPTIMAL."""
+    import threading
+    import time
+
+    from flexmoe.assign.backends.milp import loop
+    from flexmoe.assign.deadline import PROMISE
+
+    release = threading.Event()
+
+    def hang(*args, **kwargs):
+        release.wait(600)
+        raise RuntimeError("released")
+
+    monkeypatch.setattr(loop, "_optimise", hang)
+    p = fixing_problem(200, 16, 8, 2)
+    limit = 3.0
+    try:
+        start = time.perf_counter()
+        result = solve(p, backend="milp", time_limit=limit)
+        wall = time.perf_counter() - start
+    finally:
+        release.set()
+    assert wall <= limit + PROMISE, wall
+    assert result.status is Status.FEASIBLE and result.info["abandoned"] is True, result
+    assert result.bound < loop._trivial_bound(p) and 0 <= result.gap <= 1e-2, result

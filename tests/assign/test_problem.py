@@ -140,3 +140,110 @@ def test_repr_mentions_size_and_optional_parts():
     p = make(expert_size=np.ones(4), storage=np.full(3, 2.0), name="demo")
     text = repr(p)
     assert "'demo'" in text and "3 clients × 4 experts" in text and "storage" in text
+
+
+# -- issue 13: counts at the int64 limit, ragged and foreign inputs ---------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"min_experts": 1e300},
+            "`min_experts` must be at most 2**63 - 1 (int64); got 1e+300 at index 0",
+        ),
+        (
+            {"max_experts": 2**63},
+            "`max_experts` must be at most 2**63 - 1 (int64); got 9223372036854775808 at index 0",
+        ),
+        (
+            {"max_experts": [2**70, 1, 1]},
+            "`max_experts` must be at most 2**63 - 1 (int64); got 1180591620717411303424 at index 0",
+        ),
+        (
+            {"max_experts": [1, 2**63, 1]},
+            "`max_experts` must be at most 2**63 - 1 (int64); got 9.22337e+18 at index 1",
+        ),
+        (
+            {"max_experts": np.float64(2.0**63)},
+            "`max_experts` must be at most 2**63 - 1 (int64); got 9.22337e+18 at index 0",
+        ),
+        ({"max_experts": [None, 1, 1]}, "`max_experts` must be numeric; got dtype object"),
+        (
+            {"utility": [[1, 2], [3]]},
+            "`utility` must be a rectangular array of numbers; got a ragged nested sequence "
+            "(rows of lengths 2, 1)",
+        ),
+        (
+            {"utility": [[1, [2, 3]], [3, 4]]},
+            "`utility` must be a rectangular array of numbers; got a ragged nested sequence",
+        ),
+        (
+            {"max_experts": [[1], [1, 1], [1]]},
+            "`max_experts` must be a rectangular array of numbers; got a ragged nested sequence "
+            "(rows of lengths 1, 2, 1)",
+        ),
+        (
+            {"load_min": ([0, 0], [0], 0, 0)},
+            "`load_min` must be a rectangular array of numbers; got a ragged nested sequence",
+        ),
+    ],
+)
+def test_counts_beyond_int64_and_ragged_input_are_named(changes, message):
+    """Issue 13, items 6 and 7: validated before any cast, named, never wrapped."""
+    with pytest.raises(InvalidProblemError, match=re.escape(message) + "$"):
+        make(**changes)
+
+
+def test_counts_at_the_int64_limit_are_kept():
+    top = np.iinfo(np.int64).max
+    p = make(max_experts=top, min_experts=0)
+    assert p.max_experts.tolist() == [top] * 3 and p.min_experts.tolist() == [0] * 3
+    assert p.most_experts.tolist() == [4, 4, 4]
+    q = make(max_experts=np.array([top, 1, 2], dtype=np.uint64), min_experts=1)
+    assert q.max_experts.dtype == np.int64 and q.max_experts[0] == top
+    assert make(max_experts=2.0**62, min_experts=0).max_experts[0] == 2**62
+
+
+@pytest.mark.parametrize(
+    "utility",
+    [
+        ((1, 2, 3, 4), (5, 6, 7, 8), (9, 10, 11, 12)),  # tuples
+        np.arange(12, dtype=np.int8).reshape(3, 4),
+        np.arange(12, dtype=np.float32).reshape(3, 4),
+        np.arange(12, dtype=np.uint16).reshape(3, 4),
+        np.eye(3, 4, dtype=bool),
+        [[np.float32(1), np.int64(2), 3, 4.0]] * 3,  # mixed numpy and Python scalars
+    ],
+)
+def test_foreign_inputs_convert_to_float64(utility):
+    p = make(utility=utility, max_experts=np.int8(2), load_max=(3, 3, 3, 3))
+    assert p.utility.dtype == np.float64 and p.utility.shape == (3, 4)
+    assert p.max_experts.dtype == np.int64 and p.load_max.tolist() == [3.0] * 4
+    np.testing.assert_array_equal(p.utility, np.asarray(utility, dtype=np.float64))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"utility": np.full((3, 4), 1e308)},
+            "`utility` is too large: objective values must be finite in float64, and "
+            "max |utility| · 12 pairs overflows; got |utility| up to 1e+308",
+        ),
+        (
+            {"utility": np.ones((3, 4)), "balance_penalty": 1e308},
+            "`balance_penalty` is too large: objective values must be finite in float64, and "
+            "λ·imbalance can reach inf (λ = 1e+308, largest load 3) beside max |utility| · "
+            "pairs = 12",
+        ),
+    ],
+)
+def test_objectives_that_overflow_float64_are_refused(changes, message):
+    with pytest.raises(InvalidProblemError, match=re.escape(message) + "$"):
+        make(**changes)
+
+
+def test_the_extremes_of_the_supported_range_are_accepted():
+    assert make(utility=np.full((3, 4), 1e300), balance_penalty=1e290).n_clients == 3
+    assert make(utility=np.full((3, 4), 5e-324)).utility[0, 0] == 5e-324

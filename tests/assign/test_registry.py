@@ -26,15 +26,6 @@ from flexmoe.assign import registry as registry_module
 
 
 @pytest.fixture
-def scratch_registry():
-    """Register throw-away backends without leaking them into other tests."""
-    saved = dict(registry_module._REGISTRY)
-    yield
-    registry_module._REGISTRY.clear()
-    registry_module._REGISTRY.update(saved)
-
-
-@pytest.fixture
 def problem():
     return AssignmentProblem(
         np.array([[3.0, 1.0], [2.0, 0.5], [1.0, 2.0]]), max_experts=1, load_min=1

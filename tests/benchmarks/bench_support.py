@@ -16,11 +16,25 @@ from flexmoe.assign import AssignmentProblem, registry, save_problem
 #: Test backends, registered by a plugin file the CLI imports in parent and children.
 PLUGIN = textwrap.dedent(
     '''
+    import os
+    import subprocess
     import time
+    from pathlib import Path
 
     import numpy as np
 
     from flexmoe.assign import Assignment, Status, register
+
+    HERE = Path(__file__).parent
+
+
+    def _record(name, *pids):
+        """Say which processes a backend runs in: HERE/pids/<name>-<pid>.pid."""
+        (HERE / "pids").mkdir(exist_ok=True)
+        path = HERE / "pids" / f"{name}-{os.getpid()}.pid"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(" ".join(str(p) for p in (os.getpid(), *pids)))
+        tmp.replace(path)
 
 
     def favourite(problem, *, time_limit=None, seed=None):
@@ -32,7 +46,12 @@ PLUGIN = textwrap.dedent(
 
 
     def sleepy(problem, *, time_limit=None, seed=None):
-        time.sleep(600)
+        """Hangs in C code that holds the GIL, as a stuck extension does: the in-process
+        guard of a limited solve (flexmoe.assign.deadline) cannot answer for it, so the
+        sandbox must kill it."""
+        import ctypes
+
+        ctypes.PyDLL(None).sleep(600)
 
 
     def liar(problem, *, time_limit=None, seed=None):
@@ -52,12 +71,39 @@ PLUGIN = textwrap.dedent(
         raise RuntimeError("deliberate failure")
 
 
+    def gate(problem, *, time_limit=None, seed=None):
+        """Waits while HERE/gate exists (the test holds it shut), then answers."""
+        _record("gate")
+        while (HERE / "gate").exists():
+            time.sleep(0.02)
+        return favourite(problem)
+
+
+    def _daemon():
+        """A process in a session of its own: a process-group kill misses it."""
+        return subprocess.Popen(["sleep", "600"], start_new_session=True,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+
+    def daemon(problem, *, time_limit=None, seed=None):
+        """Leaves a daemon behind and answers."""
+        _record("daemon", _daemon().pid)
+        return favourite(problem)
+
+
+    def daemon_hang(problem, *, time_limit=None, seed=None):
+        """Leaves a daemon behind and hangs."""
+        _record("daemon_hang", _daemon().pid)
+        time.sleep(600)
+
+
     def picky(problem, *, time_limit=None, seed=None):
         raise AssertionError("never called: it declines every problem")
 
 
     for name, solve in [("t_favourite", favourite), ("t_sleepy", sleepy), ("t_liar", liar),
-                        ("t_hog", hog), ("t_crash", crash)]:
+                        ("t_hog", hog), ("t_crash", crash), ("t_gate", gate),
+                        ("t_daemon", daemon), ("t_daemon_hang", daemon_hang)]:
         register(name, solve, exact=False, replace=True)
     register("t_picky", picky, exact=False, replace=True,
              unsupported=lambda problem: "`t_picky` solves nothing; use flow")
@@ -76,6 +122,12 @@ def plugin_fixture(tmp_path: Path) -> str:
     path = tmp_path / "bench_plugin.py"
     path.write_text(PLUGIN)
     return str(path)
+
+
+def recorded_pids(plugin: str, name: str) -> list[list[int]]:
+    """The processes each call of plugin backend `name` ran in (and started)."""
+    folder = Path(plugin).parent / "pids"
+    return [[int(p) for p in f.read_text().split()] for f in sorted(folder.glob(f"{name}-*.pid"))]
 
 
 @pytest.fixture(name="instances")

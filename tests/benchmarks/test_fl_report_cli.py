@@ -96,9 +96,9 @@ def test_report_of_a_solver_folder(tmp_path, plugin, instances):
     ("args", "message"),
     [
         (["--methods", "flex,best"], "--methods: unknown 'best'; valid: flex, greedy"),
-        (["--partitions", "kclass:x"], "--partitions: bad partition 'shards:x'"),
-        (["--clients", "0"], "--clients: `clients` must be >= 1; got 0"),
-        (["--capacity", "9"], "--capacity: `capacity` 9 exceeds `experts` = 8"),
+        (["--partitions", "kclass:x"], "--partitions: bad partition 'kclass:x'"),
+        (["--clients", "0"], "--clients: must be >= 1; got 0"),
+        (["--capacity", "9"], "--capacity: 9 exceeds --experts = 8"),
         (["--target", "2"], "--target: expected an accuracy in (0, 1]; got 2.0"),
     ],
 )

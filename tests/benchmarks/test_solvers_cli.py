@@ -135,3 +135,49 @@ def test_unknown_flag_is_argparse_exit_2(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["solvers", "--size", "1x1x1"])
     assert exc.value.code == 2
+
+
+def test_a_bad_instance_file_is_listed_and_the_sweep_goes_on(tmp_path, plugin, instances, capsys):
+    """Issue 13, item 7: one unreadable file does not abort the sweep; it is listed with
+    its fault (stderr, meta.json, the report) and the exit status says bad input."""
+    (instances / "garbage.npz").write_bytes(b"not a zip file at all")
+    (instances / "empty.npz").write_bytes(b"")
+    out = tmp_path / "out"
+    status = main(["solvers", "--plugin", plugin, "--instances", str(instances),
+                   "--backends", "t_favourite", "--out", str(out), "--quiet"])  # fmt: skip
+    assert status == 2
+    assert {r.instance for r in read_jsonl(out / "runs.jsonl")} == {"eye3", "eye4"}
+    err = capsys.readouterr().err
+    for name in ("empty.npz", "garbage.npz"):
+        assert f"error: skipped {instances / name}: " in err
+    meta = json.loads((out / "meta.json").read_text())
+    assert [Path(s["file"]).name for s in meta["skipped"]] == ["empty.npz", "garbage.npz"]
+    assert all(s["error"] for s in meta["skipped"]) and meta["counts"]["skipped"] == 2
+    assert main(["report", str(out), "-o", str(tmp_path / "r.md")]) == 0
+    assert f"- `{instances / 'garbage.npz'}`: " in (tmp_path / "r.md").read_text()
+
+
+def test_every_backend_as_a_multiple_of_the_floor(tmp_path, plugin, instances):
+    """Issue 14: each row has its instance's top-k floor and its time over it."""
+    out = tmp_path / "out"
+    assert main(["solvers", "--plugin", plugin, "--instances", str(instances),
+                 "--backends", "t_favourite,t_sleepy", "--time-limit", "0.2", "--grace", "0.2",
+                 "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    rows = _rows(out)
+    for name in ("eye3", "eye4"):
+        good, slow = rows[("t_favourite", name)], rows[("t_sleepy", name)]
+        assert 0 < good["floor_time"] < 0.1 and good["floor_time"] == slow["floor_time"]
+        assert good["x_floor"] == pytest.approx(good["wall_time"] / good["floor_time"])
+        assert slow["x_floor"] == "nan"  # a time-out has no time
+    header = (out / "summary.md").read_text().splitlines()[0]
+    assert "| wall s | × floor |" in header and "| certified gap | gap to best |" in header
+
+
+def test_pdf_next_to_every_png(tmp_path, plugin, instances):
+    out = tmp_path / "out"
+    assert main(["solvers", "--plugin", plugin, "--instances", str(instances),
+                 "--backends", "t_favourite", "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) == 3
+    for png in pngs:
+        assert png.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"

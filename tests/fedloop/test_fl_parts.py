@@ -6,11 +6,15 @@ import numpy as np
 import pytest
 import torch
 
+from flexmoe.assign import AssignmentProblem
 from flexmoe.fedloop import (
+    METHODS,
     ClientReply,
+    FedConfig,
     Fitness,
     FitnessConfig,
-    assign_experts,
+    MethodSetup,
+    RoundInput,
     client_capacities,
     client_profiles,
     label_skew,
@@ -103,14 +107,16 @@ def test_sample_round_participation_and_dropout() -> None:
 
 def test_fitness_ema_only_on_reported_pairs() -> None:
     fit = Fitness.start(2, 3, FitnessConfig(beta=0.5, initial=1.0))
-    fit.update(1, np.array([0.2, 0.6, np.nan]), np.zeros(3), np.array([4.0, 2.0, 0.0]))
+    fit.update(1, {"accuracy": np.array([0.2, 0.6, np.nan]), "loss": np.zeros(3),
+                   "routed": np.array([4.0, 2.0, 0.0])})  # fmt: skip
     assert fit.q.tolist() == [[1.0, 1.0, 1.0], [0.6, 0.8, 1.0]]
     assert fit.tries.tolist() == [[0, 0, 0], [1, 1, 0]]
 
 
 def test_loss_signal_and_exploration_bonus() -> None:
     fit = Fitness.start(1, 2, FitnessConfig(signal="loss", alpha=2.0, beta=1.0, bonus=0.5))
-    fit.update(0, np.zeros(2), np.array([0.5, 0.0]), np.array([1.0, 0.0]))
+    fit.update(0, {"accuracy": np.zeros(2), "loss": np.array([0.5, 0.0]),
+                   "routed": np.array([1.0, 0.0])})  # fmt: skip
     assert np.isclose(fit.q[0, 0], np.exp(-1.0))
     assert np.allclose(fit.utility()[0], [np.exp(-1.0) + 0.5 / np.sqrt(2), 1.0 + 0.5])
 
@@ -133,8 +139,7 @@ def reply(client: int, n: int, value: float, routed: list[float]) -> ClientReply
     for e, u in enumerate(routed):
         if u >= 0:
             weights[f"experts.{e}.w"] = torch.full((2,), value)
-    return ClientReply(client, n, weights, np.maximum(np.array(routed), 0.0), np.zeros(3),
-                       np.zeros(3))  # fmt: skip
+    return ClientReply(client, n, weights, {"routed": np.maximum(np.array(routed), 0.0)})
 
 
 def test_aggregation_weights_and_untouched_experts() -> None:
@@ -162,16 +167,30 @@ def test_load_band_is_the_fair_share() -> None:
     assert np.flatnonzero(lo).tolist() == [1, 3, 5]
 
 
+def assign_experts(method: str, utility: np.ndarray, capacity: np.ndarray, *, round: int,
+                   rng: np.random.Generator):  # fmt: skip
+    """A method's assignment on the round problem the strategy would build (no budgets)."""
+    lo, hi = load_band(capacity, utility.shape[1])
+    problem = AssignmentProblem(utility, max_experts=capacity, load_min=lo, load_max=hi)
+    config = FedConfig(method=method, clients=len(capacity), experts=utility.shape[1],
+                       capacity=str(min(capacity)))  # fmt: skip
+    chosen = METHODS[method](MethodSetup(config, spec=None))  # type: ignore[arg-type]
+    round_input = RoundInput(round, tuple(range(len(capacity))), problem, rng,
+                             int(rng.integers(2**31)))  # fmt: skip
+    return chosen.assign(round_input)
+
+
 def test_flex_is_balanced_and_greedy_is_not() -> None:
     rng = np.random.default_rng(0)
     utility = np.tile(np.linspace(1.0, 0.1, 8), (20, 1)) + 0.01 * rng.random((20, 8))
     capacity = np.full(20, 2)
     flex = assign_experts("flex", utility, capacity, round=0, rng=rng)
     assert flex.x.sum(axis=0).tolist() == [5] * 8 and flex.x.sum(axis=1).tolist() == [2] * 20
-    assert flex.backend == "flow" and flex.status == "optimal" and flex.solve_time > 0
+    assert flex.backend == "flow" and flex.status == "optimal" and flex.wall_time > 0
     greedy = assign_experts("greedy", utility, capacity, round=0, rng=rng)
     assert greedy.x[:, :2].all() and greedy.x.sum() == 40
     assert greedy.objective >= flex.objective
+    assert greedy.status == "relaxed" and "load_max" in greedy.message  # ignores the band
 
 
 def test_solver_free_methods() -> None:
@@ -180,8 +199,9 @@ def test_solver_free_methods() -> None:
     for method in ("random", "round_robin", "full"):
         a = assign_experts(method, np.zeros((5, 4)), capacity, round=3, rng=rng)
         expected = [4] * 5 if method == "full" else capacity.tolist()
-        assert a.x.sum(axis=1).tolist() == expected and a.solve_time == 0
+        assert a.x.sum(axis=1).tolist() == expected and a.wall_time == 0
     rr = assign_experts("round_robin", np.zeros((4, 4)), np.full(4, 2), round=1, rng=rng)
     assert rr.x.sum(axis=0).tolist() == [2, 2, 2, 2] and rr.x[0].tolist() == [0, 1, 1, 0]
+    assert rr.status == "feasible" and rr.backend == "round_robin"
     with pytest.raises(ValueError, match="valid methods: flex"):
-        assign_experts("best", np.zeros((1, 2)), np.ones(1, int), round=0, rng=rng)
+        METHODS["best"]

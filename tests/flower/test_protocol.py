@@ -42,12 +42,21 @@ def test_state_round_trip_gives_writable_equal_tensors() -> None:
 def test_reply_round_trip_keeps_nan_feedback() -> None:
     reply = ClientReply(
         client=2, n_samples=40, weights={"experts.1.0.weight": torch.ones(2, 2)},
-        routed=np.array([0.0, 40.0]), accuracy=np.array([np.nan, 0.5]),
-        loss=np.array([np.nan, 1.25]), train_loss=1.5,
+        stats={"routed": np.array([0.0, 40.0]), "accuracy": np.array([np.nan, 0.5]),
+               "loss": np.array([np.nan, 1.25])},
+        train_loss=1.5,
     )  # fmt: skip
     back = reply_from_content(reply_to_content(reply))
     assert (back.client, back.n_samples, back.train_loss) == (2, 40, 1.5)
     assert back.routed.tolist() == [0.0, 40.0]
-    assert math.isnan(back.accuracy[0]) and back.accuracy[1] == 0.5
-    assert math.isnan(back.loss[0]) and back.loss[1] == 1.25
+    accuracy, loss = back.stats["accuracy"], back.stats["loss"]
+    assert math.isnan(accuracy[0]) and accuracy[1] == 0.5
+    assert math.isnan(loss[0]) and loss[1] == 1.25
     assert torch.equal(back.weights["experts.1.0.weight"], torch.ones(2, 2))
+
+
+def test_a_new_per_expert_statistic_travels_without_a_protocol_change() -> None:
+    stats = {"routed": np.array([3.0, 0.0]), "confidence": np.array([0.75, np.nan])}
+    back = reply_from_content(reply_to_content(ClientReply(0, 3, {}, stats)))
+    assert sorted(back.stats) == ["confidence", "routed"]
+    assert back.stats["confidence"][0] == 0.75 and math.isnan(back.stats["confidence"][1])

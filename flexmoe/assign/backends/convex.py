@@ -31,7 +31,12 @@ no coefficient matrix is a parameter (``cp.multiply(parameter, z)`` builds a P²
 
 Every integer assignment is feasible for the relaxation, so its optimal value bounds the
 integer optimum from above; the bound reported is that value plus the solver's tolerance
-(``BOUND_SLACK``·max(1, |value|)), and only from a solve CVXPY reports as ``optimal``.
+(``BOUND_SLACK``·max(|value|, unit)), and only from a solve CVXPY reports as ``optimal``.
+The solvers see the objective in units of ``problem.objective_unit`` (a power of two at
+or below its largest coefficient, so ū, λ and μ are divided exactly): the same relaxation
+and the same relative bound at utilities of 1e-300, 1 or 1e300 (unscaled, HiGHS failed
+at 1e15 and Clarabel at 1e100, and called ``[[1e20, 2e20]]`` with λ = 1 infeasible). A
+solver that fails outright gives no bound; the rounding still runs.
 
 Rounding: the relaxation's support (pairs with ``z > 1e-6``) becomes the allowed mask of
 a restricted problem solved exactly (flow when the structure allows, MILP otherwise); if
@@ -51,16 +56,20 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
+import threading
 import time
 import warnings
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from flexmoe.assign.deadline import current, seconds_left
 from flexmoe.assign.precheck import infeasibility_reason
 from flexmoe.assign.problem import AssignmentProblem, BalanceMetric, Bool, Float
 from flexmoe.assign.registry import Variant
@@ -73,7 +82,8 @@ NAME = "convex"
 EXACT = False
 VARIANTS = (Variant("cvxpy", ("cvxpy",), extra="convex", description="CVXPY (HiGHS, Clarabel)"),)
 
-#: Relative slack added to the relaxation's value: the solvers used stop at 1e-8.
+#: Relative slack added to the relaxation's value (of max(|value|, the objective's
+#: unit)): the solvers used stop at 1e-8.
 BOUND_SLACK = 1e-6
 #: Pairs with a relaxation value above this are the support handed to the rounding.
 SUPPORT = 1e-6
@@ -176,6 +186,7 @@ class ConvexSolver:
     ):
         self.solver, self.cache, self.candidates, self.warm = solver, cache, candidates, warm
         self.key: tuple[Any, ...] | None = None
+        self.lock = threading.Lock()  # held by the solve using it (see `_exclusive`)
         if problem is not None:
             self._compile(problem)
 
@@ -198,9 +209,12 @@ class ConvexSolver:
     ) -> Assignment:
         """Relax, round and bound `problem` like :func:`solve`, re-solving warm when it
         has this session's structure (with ``cache=False``: compiling every time)."""
-        if self.key != structure_key(problem) or (not self.cache and self.compiled):
-            self._compile(problem)
-        return _solve(self, problem, time_limit, seed, self.solver)
+        with _exclusive(self, problem) as compiled:
+            if compiled is self and (
+                self.key != structure_key(problem) or (not self.cache and self.compiled)
+            ):
+                self._compile(problem)
+            return _solve(compiled, problem, time_limit, seed, self.solver)
 
     _FIELDS = ("problem", "z", "rows", "params", "clients", "experts", "compiled")
 
@@ -295,7 +309,7 @@ class ConvexSolver:
         values = {
             "utility": problem.effective_utility()[self.clients, self.experts],
             "min_experts": problem.min_experts.astype(np.float64),
-            "max_experts": problem.max_experts.astype(np.float64),
+            "max_experts": problem.most_experts.astype(np.float64),
             "load_min": problem.load_min,
             "load_max": hi,
             "balance_penalty": problem.balance_penalty,
@@ -314,8 +328,11 @@ class ConvexSolver:
         """Solve the relaxation of `problem` (same structure); price the pairs outside
         the candidates and, while some could improve it, add them and solve again."""
         name = solver or _default_solver(problem)
-        start, compiled, caught, gain, priced = time.perf_counter(), False, [], 0.0, 0
+        start, compiled, gain, priced = time.perf_counter(), False, 0.0, 0
+        caught: list[str] = []
         self._same_structure(problem, compile_first=True)
+        unit = problem.objective_unit
+        problem = _in_units(problem, unit)
         warm = self.warm and self._last is not None
         if warm:
             self._use(self._working_set(problem), problem)
@@ -326,9 +343,11 @@ class ConvexSolver:
             compiled |= not self.compiled
             solves += 1
             left = None if time_limit is None else time_limit - (time.perf_counter() - start)
-            caught += self._solve(name, left)
+            failure = self._solve(name, left, caught)
             status, value = str(self.problem.status), self.problem.value
             value = math.nan if value is None else float(value)
+            if failure is not None:
+                status, value = failure, math.nan
             if self.mask is self.allowed or status not in ("optimal", "infeasible"):
                 gain = 0.0
                 break
@@ -342,22 +361,29 @@ class ConvexSolver:
             self._use(self.allowed if better.sum() > self.allowed.sum() // 2 else better, problem)
         if status == "optimal":
             self._last = _Dual(self._z(problem), self._duals())
+        z = self._z(problem) if failure is None else np.zeros(problem.shape)
         return Relaxation(
             status=status,
-            value=value,
-            z=self._z(problem),
+            value=value * unit,
+            z=z,
             solver=name,
             time=time.perf_counter() - start,
             compiled=compiled,
             warnings=tuple(caught),
-            pricing_gain=gain,
+            pricing_gain=gain * unit,
             pairs=int(self.mask.sum()),
             working_set=working_set,
             solves=solves,
+            unit=unit,
         )
 
-    def _solve(self, name: str, time_limit: float | None) -> list[str]:
-        """One CVXPY solve; returns the warnings it raised (kept in the result's info)."""
+    def _solve(self, name: str, time_limit: float | None, caught: list[str]) -> str | None:
+        """One CVXPY solve; adds the warnings it raised to `caught` (kept in the
+        result's info). Returns None, or the status of a solver that failed outright
+        (``"solver_error: ..."``): CVXPY raises for those, and nothing it reports then
+        is a bound."""
+        import cvxpy as cp
+
         options, limit_name = _SOLVER_OPTIONS.get(name, ({}, ""))
         options = dict(options)
         if time_limit is not None and limit_name:
@@ -366,11 +392,16 @@ class ConvexSolver:
             from flexmoe.assign.backends._highs import silence_highs_banner
 
             silence_highs_banner()
-        with warnings.catch_warnings(record=True) as caught:
+        failure = None
+        with warnings.catch_warnings(record=True) as raised:
             warnings.simplefilter("always")
-            self.problem.solve(solver=name, warm_start=name in WARM_STARTS, **options)
+            try:
+                self.problem.solve(solver=name, warm_start=name in WARM_STARTS, **options)
+            except (cp.error.SolverError, ValueError) as err:  # "Cannot unpack invalid solution"
+                failure = f"solver_error: {type(err).__name__}: {err}"
         self.compiled = True
-        return [str(w.message) for w in caught]
+        caught += [str(w.message) for w in raised]
+        return failure
 
     def _duals(self) -> dict[str, Float]:
         return {key: np.asarray(row.dual_value, np.float64) for key, row in self.rows.items()}
@@ -398,12 +429,12 @@ class ConvexSolver:
         n, e = np.nonzero(self.allowed)
         price = np.full(problem.shape, -np.inf)
         price[n, e] = _reduced_costs(problem, self._last.duals, n, e)
-        mask = (self._last.z > SUPPORT) | _top(price, problem.max_experts + WARM_TOP)
+        mask = (self._last.z > SUPPORT) | _top(price, problem.most_experts + WARM_TOP)
         # a client whose held pairs lost value (its max_experts-th price is now negative)
         # will see its slot price fall by as much: all its pairs rise together
-        held = np.clip(problem.max_experts - 1, 0, problem.n_experts - 1)
+        held = np.clip(problem.most_experts - 1, 0, problem.n_experts - 1)
         kth = -np.sort(-price, axis=1)[np.arange(problem.n_clients), held]
-        kth = np.where(np.isfinite(kth) & (problem.max_experts > 0), kth, 0.0)
+        kth = np.where(np.isfinite(kth) & (problem.most_experts > 0), kth, 0.0)
         price -= np.minimum(kth, 0.0)[:, None]
         # a pair's price moves with the load duals in proportion to its load weight: pairs
         # heavier than the median get ``max|ν|·(w − median w)`` more room (a client with
@@ -430,6 +461,18 @@ class _Dual:
 
     z: Float
     duals: dict[str, Float]
+
+
+def _in_units(problem: AssignmentProblem, unit: float) -> AssignmentProblem:
+    """`problem` with its objective divided by `unit` (a power of two: exact) — what the
+    relaxation is solved on, so that its solvers see coefficients of order 1."""
+    if unit == 1.0:
+        return problem
+    return problem.replace(
+        utility=problem.utility / unit,
+        balance_penalty=problem.balance_penalty / unit,
+        switch_cost=problem.switch_cost / unit,
+    )
 
 
 def _row_key(name: str) -> str:
@@ -463,8 +506,8 @@ def _candidates(problem: AssignmentProblem) -> Bool | None:
     if problem.n_experts < 16:
         return None
     utility = problem.masked_utility
-    mask = _top(utility, problem.max_experts + 8)
-    mask |= _top(np.where(allowed, -problem.budget_share, -np.inf), problem.max_experts)
+    mask = _top(utility, problem.most_experts + 8)
+    mask |= _top(np.where(allowed, -problem.budget_share, -np.inf), problem.most_experts)
     if problem.previous is not None:
         mask |= problem.previous
     mean_weight = max(float(problem.weights().mean()), 1e-12)
@@ -500,13 +543,18 @@ class Relaxation:
     pairs: int = 0
     working_set: bool = False
     solves: int = 1
+    unit: float = 1.0
+    """The unit the solver saw the objective in (``problem.objective_unit``); `value`
+    and `pricing_gain` are in the problem's own units."""
 
     @property
     def bound(self) -> float:
-        """An upper bound on the integer optimum, or NaN when the solve proves nothing."""
+        """An upper bound on the integer optimum, or NaN when the solve proves nothing:
+        the value plus the solver's tolerance, relative to the value and to the unit."""
         if self.status != "optimal" or not math.isfinite(self.value + self.pricing_gain):
             return math.nan
-        return self.value + self.pricing_gain + BOUND_SLACK * max(1.0, abs(self.value))
+        slack = BOUND_SLACK * max(self.unit, abs(self.value))
+        return self.value + self.pricing_gain + slack
 
 
 def _default_solver(problem: AssignmentProblem) -> str:
@@ -584,14 +632,31 @@ def solve(
     -------
     Assignment
         ``FEASIBLE`` with the relaxation's value as `bound` (never ``OPTIMAL``: this is not
-        an exact backend), or ``INFEASIBLE`` when the relaxation is — a proof, stated in
-        ``info["proof"]``.
+        an exact backend), or ``INFEASIBLE`` when the relaxation is and the exact backend
+        (flow, or the MILP without presolve) confirms it on the whole problem — a proof,
+        stated in ``info["proof"]``.
     """
     if cache:
         compiled = _compiled(problem, candidates, warm)
     else:
         compiled = ConvexSolver(problem, cache=False, candidates=candidates, warm=warm)
-    return _solve(compiled, problem, time_limit, seed, solver)
+    with _exclusive(compiled, problem) as free:
+        return _solve(free, problem, time_limit, seed, solver)
+
+
+@contextlib.contextmanager
+def _exclusive(compiled: ConvexSolver, problem: AssignmentProblem) -> Iterator[ConvexSolver]:
+    """`compiled`, held for this solve; or, while a time-limited solve that was
+    abandoned still runs on it (:mod:`flexmoe.assign.deadline`), a fresh relaxation of
+    `problem` for this solve alone: two solves never share one CVXPY problem."""
+    if not compiled.lock.acquire(blocking=False):
+        fresh = ConvexSolver(problem, cache=False, candidates=compiled.candidates, warm=False)
+        yield fresh
+        return
+    try:
+        yield compiled
+    finally:
+        compiled.lock.release()
 
 
 def _solve(
@@ -604,32 +669,52 @@ def _solve(
     """Relax with `compiled` (of `problem`'s structure) → round → bound."""
     start = time.perf_counter()
     deadline = None if time_limit is None else start + time_limit
-    relaxation = compiled.relax(problem, solver=solver, time_limit=time_limit)
+    progress = current()  # a time-limited solve reports what it finds as it goes
+    greedy = _greedy(problem, seed)
+    if greedy.has_solution:
+        progress.offer(problem, greedy.x, source="greedy:balanced")
+    relaxation = compiled.relax(problem, solver=solver, time_limit=seconds_left(deadline))
+    progress.tighten(problem, relaxation.bound)
     info = _relaxation_info(relaxation, compiled)
     build_time = float(info.pop("compile_time"))
-    if relaxation.status == "infeasible":
-        info["proof"] = f"the continuous relaxation is infeasible ({relaxation.solver})"
-        message = (
-            "no assignment exists: even fractional assignments cannot meet every constraint "
-            f"together (proved by {relaxation.solver} on the relaxation)"
-        )
-        solve_time = relaxation.time - build_time
-        return Assignment.no_solution(
-            Status.INFEASIBLE,
-            NAME,
-            message,
-            build_time=build_time,
-            solve_time=solve_time,
-            info=info,
-        )
     tick = time.perf_counter()
-    rounded, how = _round(problem, relaxation.z, deadline, seed)
+    rounded: Assignment | None
+    if progress.cancelled:
+        rounded, how = None, "none: the time limit passed before the rounding"
+    elif relaxation.status == "infeasible":
+        exact = _exact(problem, deadline, seed, None)
+        if exact.status is Status.INFEASIBLE:
+            return _infeasible(relaxation, exact, build_time, info)
+        rounded, how = exact, f"full problem: {exact.backend} (the relaxation said infeasible)"
+    else:
+        rounded, how = _round(problem, relaxation.z, deadline, seed)
     if how.startswith("full") and rounded is not None:
         info["full_problem_bound"] = rounded.bound
-    rounded, how = _keep_the_better(problem, rounded, how, seed)
+    rounded, how = _keep_the_better(rounded, how, greedy)
     info |= {"rounding": how, "rounding_time": time.perf_counter() - tick}
     solve_time = time.perf_counter() - start - build_time
     return _result(problem, relaxation, rounded, build_time, solve_time, info)
+
+
+def _infeasible(
+    relaxation: Relaxation, exact: Assignment, build_time: float, info: dict[str, Any]
+) -> Assignment:
+    """``INFEASIBLE``: the relaxation is infeasible and the exact backend (flow, or the
+    MILP without presolve) confirms it on the whole problem — an interior-point method
+    or an LP presolve can call a badly scaled but feasible relaxation infeasible."""
+    info["proof"] = (
+        f"the continuous relaxation is infeasible ({relaxation.solver}), "
+        f"confirmed by {exact.backend} on the whole problem"
+    )
+    message = (
+        "no assignment exists: even fractional assignments cannot meet every constraint "
+        f"together (proved by {relaxation.solver} on the relaxation; {exact.backend}: "
+        f"{exact.message})"
+    )
+    solve_time = relaxation.time - build_time + exact.build_time + exact.solve_time
+    return Assignment.no_solution(
+        Status.INFEASIBLE, NAME, message, build_time=build_time, solve_time=solve_time, info=info
+    )
 
 
 def _relaxation_info(relaxation: Relaxation, compiled: ConvexSolver) -> dict[str, Any]:
@@ -664,6 +749,7 @@ def _round(
             continue
         result = _exact(restricted, deadline, seed, ROUNDING_TIME)
         if result.has_solution:
+            current().offer(problem, result.x, source=f"the rounding ({how})")
             return result, f"{how}: {result.backend} on {int((mask & allowed).sum())} pairs"
         out_of_time = deadline is not None and time.perf_counter() >= deadline
         if result.status is Status.LIMIT_NO_SOLUTION and out_of_time:
@@ -680,7 +766,7 @@ def _exact(
     rounding needs a good assignment, the relaxation already certifies the gap."""
     from flexmoe.assign.backends import flow, milp
 
-    limit = _left(deadline)
+    limit = seconds_left(deadline)
     if cap is not None:
         limit = cap if limit is None else min(limit, cap)
     if flow.unsupported(problem) is None and flow.VARIANTS[0].available:
@@ -699,15 +785,20 @@ def _verified(problem: AssignmentProblem, result: Assignment) -> Assignment:
     return result.replace(status=Status.ERROR, message=f"verifier: {verdict.reason}")
 
 
-def _keep_the_better(
-    problem: AssignmentProblem, rounded: Assignment | None, how: str, seed: int | None
-) -> tuple[Assignment | None, str]:
-    """The rounding, or ``greedy balanced`` on the whole problem when that is better: a
-    restricted MILP stopped at its cap can hold an incumbent far below (weighted loads
-    with the variance term: −171,095 against greedy's 4,460 at 1,000 × 64)."""
-    from flexmoe.assign.backends import greedy as greedy_backend
+def _greedy(problem: AssignmentProblem, seed: int | None) -> Assignment:
+    """``greedy balanced`` on the whole problem (the sibling, called directly), checked."""
+    from flexmoe.assign.backends import greedy
 
-    greedy = _verified(problem, greedy_backend.solve(problem, seed=seed, method="balanced"))
+    return _verified(problem, greedy.solve(problem, seed=seed, method="balanced"))
+
+
+def _keep_the_better(
+    rounded: Assignment | None, how: str, greedy: Assignment
+) -> tuple[Assignment | None, str]:
+    """The rounding, or `greedy` (``greedy balanced`` on the whole problem) when that is
+    better: a restricted MILP stopped at its cap can hold an incumbent far below
+    (weighted loads with the variance term: −171,095 against greedy's 4,460 at
+    1,000 × 64)."""
     if not greedy.has_solution:
         return rounded, how
     if rounded is None or not rounded.has_solution or greedy.objective > rounded.objective:
@@ -721,7 +812,7 @@ def _keep_the_better(
 def _widened(problem: AssignmentProblem, z: Float) -> Bool:
     """The support plus each client's best (by relaxation, then utility) and cheapest
     (by storage and compute) ``max_experts + 2`` experts."""
-    count = np.minimum(problem.max_experts + 2, problem.n_experts)
+    count = np.minimum(problem.most_experts + 2, problem.n_experts)
     rank = np.arange(problem.n_experts)[None, :] < count[:, None]
     mask = z > SUPPORT
     scores = [-(z + 1e-3 * problem.effective_utility())]
@@ -733,10 +824,6 @@ def _widened(problem: AssignmentProblem, z: Float) -> Bool:
         np.put_along_axis(chosen, order, rank, axis=1)
         mask |= chosen
     return mask
-
-
-def _left(deadline: float | None) -> float | None:
-    return None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
 
 
 def _result(
@@ -757,6 +844,9 @@ def _result(
         status = Status.LIMIT_NO_SOLUTION if rounded is None else rounded.status
         if status is Status.FEASIBLE or status is Status.OPTIMAL:
             status = Status.ERROR
+        if rounded is not None and status is Status.INFEASIBLE:
+            info["proof"] = f"{rounded.backend} on the whole problem: {rounded.message}"
+            bound = math.nan  # nothing to bound
         message = info["rounding"] if rounded is None else rounded.message
         return Assignment.no_solution(status, NAME, message, bound=bound, **times)
     message = ""

@@ -1,15 +1,21 @@
 """Exact min-cost flow (OR-Tools or networkx) for count loads and count-equivalent budgets.
 
-With unit expert sizes, count loads and no storage or compute rows the constraint matrix of
-the assignment problem is a bipartite incidence matrix, so the problem is a min-cost flow:
-integral, exact, and fast. This backend builds the network with vectorised numpy, scales
-float utilities to int64 costs with a certified rounding error, and solves it with OR-Tools'
-cost-scaling ``SimpleMinCostFlow`` (default) or networkx's network simplex
-(``"flow:networkx"``, pure Python, for cross-checks).
+With count loads and no budget rows other than count-equivalent ones (a row that costs a
+client the same for every expert it may hold only caps how many it holds) the constraint
+matrix of the assignment problem is a bipartite incidence matrix, so the problem is a min-cost flow:
+integral, exact, and fast. Float utilities are scaled by a power of two to int64 costs with
+a certified rounding error.
 
-Large problems are first solved on each client's best candidate experts; node potentials
-of the residual network then prove that no pruned pair would improve the flow, or the
-pairs that would are added and the flow is solved again (see :func:`solve`).
+The dual of that flow has one price per expert. The default strategy (``"prices"``)
+settles those prices with a few vectorised passes (:mod:`._prices`), under which each
+client's choice is a top-k over its reduced utilities; only the clients whose choice the
+prices leave open (ties at the cut) enter one small exact flow, solved by OR-Tools'
+cost-scaling ``SimpleMinCostFlow`` (default) or networkx's network simplex
+(``"flow:networkx"``, pure Python, for cross-checks). Integer potentials from a shortest
+path on the expert graph then prove the whole assignment optimal, checked on every pair.
+``strategy="dense"`` solves one network with every allowed pair instead (the reference).
+A :class:`FlowSolver` keeps the prices between calls, so that a re-solve after the
+utilities moved starts where the last one ended.
 """
 
 from __future__ import annotations
@@ -17,17 +23,30 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from flexmoe.assign.backends import _prices
+from flexmoe.assign.backends._prices import Market
 from flexmoe.assign.problem import FRIENDLY_ROWS, AssignmentProblem, BalanceMetric
 from flexmoe.assign.registry import Variant, spec_name
 from flexmoe.assign.result import Assignment, Status
 
-__all__ = ["EXACT", "NAME", "VARIANTS", "VARIANT_OPTION", "solve", "unsupported"]
+__all__ = [
+    "EXACT",
+    "NAME",
+    "RTOL",
+    "SESSION",
+    "STRATEGIES",
+    "VARIANTS",
+    "VARIANT_OPTION",
+    "FlowSolver",
+    "solve",
+    "unsupported",
+]
 
 NAME = "flow"
 EXACT = True
@@ -36,14 +55,30 @@ VARIANTS = (
     Variant("ortools", ("ortools",), extra="", description="OR-Tools' SimpleMinCostFlow"),
     Variant("networkx", ("networkx",), extra="", description="networkx's network simplex"),
 )
+#: ``"prices"``: settle expert prices, one small flow on the contested clients, certify;
+#: ``"dense"``: one flow on every allowed pair.
+STRATEGIES = ("prices", "dense")
+
+#: ``OPTIMAL`` means ``bound − objective <= RTOL · max(|objective|, Σ |ũ| over the held
+#: pairs, max |ũ| over the allowed pairs)``; a larger certified gap is ``FEASIBLE``.
+RTOL = 1e-9
+
 #: Scaled costs are kept below 2**62 / (4·(path nodes + 1)·(nodes + 1)): OR-Tools multiplies
 #: costs by (nodes + 1) and its potentials move by at most ~1.5·(path nodes)·(largest scaled
 #: cost), so neither a cost nor a potential can overflow int64 (no BAD_COST_RANGE).
 _COST_BUDGET = 2**62
-#: Candidate experts per client beyond ``max_experts`` in the first, pruned solve.
+#: The costs are scaled for a network of a quarter of the clients (at least this many); a
+#: larger one (a fallback on every pair) is solved at the coarser scale its size allows.
+_SCALED_CLIENTS = 4096
+#: Candidate experts per client beyond ``max_experts``.
 _EXTRA_CANDIDATES = 8
-#: Re-solves that add pairs failing the certificate before falling back to every pair.
+#: Rounds of contested flows before the fallback to every pair.
 _MAX_ROUNDS = 6
+#: Clients of least margin contested when the prices did not settle on a feasible
+#: assignment: one in this many, at least :data:`_NEAR_LEAST` (twice as many after each
+#: failed certificate).
+_NEAR_SHARE = 20
+_NEAR_LEAST = 512
 
 Int = NDArray[np.int64]
 Bool = NDArray[np.bool_]
@@ -106,6 +141,9 @@ def unsupported(problem: AssignmentProblem) -> str | None:
     return None
 
 
+# -- the problem's structure ---------------------------------------------------------------
+
+
 def _budget_reason(problem: AssignmentProblem) -> str:
     """Names the first budget row that is not count-equivalent."""
     rows = zip(problem.budgets, problem.count_equivalent_rows, strict=True)
@@ -119,7 +157,143 @@ def _budget_reason(problem: AssignmentProblem) -> str:
     )
 
 
-# -- the network ---------------------------------------------------------------------------
+def _most_experts(problem: AssignmentProblem) -> Int:
+    """The problem's derived ``most_experts``: ``max_experts`` capped by the allowed count
+    and by the count-equivalent budget rows."""
+    return problem.most_experts
+
+
+def _holder_band(problem: AssignmentProblem, total: int) -> tuple[Int, Int]:
+    """The problem's derived holder band ``[ceil(load_min), floor(load_max)]`` per expert
+    (capped by the clients allowed each expert and by ``Σ most_experts``), its upper end
+    also capped by `total`."""
+    lo, hi = problem.holder_band
+    return lo, np.minimum(hi, total)
+
+
+# -- certified scaling -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Scaled:
+    """The market of a problem and what its rounding costs the bound.
+
+    `max_error` is the largest |scaled cost − true cost · 2**exponent| of any arc, in
+    scaled units (exact: a power-of-two scale makes every product exact); `most_arcs` how
+    many rounded-cost unit arcs any feasible flow can use.
+    """
+
+    problem: AssignmentProblem
+    market: Market
+    max_error: float
+    most_arcs: int
+    reach: float
+    """Largest |effective utility| of an allowed pair."""
+
+    def error_bound(self, used_arcs: int) -> float:
+        """The certified distance, in objective units, from an optimum of the scaled costs
+        that uses `used_arcs` rounded arcs to the true optimum (rounded up)."""
+        scaled = self.max_error * (used_arcs + self.most_arcs)
+        if scaled == 0.0:
+            return 0.0
+        return math.ldexp(scaled * (1 + 2**-40), -self.market.exponent) + 2.0**-1074
+
+
+def _ortools_limit(n_clients: int, n_experts: int) -> int:
+    """Largest scaled cost OR-Tools can take on a network of this many clients."""
+    nodes = n_clients + n_experts + 2
+    path_nodes = 2 * min(n_clients, n_experts) + 6
+    return _COST_BUDGET // (4 * (path_nodes + 1) * (nodes + 1))
+
+
+def _exponent(magnitude: float, limit: int) -> int:
+    """The largest e with ``magnitude · 2**e <= limit`` (0 for magnitude 0): any float
+    magnitude, subnormals included, since ``ldexp`` never forms ``2**e`` itself."""
+    if magnitude == 0.0:
+        return 0
+    e = limit.bit_length() - math.frexp(magnitude)[1]
+    while math.ldexp(magnitude, e) > limit:
+        e -= 1
+    while math.ldexp(magnitude, e + 1) <= limit:
+        e += 1
+    return e
+
+
+def _scaled(problem: AssignmentProblem, clients: int | None = None) -> _Scaled:
+    """Scale and round every cost (chunked: one int64 copy of the utilities, no more).
+
+    The scale fits a network of `clients` clients (default: a quarter of the clients, at
+    least :data:`_SCALED_CLIENTS`) and keeps every sum of :mod:`._prices` inside int64.
+    """
+    n, e = problem.shape
+    most = _most_experts(problem)
+    lo, hi = _holder_band(problem, int(most.sum()))
+    reach = _largest_utility(problem)
+    units = problem.balance_penalty * (2.0 * float(hi.max(initial=0)) + 1.0)  # up to hi + 1
+    magnitude = max(reach, units, 0.0)
+    size = min(n, max(_SCALED_CLIENTS, n // 4) if clients is None else clients)
+    exponent = _exponent(magnitude, min(_ortools_limit(size, e), Market.cap(e)))
+    top = math.ldexp(magnitude, exponent)
+    value = np.empty((n, e), dtype=np.int64)
+    error = 0.0
+    excluded = Market.excluded_for(e, int(top))
+    for rows in _prices.chunks(n, e):
+        scaled = np.ldexp(_effective_rows(problem, rows), exponent)
+        if problem.allowed is not None:  # pairs that are never arcs may lie out of range
+            scaled[~problem.allowed[rows]] = 0.0
+        rounded = np.rint(scaled)
+        value[rows] = rounded
+        np.subtract(scaled, rounded, out=scaled)
+        np.abs(scaled, out=scaled)
+        error = max(error, float(scaled.max(initial=0.0)))
+        if problem.allowed is not None:
+            value[rows][~problem.allowed[rows]] = excluded
+    market = Market(
+        value, problem.min_experts.astype(np.int64), most.astype(np.int64), lo, hi,
+        problem.balance_penalty, exponent, int(top),
+    )  # fmt: skip
+    error = max(error, _unit_error(market))
+    if exponent < 0:  # a product may have dropped below the smallest normal float
+        error += 2.0**-1074
+    total = min(int(most.sum()), int(hi.sum()))
+    units_used = max(0, total - int(lo.sum())) if problem.balance_penalty > 0 else 0
+    return _Scaled(problem, market, error, total + units_used, reach)
+
+
+def _largest_utility(problem: AssignmentProblem) -> float:
+    """Largest |effective utility| of an allowed pair (no copy of the matrix without a
+    switch cost; chunked with one)."""
+    if problem.previous is None or not problem.switch_cost:
+        where = True if problem.allowed is None else problem.allowed
+        top = problem.utility.max(where=where, initial=-math.inf)
+        bottom = problem.utility.min(where=where, initial=math.inf)
+        return max(float(top), -float(bottom), 0.0)
+    largest = 0.0
+    for rows in _prices.chunks(problem.n_clients, problem.n_experts):
+        values = np.abs(_effective_rows(problem, rows))
+        if problem.allowed is not None:
+            values[~problem.allowed[rows]] = 0.0
+        largest = max(largest, float(values.max(initial=0.0)))
+    return largest
+
+
+def _effective_rows(problem: AssignmentProblem, rows: slice) -> NDArray[np.float64]:
+    """``effective_utility()[rows]`` (a view without a switch cost, else a new array)."""
+    if problem.previous is None or not problem.switch_cost:
+        return problem.utility[rows]
+    return problem.utility[rows] - problem.switch_cost * ~problem.previous[rows]
+
+
+def _unit_error(market: Market) -> float:
+    """Largest rounding error of a holder's unit cost λ(2L − 1), scaled units."""
+    if market.penalty == 0 or not (market.hi > market.lo).any():
+        return 0.0
+    loads = np.arange(int(market.lo.min()) + 1, int(market.hi.max()) + 1)
+    exact = np.ldexp(market.penalty * (2.0 * loads - 1.0), market.exponent)
+    return float(np.abs(exact - market.unit(loads)).max(initial=0.0))
+
+
+# -- networks ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -141,221 +315,91 @@ _ARC_FIELDS = ("tails", "heads", "caps", "costs")
 
 @dataclass(frozen=True)
 class _Network:
-    """The flow network of a problem with every cost scaled to int64.
+    """The flow network of some clients, the other clients' holdings fixed.
 
-    Nodes: clients ``0..N-1``, experts ``N..N+E-1``, source ``s = N+E``, sink ``t = N+E+1``.
-    Client→expert arcs (capacity 1, cost ``cost[n, e]``) are chosen per solve; `fixed`
-    holds the others: s→client, expert→t (unit arcs of increasing cost under a variance
-    penalty) and the return arc t→s. Lower bounds are folded into `supplies`.
+    Nodes: the clients ``0..c-1`` (global indices `clients`), experts ``c..c+E-1``, source
+    ``s = c+E``, sink ``t = c+E+1``. The first arcs are the client→expert `pairs`
+    (capacity 1, cost ``−A`` under `prices`), then s→client (optional experts), expert→t
+    (the holders left by the fixed clients; unit arcs of increasing cost under a variance
+    penalty) and the return arc t→s. Costs are reduced by the prices (each arc's cost plus
+    its tail's potential minus its head's), which changes no optimal flow; lower bounds
+    are folded into `supplies`.
     """
-
-    problem: AssignmentProblem
-    cost: Int
-    fixed: _Arcs
-    supplies: Int
-    scale: float
-    max_error: float
-    """Largest |scaled cost / scale − true cost| of any arc, in objective units."""
-    most_arcs: int
-    """How many rounded-cost unit arcs any feasible flow can use."""
-
-    @property
-    def n_nodes(self) -> int:
-        return self.problem.n_clients + self.problem.n_experts + 2
-
-
-def _build_network(problem: AssignmentProblem) -> _Network:
-    """Scale the costs and lay out the fixed arcs and supplies (vectorised)."""
-    n, e = problem.shape
-    most = problem.most_experts
-    lo, hi = problem.holder_band
-    unit_expert, unit_cost = _penalty_units(problem, lo, hi)
-    utility = problem.effective_utility()
-    allowed = utility if problem.allowed is None else utility[problem.allowed]
-    reach = float(np.abs(allowed).max(initial=0.0))
-    magnitude = max(reach, float(np.abs(unit_cost).max(initial=0.0)))
-    scale = _scale(magnitude, n + e + 2, 2 * min(n, e) + 6)
-    cost, error = _rounded(utility, -scale, problem.allowed)
-    penalty, penalty_error = _rounded(unit_cost, scale, None)
-    fixed = _fixed_arcs(problem, most, lo, hi, unit_expert, penalty)
-    supplies = np.zeros(n + e + 2, dtype=np.int64)
-    supplies[:n] = problem.min_experts
-    supplies[n : n + e] = -lo
-    supplies[n + e] = -int(problem.min_experts.sum())
-    supplies[n + e + 1] = int(lo.sum())
-    total = min(int(most.sum()), int(hi.sum()))
-    units = max(0, total - int(lo.sum())) if unit_expert.size else 0
-    return _Network(
-        problem, cost, fixed, supplies, scale, max(error, penalty_error) / scale, total + units
-    )
-
-
-def _penalty_units(problem: AssignmentProblem, lo: Int, hi: Int) -> tuple[Int, NDArray[np.float64]]:
-    """The optional holder units of a variance penalty: expert and marginal cost of each.
-
-    With the total F fixed, ``Σ_e (L_e − L̄)² = Σ_e L_e² − F²/E`` and the k-th holder of an
-    expert adds ``2k − 1`` to ``Σ L²``. The first ``lo[e]`` units are forced by the band.
-    """
-    if problem.balance_penalty == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0)
-    count = np.maximum(hi - lo, 0)
-    expert = np.repeat(np.arange(problem.n_experts), count)
-    start = np.cumsum(count) - count
-    k = lo[expert] + 1 + np.arange(expert.size) - start[expert]
-    return expert, problem.balance_penalty * (2.0 * k - 1.0)
-
-
-def _scale(magnitude: float, n_nodes: int, path_nodes: int) -> float:
-    """A power of two that maps `magnitude` to at most the safe largest cost."""
-    limit = _COST_BUDGET // (4 * (path_nodes + 1) * (n_nodes + 1))
-    if magnitude == 0.0:
-        return 1.0
-    exponent = min(math.floor(math.log2(limit) - math.log2(magnitude)), 1000)
-    while magnitude * 2.0**exponent > limit:  # guard the floating-point log
-        exponent -= 1
-    return 2.0**exponent
-
-
-def _rounded(values: NDArray[np.float64], scale: float, mask: Bool | None) -> tuple[Int, float]:
-    """``rint(values · scale)`` as int64 and the largest rounding error (scaled units).
-
-    A power-of-two `scale` makes the product exact, so the error is exact too.
-    """
-    scaled = values * scale
-    if mask is not None:  # pairs that are never arcs may lie outside the scaled range
-        scaled[~mask] = 0.0
-    rounded = np.rint(scaled)
-    scaled -= rounded
-    np.abs(scaled, out=scaled)
-    return rounded.astype(np.int64), float(scaled.max(initial=0.0))
-
-
-def _fixed_arcs(
-    problem: AssignmentProblem, most: Int, lo: Int, hi: Int, unit_expert: Int, unit_cost: Int
-) -> _Arcs:
-    """s→client (optional experts), expert→t (optional holders), t→s (the return arc)."""
-    n, e = problem.shape
-    s, t = n + e, n + e + 1
-    clients = np.arange(n, dtype=np.int32)
-    source = _Arcs(
-        np.full(n, s, np.int32),
-        clients,
-        np.maximum(most - problem.min_experts, 0),
-        np.zeros(n, np.int64),
-    )
-    if problem.balance_penalty == 0:
-        heads = np.full(e, t, np.int32)
-        sink = _Arcs(
-            np.arange(n, n + e, dtype=np.int32),
-            heads,
-            np.maximum(hi - lo, 0),
-            np.zeros(e, np.int64),
-        )
-    else:
-        m = unit_expert.size
-        sink = _Arcs(
-            (unit_expert + n).astype(np.int32),
-            np.full(m, t, np.int32),
-            np.ones(m, np.int64),
-            unit_cost,
-        )
-    back = _Arcs(
-        np.array([t], np.int32),
-        np.array([s], np.int32),
-        np.array([most.sum()], np.int64),
-        np.zeros(1, np.int64),
-    )
-    return _Arcs.join(source, sink, back)
-
-
-# -- which client→expert pairs enter the network ---------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Pairs:
-    """The client→expert pairs of one solve; `pruned` when some allowed pair is left out."""
 
     clients: Int
-    experts: Int
-    pruned: bool
+    pair_clients: Int
+    pair_experts: Int
+    arcs: _Arcs
+    supplies: Int
 
-    def plus(self, clients: Int, experts: Int) -> _Pairs:
-        return _Pairs(
-            np.concatenate([self.clients, clients]), np.concatenate([self.experts, experts]), True
-        )
+    @classmethod
+    def of(
+        cls,
+        market: Market,
+        clients: Int,
+        pairs: tuple[Int, Int],
+        base: Int,
+        prices: Int,
+        kept: Int | None = None,
+    ) -> _Network | None:
+        """The network of `clients` over `pairs` (local client, expert), with `base` holders
+        per expert fixed elsewhere and `kept` experts of each client held outside the pairs
+        (None: the fixed holders alone break a band)."""
+        c, e = clients.size, market.n_experts
+        local, experts = pairs
+        lo = np.maximum(market.lo - base, 0)
+        hi = market.hi - base
+        if (hi < lo).any():
+            return None
+        s, t = c + e, c + e + 1
+        reduced = market.value[clients[local], experts] - prices[experts]
+        pair = _Arcs(
+            local.astype(np.int32), (experts + c).astype(np.int32), np.ones(local.size, np.int64),
+            -reduced,
+        )  # fmt: skip
+        least, most = market.least[clients], market.most[clients]
+        if kept is not None:
+            least, most = np.maximum(least - kept, 0), np.maximum(most - kept, 0)
+        source = _Arcs(
+            np.full(c, s, np.int32), np.arange(c, dtype=np.int32),
+            np.maximum(most - least, 0), np.zeros(c, np.int64),
+        )  # fmt: skip
+        sink = _sink_arcs(market, c, base, lo, hi, prices)
+        back = _Arcs(
+            np.array([t], np.int32), np.array([s], np.int32),
+            np.array([max(int(most.sum()), 0)], np.int64), np.zeros(1, np.int64),
+        )  # fmt: skip
+        supplies = np.zeros(c + e + 2, dtype=np.int64)
+        supplies[:c] = least
+        supplies[c : c + e] = -lo
+        supplies[s] = -int(least.sum())
+        supplies[t] = int(lo.sum())
+        return cls(clients, local, experts, _Arcs.join(pair, source, sink, back), supplies)
 
-
-def _every_pair(problem: AssignmentProblem) -> _Pairs:
-    """Every allowed pair, client by client (row-major)."""
-    n, e = problem.shape
-    if problem.allowed is None:
-        return _Pairs(np.repeat(np.arange(n), e), np.tile(np.arange(e), n), False)
-    clients, experts = np.nonzero(problem.allowed)
-    return _Pairs(clients, experts, False)
-
-
-def _candidate_pairs(network: _Network, candidates: int | None) -> _Pairs:
-    """Each client's `candidates` best allowed experts (ties kept), or every pair.
-
-    ``None`` picks ``max(max_experts) + 8`` on problems with at least 50,000 pairs where that
-    is at most half the experts, and every pair otherwise.
-    """
-    problem = network.problem
-    n, e = problem.shape
-    if candidates is None:
-        candidates = int(problem.max_experts.max()) + _EXTRA_CANDIDATES
-        if n * e < 50_000 or 2 * candidates > e:
-            return _every_pair(problem)
-    if candidates >= e:
-        return _every_pair(problem)
-    profit = -network.cost
-    if problem.allowed is not None:
-        profit[~problem.allowed] = np.iinfo(np.int64).min
-    threshold = np.partition(profit, e - candidates, axis=1)[:, e - candidates]
-    keep = profit >= threshold[:, None]
-    if problem.allowed is not None:
-        keep &= problem.allowed
-    clients, experts = np.nonzero(keep)
-    return _Pairs(clients, experts, True)
-
-
-def _widened_pairs(network: _Network, pairs: _Pairs) -> _Pairs:
-    """`pairs` plus, for every expert, the clients that lose least by holding it.
-
-    A client's loss on a pair is how far its profit falls below the client's worst
-    candidate. Each expert gets its ``2·max(ceil(load_min), mean holders) + 8`` clients of
-    least loss, which usually makes a network that was infeasible for want of holders (or
-    of room) feasible again.
-    """
-    problem = network.problem
-    n, e = problem.shape
-    keep = np.zeros(problem.shape, dtype=bool)
-    keep[pairs.clients, pairs.experts] = True
-    profit = -network.cost
-    worst = np.where(keep, profit, profit.max(initial=0)).min(axis=1)
-    loss = worst[:, None] - profit
-    if problem.allowed is not None:
-        loss[~problem.allowed] = np.iinfo(np.int64).max
-    least = max(int(-network.supplies[n : n + e].min()), -(-int(problem.min_experts.sum()) // e))
-    r = min(n, 2 * least + _EXTRA_CANDIDATES)
-    keep |= loss <= np.partition(loss, r - 1, axis=0)[r - 1]
-    if problem.allowed is not None:
-        keep &= problem.allowed
-    clients, experts = np.nonzero(keep)
-    return _Pairs(clients, experts, True)
+    def held(self, flows: Int) -> tuple[Int, Int]:
+        """(global client, expert) of every pair arc that carries flow."""
+        on = flows[: self.pair_clients.size] > 0
+        return self.clients[self.pair_clients[on]], self.pair_experts[on]
 
 
-def _network_arcs(network: _Network, pairs: _Pairs) -> _Arcs:
-    """Client→expert arcs of `pairs` (first, in order) followed by the fixed arcs."""
-    n = network.problem.n_clients
-    m = pairs.clients.size
-    if not pairs.pruned and network.problem.allowed is None:  # every pair, row-major
-        costs = network.cost.ravel()
-    else:
-        costs = network.cost[pairs.clients, pairs.experts]
-    tails = pairs.clients.astype(np.int32)
-    heads = (pairs.experts + n).astype(np.int32)
-    return _Arcs.join(_Arcs(tails, heads, np.ones(m, np.int64), costs), network.fixed)
+def _sink_arcs(market: Market, c: int, base: Int, lo: Int, hi: Int, prices: Int) -> _Arcs:
+    """expert→t: one arc for the optional holders, or one unit arc per optional holder
+    (the L-th in total costing ``unit(L)``) under a variance penalty."""
+    e = market.n_experts
+    t = c + e + 1
+    if market.penalty == 0:
+        return _Arcs(
+            np.arange(c, c + e, dtype=np.int32), np.full(e, t, np.int32),
+            np.maximum(hi - lo, 0), -prices.astype(np.int64),
+        )  # fmt: skip
+    count = np.maximum(hi - lo, 0)
+    expert = np.repeat(np.arange(e), count)
+    start = np.cumsum(count) - count
+    load = (base + lo)[expert] + 1 + np.arange(expert.size) - start[expert]
+    return _Arcs(
+        (expert + c).astype(np.int32), np.full(expert.size, t, np.int32),
+        np.ones(expert.size, np.int64), market.unit(load) - prices[expert],
+    )  # fmt: skip
 
 
 # -- engines ---------------------------------------------------------------------------------
@@ -421,120 +465,295 @@ def _run_networkx(arcs: _Arcs, supplies: Int) -> _Outcome:
 _RUNNERS: dict[str, _Runner] = {"ortools": _run_ortools, "networkx": _run_networkx}
 
 
-# -- optimality certificate for pruned networks ----------------------------------------------
+def _runner(engine: str) -> _Runner:
+    """The engine's run function (the registry checked the variant and its module; this
+    guards direct calls)."""
+    if engine not in _RUNNERS:
+        raise ValueError(f"`engine` must be one of {', '.join(_RUNNERS)}; got {engine!r}")
+    return _RUNNERS[engine]
 
 
-def _potentials(arcs: _Arcs, flows: Int, n_nodes: int, path_nodes: int) -> Int | None:
-    """Node potentials under which no residual arc of `flows` has negative reduced cost.
-
-    Shortest-path distances in the residual network from a virtual root joined to every node
-    at cost 0, by a vectorised Bellman–Ford that only relaxes arcs out of nodes that moved.
-    The network is bipartite, so a simple path has at most `path_nodes` nodes; distances that
-    still move after that many rounds reveal a negative cycle (None): `flows` is not optimal.
-    """
-    forward = flows < arcs.caps
-    backward = flows > 0
-    tails = np.concatenate([arcs.tails[forward], arcs.heads[backward]])
-    heads = np.concatenate([arcs.heads[forward], arcs.tails[backward]])
-    costs = np.concatenate([arcs.costs[forward], -arcs.costs[backward]])
-    dist = np.zeros(n_nodes, dtype=np.int64)
-    moved = np.ones(n_nodes, dtype=bool)
-    for _ in range(path_nodes + 1):
-        live = moved[tails]
-        if not live.any():
-            return dist
-        relaxed = dist.copy()
-        np.minimum.at(relaxed, heads[live], dist[tails[live]] + costs[live])
-        moved = relaxed < dist
-        dist = relaxed
-    return None
+# -- the search --------------------------------------------------------------------------------
 
 
-def _improving_pairs(network: _Network, pairs: _Pairs, dist: Int) -> tuple[Int, Int]:
-    """Allowed pairs outside the network with negative reduced cost under potentials `dist`.
+@dataclass
+class _Found:
+    """The end of a search: a native status and, when optimal, ``x`` with its prices."""
 
-    None found proves the flow optimal on every pair: `dist` then satisfies the complementary
-    slackness conditions of the whole network, checked in exact integer arithmetic.
-    """
-    problem = network.problem
-    n, e = problem.shape
-    reduced = network.cost + dist[:n, None]
-    reduced -= dist[None, n : n + e]
-    improving = reduced < 0
-    improving[pairs.clients, pairs.experts] = False
-    if problem.allowed is not None:
-        improving &= problem.allowed
-    clients, experts = np.nonzero(improving)
-    return clients, experts
-
-
-# -- the solve loop --------------------------------------------------------------------------
+    status: str
+    x: Bool | None = None
+    prices: Int | None = None
 
 
 @dataclass
 class _Search:
-    """Solves on candidate pairs until the certificate holds (or on every pair)."""
+    """One solve: the scaled problem, the engine, the clock and what happened."""
 
-    network: _Network
+    scaled: _Scaled
     run: _Runner
     build_time: float = 0.0
     solve_time: float = 0.0
+    solves: int = 0
+    arcs: int = 0
+    contested: int = 0
+    price_rounds: int = 0
+    refreshed: int = 0
     rounds: int = 0
-    widened: bool = False
     fallback: bool = False
-    pairs: _Pairs = field(init=False)
-    arcs: _Arcs = field(init=False)
 
-    def solve_on(self, pairs: _Pairs) -> _Outcome:
+    @property
+    def market(self) -> Market:
+        return self.scaled.market
+
+    # -- one network -------------------------------------------------------------------
+
+    def flow(self, x: Bool, clients: Int, pairs: tuple[Int, Int], prices: Int) -> str:
+        """Solve the network of `clients` over `pairs`, the others fixed as in `x`, and
+        write their holdings into `x`; the engine's status."""
         start = time.perf_counter()
-        self.pairs, self.arcs = pairs, _network_arcs(self.network, pairs)
+        market = self.market
+        local, experts = pairs
+        on = x[clients[local], experts]  # the pairs held now
+        base = x.sum(axis=0).astype(np.int64) - np.bincount(experts[on], minlength=market.n_experts)
+        kept = x[clients].sum(axis=1) - np.bincount(local[on], minlength=clients.size)
+        network = _Network.of(market, clients, pairs, base, prices, kept)
+        if network is not None and _too_costly(network, clients.size, market.n_experts):
+            network = _Network.of(market, clients, pairs, base, np.zeros_like(prices), kept)
         self.build_time += time.perf_counter() - start
-        outcome = self.run(self.arcs, self.network.supplies)
+        if network is None:
+            return "INFEASIBLE"
+        if _too_costly(network, clients.size, market.n_experts):
+            return "RESCALE"
+        outcome = self.run(network.arcs, network.supplies)
         self.build_time += outcome.load_time
         self.solve_time += outcome.solve_time
-        self.rounds += 1
-        return outcome
+        self.solves += 1
+        self.arcs = int(network.pair_clients.size)
+        if outcome.status == "OPTIMAL" and outcome.flows is not None:
+            x[clients[local], experts] = False
+            x[network.held(outcome.flows)] = True
+        return outcome.status
 
-    def until_proven(self, pairs: _Pairs) -> _Outcome:
-        """Solve; while pairs are pruned, certify or add the improving pairs and re-solve.
+    def timed(self, into: str, fn: Callable[..., Any], *args: Any) -> Any:
+        start = time.perf_counter()
+        out = fn(*args)
+        setattr(self, into, getattr(self, into) + time.perf_counter() - start)
+        return out
 
-        A pruned network that is infeasible is widened once by each expert's likeliest
-        clients (:func:`_widened_pairs`); infeasible again, or still uncertified after
-        `_MAX_ROUNDS` solves, it is replaced by every pair: only that network decides
-        infeasibility.
+    # -- strategies ----------------------------------------------------------------------
+
+    def dense(self) -> _Found:
+        """One network with every allowed pair; the certificate as for any other answer."""
+        market = self.market
+        n = market.n_clients
+        x = np.zeros((n, market.n_experts), dtype=bool)
+        everyone = np.arange(n)
+        rows, experts = _prices.where2(market.value > market.excluded)
+        prices = np.zeros(market.n_experts, dtype=np.int64)
+        self.contested = n
+        status = self.flow(x, everyone, (rows, experts), prices)
+        if status != "OPTIMAL":
+            return _Found(status)
+        everyone_mask = np.ones(n, dtype=bool)
+        zeros = np.zeros(n, dtype=np.int64)
+        found, _ = self.timed(
+            "solve_time", _prices.potentials, market, x, prices, everyone_mask, zeros
+        )
+        if found is None or not self.timed("solve_time", _prices.certify, market, x, found).ok:
+            return _Found("NEGATIVE_CYCLE")
+        return _Found("OPTIMAL", x, found)
+
+    def by_prices(self, start_prices: Int, width: int) -> _Found:
+        """Settle prices, contest the clients they leave open, certify; widen what fails.
+
+        The open clients are the ties and movers of :func:`._prices.contested`, plus, when
+        the prices did not settle on a feasible assignment, the clients of least margin
+        (one in :data:`_NEAR_SHARE`; an eighth as many when they did); when the expert
+        graph finds the flow of that neighbourhood not optimal overall, the neighbourhood
+        doubles, or its clients get every pair when the cycle runs through pairs beyond
+        their candidates. A certificate that names clients gives them every pair.
         """
-        outcome = self.solve_on(pairs)
-        while self.pairs.pruned and outcome.status in ("OPTIMAL", "INFEASIBLE"):
-            if outcome.status == "INFEASIBLE" and not self.widened:
-                self.widened = True
-                outcome = self.solve_on(self._timed_build(_widened_pairs, self.pairs))
+        market = self.market
+        cand, settled = self._settle(start_prices, width)
+        prices = settled.prices
+        x = _prices.held_matrix(market, settled.choice)
+        margin = _prices.margins(market, cand, settled.choice, x)
+        extra = _prices.contested(market, settled, margin)
+        whole = np.zeros(market.n_clients, dtype=bool)  # clients given every allowed pair
+        least = max(_NEAR_LEAST, market.n_clients // _NEAR_SHARE)
+        near = least // 8 if settled.converged and _within_band(market, x) else least
+        for _ in range(_MAX_ROUNDS):
+            self.rounds += 1
+            open_ = extra | whole | (margin <= _threshold(margin, near, market))
+            if open_.any():
+                window = 2 * max(int(margin[open_].max()), 0)
+                status = self._contest(x, open_, whole, window, settled.choice, prices)
+                if status == "WIDENED":
+                    extra |= open_
+                    continue
+                if status == "DENSE":
+                    break
+                if status != "OPTIMAL":
+                    return _Found(status)
+            limit = 4 * int(open_.sum()) + least
+            found, used = self.timed(
+                "solve_time", _prices.potentials, market, x, prices, open_, margin, limit
+            )
+            if found is None:  # the neighbourhood's flow is not optimal overall: grow it
+                if not (used & ~open_).any() and not whole[open_].all():
+                    whole |= open_  # the cycle runs through pairs beyond the candidates
+                else:
+                    near = max(2 * near, least)
+                if open_.all():
+                    whole[:] = True
                 continue
-            if outcome.status == "INFEASIBLE" or self.rounds >= _MAX_ROUNDS:
-                self.fallback = True
-                return self.solve_on(_every_pair(self.network.problem))
-            assert outcome.flows is not None
-            improving = self.certify(outcome.flows)
-            if improving is None:
-                return _Outcome("NEGATIVE_CYCLE")
-            if not improving[0].size:
-                return outcome
-            outcome = self.solve_on(self.pairs.plus(*improving))
-        return outcome
+            verdict = self.timed("solve_time", _prices.certify, market, x, found, cand)
+            if verdict.ok:
+                return _Found("OPTIMAL", x, found)
+            whole[verdict.clients] = True
+            extra |= x[:, verdict.experts].any(axis=1)
+        self.fallback = True
+        return self.dense()
 
-    def certify(self, flows: Int) -> tuple[Int, Int] | None:
-        """Pairs outside the network that would improve `flows` (None: a negative cycle)."""
-        start = time.perf_counter()
-        path_nodes = 2 * min(self.network.problem.shape) + 6
-        dist = _potentials(self.arcs, flows, self.network.n_nodes, path_nodes)
-        improving = None if dist is None else _improving_pairs(self.network, self.pairs, dist)
-        self.solve_time += time.perf_counter() - start
-        return improving
+    def _settle(self, prices: Int, width: int) -> tuple[_prices.Candidates, _prices.Settled]:
+        """Rank the candidates and settle the prices on them."""
+        market = self.market
+        cand = self.timed("build_time", _prices.rank, market, prices, width)
+        settled = self.timed("solve_time", _prices.settle, market, cand, prices)
+        self.price_rounds += settled.rounds
+        self.refreshed += settled.refreshed
+        return settled.cand, settled
 
-    def _timed_build(self, widen: Callable[[_Network, _Pairs], _Pairs], pairs: _Pairs) -> _Pairs:
+    def _contest(
+        self, x: Bool, open_: Bool, whole: Bool, window: int, choice: _prices.Choice, prices: Int
+    ) -> str:
+        """One flow on the open clients' candidates within `window` of their cut; when the
+        fixed ones leave it infeasible, widen `open_` by the clients that can fix the bands
+        (``"WIDENED"``), or by every client; ``"DENSE"`` when every client on every
+        candidate is still infeasible."""
+        market = self.market
+        clients = np.flatnonzero(open_)
+        self.contested = int(clients.size)
+        if open_.all():
+            window = market.inf
+        pairs = _pairs(market, choice, clients, whole[clients], window)
+        status = self.flow(x, clients, pairs, prices)
+        if status != "INFEASIBLE":
+            return status
+        base = x.sum(axis=0).astype(np.int64) - x[clients].sum(axis=0)
+        reach = np.bincount(pairs[1], minlength=market.n_experts)
+        excess = np.maximum(base - market.hi, 0)
+        short = np.maximum(market.lo - base - reach, 0)
+        more = _prices.helpers(market, choice, excess, short) & ~open_
+        if more.any():
+            open_ |= more
+            return "WIDENED"
+        if not open_.all():
+            open_[:] = True
+            return "WIDENED"
+        return "DENSE"
+
+
+def _within_band(market: Market, x: Bool) -> bool:
+    held_loads = x.sum(axis=0)
+    return bool(((held_loads >= market.lo) & (held_loads <= market.hi)).all())
+
+
+def _threshold(margin: Int, count: int, market: Market) -> int:
+    """A margin that about `count` clients do not exceed (0: the ties only)."""
+    if count <= 0:
+        return 0
+    if count >= margin.size:
+        return market.inf
+    return max(int(np.partition(margin, count)[count]), 0)
+
+
+def _too_costly(network: _Network, clients: int, experts: int) -> bool:
+    """Whether some cost of `network` is beyond what OR-Tools takes at its size."""
+    limit = _ortools_limit(max(clients, 1), experts)
+    return bool(np.abs(network.arcs.costs).max(initial=0) > limit)
+
+
+def _pairs(
+    market: Market, choice: _prices.Choice, clients: Int, whole: Bool, window: int
+) -> tuple[Int, Int]:
+    """(local client, expert) arcs of `clients`: the allowed candidates whose slack (how far
+    a price must move to change whether the client holds them) is at most `window`, or
+    every allowed expert of the clients marked `whole`. The other holdings stay fixed."""
+    experts = choice.experts[:, clients]
+    slack = np.where(
+        choice.held[:, clients],
+        choice.reduced[:, clients] - choice.keep[clients],
+        choice.enter[clients] - choice.reduced[:, clients],
+    )
+    free = (slack <= window) & (choice.reduced[:, clients] > market.excluded // 2)
+    free[:, whole] = False
+    slots, local = _prices.where2(free)
+    picked = experts[slots, local].astype(np.int64)
+    if whole.any():
+        wide = np.flatnonzero(whole)
+        wl, we = _prices.where2(market.value[clients[wide]] > market.excluded)
+        local = np.concatenate([local, wide[wl]])
+        picked = np.concatenate([picked, we.astype(np.int64)])
+    return local.astype(np.int64), picked
+
+
+# -- the backend -------------------------------------------------------------------------------
+
+
+def _check_options(strategy: str, candidates: int | None) -> None:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"`strategy` must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
+    if candidates is not None and (
+        not isinstance(candidates, int) or isinstance(candidates, bool) or candidates < 1
+    ):
+        raise ValueError(f"`candidates` must be a positive integer or None; got {candidates!r}")
+
+
+def _width(problem: AssignmentProblem, candidates: int | None) -> int:
+    """Candidates per client: `candidates`, at least one more than any client may hold."""
+    least = int(problem.max_experts.max(initial=0)) + 1
+    return max(least, least - 1 + _EXTRA_CANDIDATES if candidates is None else candidates)
+
+
+def _start_prices(scaled: _Scaled, prices: NDArray[np.float64] | None) -> Int:
+    """Starting prices in scaled units: the given ones (utility units), or the marginal cost
+    of the mean load under a variance penalty, or zero."""
+    market = scaled.market
+    bound = market.price_bound
+    if prices is not None and prices.shape == (market.n_experts,):
+        return np.clip(np.rint(np.ldexp(prices, market.exponent)), -bound, bound).astype(np.int64)
+    if market.penalty == 0:
+        return np.zeros(market.n_experts, dtype=np.int64)
+    mean = round(int(market.least.sum()) / market.n_experts)
+    load = np.clip(mean, market.lo + 1, np.maximum(market.hi, market.lo + 1))
+    return np.clip(market.unit(load), -bound, bound)
+
+
+def _search(
+    problem: AssignmentProblem,
+    run: _Runner,
+    strategy: str,
+    width: int,
+    prices: NDArray[np.float64] | None,
+) -> tuple[_Search, _Found]:
+    """Scale, then search with `strategy`; a network too large for the scale is solved
+    again on every pair at the scale its size allows."""
+    start = time.perf_counter()
+    scaled = _scaled(problem)
+    search = _Search(scaled, run, build_time=time.perf_counter() - start)
+    if strategy == "dense":
+        found = search.dense()
+    else:
+        found = search.by_prices(_start_prices(scaled, prices), width)
+    if found.status == "RESCALE":
         start = time.perf_counter()
-        wider = widen(self.network, pairs)
-        self.build_time += time.perf_counter() - start
-        return wider
+        coarse = _Search(_scaled(problem, problem.n_clients), run, fallback=True)
+        coarse.build_time = search.build_time + time.perf_counter() - start
+        coarse.solve_time = search.solve_time
+        coarse.solves = search.solves
+        search, found = coarse, coarse.dense()
+    return search, found
 
 
 def solve(
@@ -543,6 +762,7 @@ def solve(
     time_limit: float | None = None,
     seed: int | None = None,
     engine: str = "ortools",
+    strategy: str = "prices",
     candidates: int | None = None,
 ) -> Assignment:
     r"""Solve `problem` exactly as a min-cost flow.
@@ -561,18 +781,24 @@ def solve(
         The variant: OR-Tools' cost-scaling ``SimpleMinCostFlow`` (fast) or networkx's
         network simplex (pure Python; ``"flow:networkx"``). The registry checks it and
         its module.
+    strategy : {"prices", "dense"}
+        ``prices``: settle expert prices, one small flow on the clients they leave open,
+        certify (default); ``dense``: one flow on every allowed pair.
     candidates : int, optional
-        Experts per client in the first solve (its best by effective utility). Default:
-        ``max(max_experts) + 8`` on problems with at least 50,000 pairs where that is at
-        most half the experts, every pair otherwise.
+        Experts per client that the prices are settled on and the small flow may choose
+        from (its best under the current prices, ranked again when prices move past them;
+        a client the certificate names gets every pair), at least ``max(max_experts) + 1``.
+        Default: ``max(max_experts) + 8``.
 
     Returns
     -------
     Assignment
-        ``OPTIMAL`` with `bound` = objective + the certified rounding error (0 when every
-        cost is a multiple of 1/scale), or ``INFEASIBLE`` with a reason, or ``ERROR``
-        naming the engine's status. `info` holds the engine, the cost scale, the
-        client→expert arcs of the last solve, the solves and whether pairs were pruned.
+        ``OPTIMAL`` with `bound` = objective + the certified rounding error when that is
+        within :data:`RTOL` of the objective's scale, ``FEASIBLE`` with the same bound
+        otherwise; ``INFEASIBLE`` with a reason; or ``ERROR`` naming the engine's status.
+        `info` holds the engine, the strategy, the cost scale, the contested clients, the
+        client→expert arcs of the last flow, the flows solved and the prices (utility
+        units).
 
     Notes
     -----
@@ -591,16 +817,19 @@ def solve(
     penalty λ with a fixed total F, :math:`\sum_e (L_e - \bar L)^2 = \sum_e L_e^2 - F^2/E`
     and e → t becomes unit arcs, the k-th costing λ(2k − 1) (convex, so they fill in order).
 
-    Costs are scaled by a power of two s (largest magnitude at most
-    :math:`2^{62} / (4 (\ell + 1)(|V| + 1))`, ℓ the nodes of a simple path), so OR-Tools
-    cannot overflow, and rounded; the rounding error δ ≤ 1/(2s) per arc is computed exactly,
-    and the optimum of the rounded network is within δ·(arcs used by it + by any flow) of
-    the true optimum: that is `bound` − `objective`. The objective is recomputed in float64.
+    Costs are scaled by a power of two :math:`2^q` (largest magnitude at most
+    :math:`2^{62} / (4 (\ell + 1)(|V| + 1))` for a network of |V| nodes and ℓ the nodes of a
+    simple path, so OR-Tools cannot overflow) and rounded; the rounding error δ per arc is
+    computed exactly, and the optimum of the rounded network is within δ·(arcs used by it
+    + by any flow) of the true optimum: that is `bound` − `objective`.
 
-    With pruned pairs, potentials π (shortest-path distances in the residual network)
-    certify the flow: every pruned pair needs :math:`c_{ne} + π_n - π_e \ge 0`. Pairs that
-    fail are added and the flow re-solved; with none failing, π proves the flow optimal on
-    the full network.
+    Prices: with expert prices p, client n holds its best experts by :math:`A_{ne} =
+    S_{ne} - p_e` (S the scaled utilities). The certificate is integer potentials —
+    :math:`-p_e` for experts, 0 for s and t, a threshold :math:`t_n` per client — under
+    which every residual arc has a nonnegative reduced cost: every held :math:`A_{ne} \ge
+    t_n \ge` every other allowed :math:`A_{ne'}`, :math:`t_n \le 0` if n may hold more,
+    :math:`\ge 0` if fewer, and :math:`p_e` between the cost of the last holder of e and
+    of one more. That is the min-cost flow optimality condition, checked on every pair.
 
     Examples
     --------
@@ -612,59 +841,155 @@ def solve(
     >>> result.status, result.objective, [result.experts_of(n) for n in range(2)]
     (<Status.OPTIMAL: 'optimal'>, 3.5, [[0], [1]])
     """
-    if candidates is not None and (not isinstance(candidates, int) or candidates < 1):
-        raise ValueError(f"`candidates` must be a positive integer or None; got {candidates!r}")
-    run = _RUNNERS[engine]
-    start = time.perf_counter()
-    network = _build_network(problem)
-    pairs = _candidate_pairs(network, candidates)
-    search = _Search(network, run, build_time=time.perf_counter() - start)
-    outcome = search.until_proven(pairs)
-    return _result(search, outcome, engine)
+    _check_options(strategy, candidates)
+    run = _runner(engine)
+    search, found = _search(problem, run, strategy, _width(problem, candidates), None)
+    return _result(search, found, engine, strategy)
 
 
-def _result(search: _Search, outcome: _Outcome, engine: str) -> Assignment:
-    """Map the engine's outcome to an :class:`Assignment` (the objective in float64)."""
-    network = search.network
+class FlowSolver:
+    """A flow session: a sequence of problems, each solved from the last one's prices.
+
+    In a federated run the utilities move a little between rounds (an EMA on the pairs
+    held); the last round's prices are then close to the new ones, so settling them takes
+    a round or two and the contested clients are few. Prices carry over between problems
+    with the same number of experts (clients may differ); anything else starts cold.
+
+    Parameters
+    ----------
+    engine, strategy, candidates
+        As for :func:`solve`.
+    warm : bool
+        Start each solve from the last prices (default); ``False`` makes every call cold.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flexmoe.assign import AssignmentProblem
+    >>> session = FlowSolver()
+    >>> p = AssignmentProblem(np.array([[3.0, 1.0], [2.0, 0.5]]), max_experts=1, load_max=1)
+    >>> first = session.solve(p)
+    >>> again = session.solve(p.replace(utility=[[3.0, 1.5], [2.0, 0.5]]))
+    >>> first.status, again.status, again.objective
+    (<Status.OPTIMAL: 'optimal'>, <Status.OPTIMAL: 'optimal'>, 3.5)
+    """
+
+    def __init__(
+        self,
+        *,
+        engine: str = "ortools",
+        strategy: str = "prices",
+        candidates: int | None = None,
+        warm: bool = True,
+    ) -> None:
+        _check_options(strategy, candidates)
+        self._run = _runner(engine)
+        self.engine, self.strategy, self.candidates, self.warm = engine, strategy, candidates, warm
+        self.prices: NDArray[np.float64] | None = None
+        """The last optimal prices, in utility units (None before the first)."""
+
+    def solve(
+        self,
+        problem: AssignmentProblem,
+        *,
+        time_limit: float | None = None,
+        seed: int | None = None,
+    ) -> Assignment:
+        """Solve `problem` like the backend's :func:`solve`, from the last prices.
+
+        Used as the backend's session (``SESSION``): ``flexmoe.assign.Solver("flow")``
+        adds the unsupported check, the precheck and the independent verifier around it,
+        as :func:`flexmoe.assign.solve` does around :func:`solve`.
+        """
+        start_prices = self.prices if self.warm else None
+        width = _width(problem, self.candidates)
+        search, found = _search(problem, self._run, self.strategy, width, start_prices)
+        result = _result(search, found, self.engine, self.strategy)
+        if found.prices is not None:
+            self.prices = np.ldexp(found.prices.astype(np.float64), -search.market.exponent)
+        return result
+
+    def state_dict(self) -> dict[str, Any]:
+        """The last prices, JSON-serialisable (a checkpointed federated run resumes them)."""
+        return {"prices": None if self.prices is None else self.prices.tolist()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        prices = state.get("prices")
+        self.prices = None if prices is None else np.asarray(prices, dtype=np.float64)
+
+
+#: The backend's session class (see :class:`flexmoe.assign.Solver`).
+SESSION = FlowSolver
+
+
+def _backend_name(engine: str) -> str:
+    return spec_name(NAME, engine, VARIANTS)
+
+
+def _result(search: _Search, found: _Found, engine: str, strategy: str) -> Assignment:
+    """Map the search's end to an :class:`Assignment` (the objective in float64)."""
+    scaled = search.scaled
     status, message = _NATIVE.get(
-        outcome.status, (Status.ERROR, f"unexpected engine status {outcome.status}")
+        found.status, (Status.ERROR, f"unexpected engine status {found.status}")
     )
     info: dict[str, Any] = {
         "engine": engine,
-        "native_status": outcome.status,
-        "scale": network.scale,
-        "arcs": int(search.pairs.clients.size),
-        "solves": search.rounds,
-        "pruned": search.pairs.pruned,
-        "widened": search.widened,
+        "strategy": strategy,
+        "native_status": found.status,
+        "scale_exponent": scaled.market.exponent,
+        "scale": math.ldexp(1.0, scaled.market.exponent) if scaled.market.exponent < 1024 else None,
+        "arcs": search.arcs,
+        "solves": search.solves,
+        "contested": search.contested,
+        "price_rounds": search.price_rounds,
+        "refreshed": search.refreshed,
+        "rounds": search.rounds,
         "fallback": search.fallback,
-        "max_rounding_error": network.max_error,
+        "max_rounding_error": math.ldexp(scaled.max_error, -scaled.market.exponent),
     }
-    backend = spec_name(NAME, engine, VARIANTS)
+    backend = _backend_name(engine)
     times: dict[str, Any] = {
         "build_time": search.build_time,
         "solve_time": search.solve_time,
         "info": info,
     }
-    if status is not Status.OPTIMAL or outcome.flows is None:
+    if status is not Status.OPTIMAL or found.x is None:
         return Assignment.no_solution(status, backend, message, **times)
-    x, rounded = _extract(network, search.pairs, outcome.flows)
+    problem = scaled.problem
+    x = found.x
+    held_loads = x.sum(axis=0)
+    rounded = int(x.sum())
+    if problem.balance_penalty > 0:
+        rounded += int(np.maximum(held_loads - scaled.market.lo, 0).sum())
+    if found.prices is not None:
+        prices = np.ldexp(found.prices.astype(np.float64), -scaled.market.exponent)
+        info["prices"] = prices.tolist()
     result = Assignment.from_x(
-        network.problem, x, status=Status.OPTIMAL, bound=math.nan, backend=backend, **times
+        problem, x, status=Status.OPTIMAL, bound=math.nan, backend=backend, **times
     )
+    gap = scaled.error_bound(rounded)
+    bound = result.objective + gap
+    scale = max(abs(result.objective), scaled.reach)
+    if gap > RTOL * scale:  # cancellation in the objective: its terms set the scale
+        scale = max(scale, _held_magnitude(problem, x))
+    if gap <= RTOL * scale:
+        return result.replace(bound=bound)
+    info["certified_gap"] = gap
     return result.replace(
-        bound=result.objective + network.max_error * (rounded + network.most_arcs)
+        status=Status.FEASIBLE,
+        bound=bound,
+        message=(
+            f"optimal for the costs rounded to multiples of 2**{-scaled.market.exponent}, "
+            f"but the rounding certifies only bound − objective <= {gap:.3g}, above "
+            f"{RTOL:g} × the objective's scale {scale:.3g}"
+        ),
     )
 
 
-def _extract(network: _Network, pairs: _Pairs, flows: Int) -> tuple[Bool, int]:
-    """``x`` from the client→expert flows, and how many rounded-cost unit arcs carry flow."""
-    problem = network.problem
-    m = pairs.clients.size
-    held = flows[:m] > 0
-    x = np.zeros(problem.shape, dtype=bool)
-    x[pairs.clients[held], pairs.experts[held]] = True
-    rounded = int(held.sum())
-    if problem.balance_penalty > 0:  # the unit expert→t arcs sit between s→n and t→s
-        rounded += int(flows[m + problem.n_clients : -1].sum())
-    return x, rounded
+def _held_magnitude(problem: AssignmentProblem, x: Bool) -> float:
+    """Σ |effective utility| over the held pairs."""
+    total = 0.0
+    for rows in _prices.chunks(problem.n_clients, problem.n_experts):
+        total += float(np.abs(_effective_rows(problem, rows))[x[rows]].sum())
+    return total

@@ -160,7 +160,8 @@ def balanced_assignment(problem: AssignmentProblem) -> Bool:
     4. Balance: with ``balance_penalty > 0`` the proposals run under a load cap that
        anticipates λ (:func:`_balance_cap`); after the repairs, rounds of single-client
        moves (add, drop, swap) that lower λ·imbalance more than they cost in utility,
-       in batches checked against the exact objective.
+       in batches checked against the exact objective, until a round gains less than
+       1 % (:data:`IMPROVE_RTOL`) of what the rounds before it gained.
 
     Guarantee: with count loads and no budget rows the result is feasible
     whenever the problem is (any allowed mask, switch cost or balance penalty).
@@ -228,12 +229,16 @@ def _balance_cap(state: _State) -> Float:
     A client of typical weight ``w`` moving onto an expert ``d`` above the mean load
     costs about ``2λ·w·d`` (variance), so experts stop being worth the typical utility
     spread ``Δu`` (the standard deviation of the scores) at ``d = Δu / (2λ·w)``. With the
-    range metric the cap is the mean when ``λ·w >= Δu``, else none.
+    range metric the cap is the mean when ``λ·w >= Δu``, else none. Without load (every
+    weight 0) there is no cap: no move changes the penalty.
     """
     p = state.problem
     finite = state.score[np.isfinite(state.score)]
-    spread = float(finite.std()) if finite.size else 0.0
+    top = float(np.abs(finite).max(initial=0.0))
+    spread = top * float((finite / top).std()) if top > 0 else 0.0  # no overflow at 1e300
     w = float(state.weight.mean())
+    if w == 0.0:
+        return np.full(p.n_experts, np.inf)
     mean = float((p.min_experts * state.weight.mean(axis=1)).sum()) / p.n_experts
     if p.balance_metric is BalanceMetric.RANGE:
         over = 0.0 if p.balance_penalty * w >= spread else np.inf
@@ -841,20 +846,30 @@ class _Search:
 # -- step 4: the soft balance term ----------------------------------------------------------
 
 
-def _improve(state: _State, rounds: int = 100, rtol: float = 1e-6) -> None:
+#: A round of balance moves that gains less than this share of what the rounds before it
+#: gained ends the search (diminishing returns).
+IMPROVE_RTOL = 0.01
+
+
+def _improve(state: _State, rtol: float = IMPROVE_RTOL) -> None:
     """Rounds of single-client moves (add, drop or swap one expert) whose utility change
     beats the change of ``λ·imbalance``; many clients move per round. A batch is kept only
-    if the exact objective improves, else its better half is tried. Stops after `rounds`
-    or when a round gains less than `rtol` of the objective."""
+    if the exact objective improves, else its better half is tried. Stops when no batch
+    improves, or when a round gains less than `rtol` of the total gained by the rounds
+    before it. Every round improves the objective strictly, so the search ends; a guard of
+    one round per client only bounds pathological cases."""
     done = 0
-    while done < rounds:
+    gained = 0.0
+    while done < max(state.problem.n_clients, 100):
         before = _penalised(state)
         clients, add, drop = _best_moves(state)
         if not _try_moves(state, clients, add, drop, before):
             break
         done += 1
-        if _penalised(state) - before < rtol * max(1.0, abs(before)):
+        gain = _penalised(state) - before
+        if done > 1 and gain < rtol * gained:
             break
+        gained += gain
     state.info["improving_rounds"] = done
 
 

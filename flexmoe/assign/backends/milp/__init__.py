@@ -51,13 +51,29 @@ loads and re-solves until the true objective of the best assignment is within `m
 of the dual bound; ``info["balance_model"]`` says which case applied and
 ``info["rounds"]`` how many solves it took.
 
-``OPTIMAL`` means the solver finished and ``(bound − objective) / max(|objective|,
-|bound|) ≤ mip_gap`` (default 1e-6), where `objective` is recomputed in float64 from
-``x`` and `bound` is the solver's dual bound; a bound within 1e-9·max(1, |objective|)
-plus 1e-6 (the row feasibility tolerance) times the objective weight of the continuous
-balance columns counts as equal. A time limit gives ``FEASIBLE`` with that bound (or, if
-the solver proved none yet, each client's best experts ignoring every coupling), or
-``LIMIT_NO_SOLUTION``; never ``OPTIMAL``.
+Certificates. Every engine sees the objective in units of ``problem.objective_unit``
+(a power of two at or below its largest coefficient), so the solvers' absolute
+tolerances act as relative ones whatever the scale of the utilities. ``OPTIMAL`` means
+the solver finished and the library's own check holds: ``(bound − objective) /
+max(|objective|, |bound|, scale) ≤ mip_gap`` (default 1e-6,
+:data:`~flexmoe.assign.result.OPTIMAL_RTOL`), where `objective` and `scale` (the
+magnitude of the objective's terms) are recomputed in float64 from ``x`` and `bound` is
+the solver's dual bound — with the root phase of ``highs`` the least of the root's bound
+(weak duality recomputed in numpy, in the problem's units) and the solver's bound on the
+restricted model raised to the `floor` of the pairs fixed away (:mod:`.root`); a root
+phase that finishes the solve is held to the same relative gap. A bound within
+1e-9·scale plus 1e-6 (the row feasibility tolerance) times the objective weight of the
+continuous balance columns counts as equal; a bound further below the objective
+certifies nothing (``FEASIBLE``, the message says so). A time limit gives ``FEASIBLE``
+with that bound (or, if the solver proved none yet, each client's best experts ignoring
+every coupling), or ``LIMIT_NO_SOLUTION``; never ``OPTIMAL``.
+
+``INFEASIBLE`` is proved by HiGHS without presolve: ``milp`` turns HiGHS's presolve off
+(:data:`~.engines.HIGHS_DEFAULTS`), ``milp:scipy`` SciPy's
+(:data:`~.engines.SCIPY_DEFAULTS`: with it SciPy's HiGHS returns false infeasibilities
+and wrong optima); an "infeasible" or a failure of an engine that runs a presolve
+(``milp:pulp``, or ``highs_options={"presolve": "on"}``) is solved again by HiGHS without
+presolve, and ``info["confirmed_by"]`` names it.
 
 Examples
 --------

@@ -6,25 +6,34 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from flexmoe.assign.backends._highs import new_highs
 from flexmoe.assign.backends.milp import root as root_phase
-from flexmoe.assign.backends.milp.engines import BOUND_SNAP, ENGINES, FEASIBILITY, Run, Settings
+from flexmoe.assign.backends.milp.engines import (
+    BOUND_SNAP,
+    ENGINES,
+    FEASIBILITY,
+    HighsEngine,
+    Run,
+    Settings,
+    report_to,
+)
 from flexmoe.assign.backends.milp.model import MilpModel, formulate
 from flexmoe.assign.backends.milp.root import Root
+from flexmoe.assign.deadline import current, seconds_left
 from flexmoe.assign.problem import AssignmentProblem, Bool
 from flexmoe.assign.registry import spec_name
-from flexmoe.assign.result import Assignment, Status, relative_gap
-from flexmoe.assign.verify import expert_loads, objective_value, verify
+from flexmoe.assign.result import OPTIMAL_RTOL, Assignment, Status, relative_gap
+from flexmoe.assign.verify import expert_loads, objective_scale, objective_value, verify
 
 __all__ = ["DEFAULT_MIP_GAP", "solve"]
 
-#: Relative gap at which a finished solve counts as optimal.
-DEFAULT_MIP_GAP = 1e-6
+#: Relative gap at which a finished solve counts as optimal (:data:`OPTIMAL_RTOL`).
+DEFAULT_MIP_GAP = OPTIMAL_RTOL
 #: The solver stops at this share of `mip_gap`, so its own gap definition (relative to
 #: the incumbent, or with an absolute floor) and float noise stay inside ours.
 SOLVER_GAP_SHARE = 0.5
@@ -74,7 +83,9 @@ def solve(
         For ``milp:highs`` only: run the root phase of :mod:`.root` first (budget
         covers, a bound checked in numpy, incumbents from the LP, reduced-cost fixing);
         ``info["root"]`` says what it did. The bound is then the least of the root's and
-        ``max(solver's bound, root.floor)`` (the pairs fixed away are worth no more).
+        ``max(solver's bound, root.floor)`` (the pairs fixed away are worth no more). It
+        keeps `time_limit` (each of its LPs and sub-MIPs gets the time left) and ends the
+        solve only when its relative gap is at most `mip_gap`, like the solver.
 
     Returns
     -------
@@ -85,7 +96,11 @@ def solve(
     start = time.perf_counter()
     _check_options(mip_gap, threads)
     deadline = None if time_limit is None else start + time_limit
+    progress = current()  # a time-limited solve reports what it finds as it goes
     warm, warm_note = _warm_start(problem, seed) if warm_start else (None, "off")
+    if warm is not None:
+        progress.offer(problem, warm, source=f"the warm start ({warm_note})")
+    progress.tighten(problem, _trivial_bound(problem))
     warm_time = time.perf_counter() - start
     model = formulate(problem, warm)
     settings = Settings(SOLVER_GAP_SHARE * mip_gap, threads, seed or 0, solver, highs_options or {})
@@ -93,28 +108,23 @@ def solve(
     root = None
     if tighten and engine == "highs":
         root = root_phase.tighten(problem, model, warm, settings, deadline, mip_gap)
-        model, warm = root.model, root.best
-    if root is not None and root.finished:
-        solver = f"HiGHS {new_highs().version()} (root phase)"
-        outcome = _Outcome(Run("optimal", None, root.bound, "root phase"), root.best,
-                           root.value, root.bound, 1, 0.0)  # fmt: skip
-    else:
-        tick = time.perf_counter()
-        runner = ENGINES[engine](model, settings)
-        if warm is not None:
-            runner.set_start(model.start(problem, warm))
-        solver, build_time = runner.solver, build_time + time.perf_counter() - tick
-        outcome = _optimise(problem, model, runner, deadline, mip_gap, warm, root)
-    if root is not None:  # the root phase is solving: its LPs and sub-MIPs
-        outcome.solve_time += root.info["root_time"]
+    outcome, name, proves, more_build = _branch(
+        problem, model, warm, root, settings, engine, deadline, mip_gap
+    )
     info = {
         "engine": engine,
-        "solver": solver,
+        "solver": name,
         "warm_start": warm_note,
         "warm_start_time": warm_time,
+        "objective_unit": model.unit,
+        "rtol": mip_gap,
         **({} if root is None else {"root": root.info}),
-        **outcome.info(model),
+        **outcome.info(model if root is None else root.model),
     }
+    if outcome.x is None and not proves and not progress.cancelled:
+        outcome = _confirmed(problem, model, outcome, settings, deadline)
+        info["confirmed_by"] = outcome.witness
+    build_time += more_build
     return _result(problem, outcome, mip_gap, engine, build_time=build_time, info=info)
 
 
@@ -124,6 +134,41 @@ def _check_options(mip_gap: float, threads: int | None) -> None:
         raise ValueError(f"`mip_gap` must be a number in [0, 1); got {mip_gap!r}")
     if threads is not None and not (isinstance(threads, int) and threads > 0):
         raise ValueError(f"`threads` must be a positive integer; got {threads!r}")
+
+
+def _branch(
+    problem: AssignmentProblem,
+    model: MilpModel,
+    warm: Bool | None,
+    root: Root | None,
+    settings: Settings,
+    engine: str,
+    deadline: float | None,
+    mip_gap: float,
+) -> tuple[_Outcome, str, bool, float]:
+    """The branch and bound after the root phase (if any): the outcome, the solver's
+    name, whether an "infeasible" of it is a proof, and its build time.
+
+    A root phase that certified `mip_gap` is the answer as it is; otherwise the engine
+    solves the root's (restricted) model from its best assignment, and the root phase's
+    time counts as solve time."""
+    if root is not None and root.finished:
+        outcome = _Outcome(Run("optimal", None, root.bound, "root phase"), root.best,
+                           root.value, root.bound, 1, root.info["root_time"])  # fmt: skip
+        return outcome, f"HiGHS {new_highs().version()} (root phase)", True, 0.0
+    tick = time.perf_counter()
+    if root is not None:
+        model, warm = root.model, root.best
+    runner = ENGINES[engine](model, settings)
+    if warm is not None:
+        runner.set_start(model.start(problem, warm))
+    floor = -math.inf if root is None else root.floor
+    report_to(current(), problem, model, runner, floor)
+    build = time.perf_counter() - tick
+    outcome = _optimise(problem, model, runner, deadline, mip_gap, warm, root)
+    if root is not None:  # the root phase is solving: its LPs and sub-MIPs
+        outcome.solve_time += root.info["root_time"]
+    return outcome, runner.solver, runner.proves_infeasibility, build
 
 
 def _warm_start(problem: AssignmentProblem, seed: int | None) -> tuple[Bool | None, str]:
@@ -148,6 +193,8 @@ class _Outcome:
     rounds: int
     solve_time: float
     tolerance: float = 0.0
+    witness: str = ""
+    """Who confirmed an "infeasible" or "error" of an engine that runs a presolve."""
 
     def info(self, model: MilpModel) -> dict[str, Any]:
         return {
@@ -178,18 +225,23 @@ def _optimise(
     best, value = warm, -math.inf if warm is None else objective_value(problem, warm)
     bound, rounds, spent = math.inf if root is None else root.bound, 0, 0.0
     floor = -math.inf if root is None else root.floor
+    progress = current()
     while True:
         rounds += 1
         tick = time.perf_counter()
-        run = runner.run(None if deadline is None else max(deadline - tick, 1e-3))
+        run = runner.run(seconds_left(deadline))
         spent += time.perf_counter() - tick
-        bound = bound if math.isnan(run.bound) else min(bound, max(run.bound, floor))
+        if not math.isnan(run.bound):  # the pairs fixed away are worth at most `floor`
+            bound = min(bound, max(run.bound * model.unit, floor))
         x = None if run.values is None else model.assignment(run.values, problem.shape)
         if x is not None and objective_value(problem, x) > value:
             best, value = x, objective_value(problem, x)
-        if run.outcome != "optimal" or x is None or model.cuts is None:
+            progress.offer(problem, x, source=f"{runner.solver}, round {rounds}")
+        progress.tighten(problem, bound)
+        if run.outcome != "optimal" or x is None or model.cuts is None or progress.cancelled:
             break
-        if relative_gap(value, bound) <= mip_gap or rounds >= MAX_ROUNDS:
+        scale = objective_scale(problem, best if best is not None else x)
+        if relative_gap(value, bound, scale) <= mip_gap or rounds >= MAX_ROUNDS:
             break
         loads = expert_loads(problem, x)
         d = (loads - loads.mean()) / model.scale
@@ -200,8 +252,42 @@ def _optimise(
         runner.set_start(model.start(problem, best if best is not None else x))
     bound = min(bound, _trivial_bound(problem))
     # the continuous balance columns may each sit a feasibility tolerance off their rows
-    tolerance = FEASIBILITY * float(np.abs(model.cost[~model.integer]).sum())
+    tolerance = FEASIBILITY * float(np.abs(model.cost[~model.integer]).sum()) * model.unit
     return _Outcome(run, best, value, bound, rounds, spent, tolerance)
+
+
+def _confirmed(
+    problem: AssignmentProblem,
+    model: MilpModel,
+    out: _Outcome,
+    settings: Settings,
+    deadline: float | None,
+) -> _Outcome:
+    """An engine that runs a presolve (SciPy's, PuLP's) said "infeasible" or failed:
+    HiGHS without presolve (:data:`~.engines.HIGHS_DEFAULTS`, the user's HiGHS options
+    left out) solves the same model again, so an ``INFEASIBLE`` never rests on the word
+    of a presolve known to err, and a solution it missed is found."""
+    if out.last.outcome not in ("infeasible", "error"):
+        return out
+    witness = HighsEngine(model, replace(settings, highs_options={}))
+    report_to(current(), problem, model, witness)
+    tick = time.perf_counter()
+    run = witness.run(seconds_left(deadline))
+    spent = out.solve_time + time.perf_counter() - tick
+    name = f"{witness.solver} without presolve"
+    if run.values is None:
+        said = (
+            f", confirmed by {name}" if run.outcome == "infeasible" else f"; {name}: {run.native}"
+        )
+        return replace(out, last=replace(run, native=out.last.native + said), solve_time=spent,
+                       witness=name)  # fmt: skip
+    x = model.assignment(run.values, problem.shape)
+    bound = _trivial_bound(problem)
+    if not math.isnan(run.bound):
+        bound = min(bound, run.bound * model.unit)
+    note = replace(run, native=f"{name} ({run.native}), after {out.last.native}")
+    return replace(out, last=note, x=x, value=objective_value(problem, x), bound=bound,
+                   solve_time=spent, witness=name)  # fmt: skip
 
 
 def _trivial_bound(problem: AssignmentProblem) -> float:
@@ -232,29 +318,58 @@ def _result(
     times: dict[str, Any] = {"build_time": build_time, "solve_time": out.solve_time, "info": info}
     native = f"{info['solver']}: {out.last.native}"
     if out.x is None:
-        if out.last.outcome == "infeasible":
-            return Assignment.no_solution(
-                Status.INFEASIBLE, name, _infeasible(problem, native), **times
-            )
-        if out.last.outcome == "limit":
-            message = f"limit reached before any feasible assignment ({native})"
-            return Assignment.no_solution(
-                Status.LIMIT_NO_SOLUTION, name, message, bound=out.bound, **times
-            )
-        return Assignment.no_solution(Status.ERROR, name, f"solver failed ({native})", **times)
-    bound = out.bound
-    if abs(bound - out.value) <= BOUND_SNAP * max(1.0, abs(out.value)) + out.tolerance:
-        bound = out.value
-    gap = relative_gap(out.value, bound)
-    if out.last.outcome == "optimal" and gap <= mip_gap:
-        status, message = Status.OPTIMAL, ""
+        return _no_solution(problem, out, name, native, times)
+    scale = objective_scale(problem, out.x)
+    bound, note = _certified_bound(problem, out, scale)
+    gap = relative_gap(out.value, bound, scale)
+    status, message = Status.FEASIBLE, ""
+    if out.last.outcome == "optimal" and gap <= mip_gap and not note:
+        status = Status.OPTIMAL
     elif out.last.outcome == "limit":
-        status, message = Status.FEASIBLE, f"limit reached ({native}); certified gap {gap:.3g}"
+        message = f"limit reached ({native}); certified gap {gap:.3g}"
     else:
-        status = Status.FEASIBLE
         message = f"stopped after {out.rounds} round(s) at certified gap {gap:.3g} ({native})"
+    if note:
+        message += f"; {note}"
     return Assignment.from_x(problem, out.x, status=status, bound=bound, backend=name,
                              message=message, **times)  # fmt: skip
+
+
+def _no_solution(
+    problem: AssignmentProblem, out: _Outcome, name: str, native: str, times: dict[str, Any]
+) -> Assignment:
+    """``INFEASIBLE`` (proved without presolve), ``LIMIT_NO_SOLUTION`` or ``ERROR``."""
+    if out.last.outcome == "infeasible":
+        return Assignment.no_solution(
+            Status.INFEASIBLE, name, _infeasible(problem, native), **times
+        )
+    if out.last.outcome == "limit":
+        message = f"limit reached before any feasible assignment ({native})"
+        return Assignment.no_solution(
+            Status.LIMIT_NO_SOLUTION, name, message, bound=out.bound, **times
+        )
+    return Assignment.no_solution(Status.ERROR, name, f"solver failed ({native})", **times)
+
+
+def _certified_bound(problem: AssignmentProblem, out: _Outcome, scale: float) -> tuple[float, str]:
+    """The bound to report, and why it certifies nothing when it does not.
+
+    Within the solvers' noise of the objective — :data:`~.engines.BOUND_SNAP` times the
+    objective's scale (relative: the engines see the objective in units of its largest
+    coefficient), plus the feasibility tolerance of the balance columns — the bound is
+    the objective. A bound below that is no bound (a solver's tolerance, or a presolve,
+    erred): the trivial bound replaces it and the message says so.
+    """
+    bound = out.bound
+    noise = BOUND_SNAP * max(scale, abs(out.value)) + out.tolerance
+    if abs(bound - out.value) <= noise:
+        return out.value, ""
+    if bound < out.value:
+        return max(_trivial_bound(problem), out.value), (
+            f"the solver's dual bound {bound!r} lies below the objective {out.value!r} of its "
+            "own assignment: no certificate"
+        )
+    return bound, ""
 
 
 def _infeasible(problem: AssignmentProblem, native: str) -> str:

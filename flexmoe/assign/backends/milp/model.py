@@ -90,7 +90,8 @@ class MilpModel:
     ``v[integer]`` integral. Column ``j < len(clients)`` is ``x[clients[j], experts[j]]``;
     `columns` names the slices of the other variables (``L``, ``c``, ``t``, ``top``,
     ``bottom``); loads, the mean, top and bottom are in units of `scale`, ``t`` in
-    ``scale²``."""
+    ``scale²``. The objective is in units of `unit` (``problem.objective_unit``, a power
+    of two): the true objective of column values ``v`` is ``unit · cost·v``."""
 
     cost: Float
     col_lo: Float
@@ -105,6 +106,7 @@ class MilpModel:
     scale: float
     cuts: Cuts | None = None
     balance_model: str = ""
+    unit: float = 1.0
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -361,8 +363,7 @@ def _initial_lines(
             e = np.repeat(experts, offsets.size)
             a = np.clip(centre[e] + np.tile(offsets, experts.size), first[e], d_hi[e])
         parts.append((e, 2 * a + h, -a * (a + h)))
-    weights = problem.weights()
-    step = (1.0 if cuts.grid is not None else float(np.median(weights[weights > 0]))) / scale
+    step = (1.0 if cuts.grid is not None else load_scale(problem)) / scale  # no weight > 0: 1
     span = max(float((d_hi - d_lo).max()), step)
     ladder = step * 2.0 ** np.arange(int(np.ceil(np.log2(span / step))) + 1)
     steps = np.concatenate([[0.0], ladder, -ladder, step * np.arange(-4, 5)])
@@ -390,9 +391,7 @@ def load_scale(problem: AssignmentProblem) -> float:
     deviations from the mean — and the variance lines through them — stay moderate
     whatever the weights. Unscaled, 1,000 × 64 with data-volume weights put 4e8 in the
     rows and HiGHS spent 130 s on the root LP, past a 60 s limit."""
-    weights = problem.weights()
-    positive = weights[weights > 0]
-    return float(np.median(positive)) if positive.size else 1.0
+    return problem.load_unit
 
 
 def formulate(problem: AssignmentProblem, warm: Bool | None = None) -> MilpModel:
@@ -407,6 +406,10 @@ def formulate(problem: AssignmentProblem, warm: Bool | None = None) -> MilpModel
     scale = load_scale(problem)
     # variables and objective
     cost, col_lo, col_hi, integer = _columns_data(problem, columns, clients, experts, scale)
+    # the objective in units of its largest coefficient: the engines' absolute
+    # tolerances become relative ones, at utilities of 1e-300 as of 1e300
+    unit = problem.objective_unit
+    cost = cost / unit
     # constraints
     rows = _constraint_rows(problem, columns, clients, experts, scale)
     matrix, row_lo, row_hi = rows.matrix(cost.size)
@@ -421,4 +424,5 @@ def formulate(problem: AssignmentProblem, warm: Bool | None = None) -> MilpModel
             d0 = (loads - loads.mean()) / scale
         model.add_cuts(*_initial_lines(problem, model.cuts, d0, scale))
     model.balance_model = _balance_model(problem, model.cuts)
+    model.unit = unit
     return model

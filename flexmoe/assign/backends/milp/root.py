@@ -22,6 +22,19 @@ numpy, incumbents from the LP, and reduced-cost fixing.
    (``< target``), so ``max(bound of the restricted model, floor)`` bounds the whole
    problem and the gap it certifies is the solver's or below the share it may leave.
 
+Units, gaps and time. The LPs see the objective in units of ``problem.objective_unit``
+(:func:`~.model.formulate`); every bound and reduced cost leaves :class:`_Relaxation` in
+the problem's own units (times that power of two: exact), and every gap is the relative
+one of :func:`~flexmoe.assign.result.relative_gap` at the objective's scale
+(:func:`~flexmoe.assign.verify.objective_scale`), as the result's status is decided: the
+root phase ends the solve only when that gap is at most `mip_gap` (by default
+:data:`~flexmoe.assign.result.OPTIMAL_RTOL`), and the result is ``OPTIMAL`` only then.
+Each LP and sub-MIP gets the time left before the solve's deadline (a sub-MIP a share
+of it), and under a time limit every incumbent and bound is reported to the solve's
+:class:`~flexmoe.assign.deadline.Progress` as soon as it is found (a sub-MIP's bounds
+are not bounds of the problem: only its incumbents), so a solve abandoned at its limit
+answers with them.
+
 At 1,000 × 64 with storage, compute and weighted loads (``benchmarks/bench_milp.py``) the
 covers close 84 % of the LP gap (the LP bound is 0.011 % above the optimum, 0.0018 %
 after two rounds: what is left comes from the weighted loads, not the budgets), the
@@ -39,11 +52,12 @@ from typing import Any
 import numpy as np
 
 from flexmoe.assign.backends.milp import cuts
-from flexmoe.assign.backends.milp.engines import HighsEngine, Settings
+from flexmoe.assign.backends.milp.engines import HighsEngine, Settings, report_to
 from flexmoe.assign.backends.milp.model import MilpModel
+from flexmoe.assign.deadline import Progress, current, seconds_left
 from flexmoe.assign.problem import AssignmentProblem, Bool, Float
 from flexmoe.assign.result import relative_gap
-from flexmoe.assign.verify import objective_value, verify
+from flexmoe.assign.verify import objective_scale, objective_value, verify
 
 __all__ = ["Root", "tighten"]
 
@@ -56,8 +70,11 @@ NEIGHBOURS = 2.0
 #: Node limit of each sub-MIP (a heuristic: it keeps whatever it found).
 SUB_MIP_NODES = 500
 #: Each sub-MIP may use at most this share of the time left before the deadline, and at
-#: most `SUB_MIP_LP_TIMES` times the first LP's time (but `SUB_MIP_FLOOR` seconds).
-SUB_MIP_SHARE = 0.25
+#: most `SUB_MIP_LP_TIMES` times the first LP's time (but `SUB_MIP_FLOOR` seconds). At
+#: 1,000 × 64 under a 4 s limit a quarter (0.7 s) cut the neighbourhood sub-MIP short of
+#: the optimum it finds in 1.0 s, the fixing kept 26,000 pairs instead of 10,000, and the
+#: branch and bound ended at the limit; half lets it finish.
+SUB_MIP_SHARE = 0.5
 SUB_MIP_LP_TIMES = 5.0
 SUB_MIP_FLOOR = 0.25
 #: A sub-MIP that would free more than this share of the pairs is not small: skipped.
@@ -113,30 +130,32 @@ def tighten(
                   "cuts_time": clock.spent}  # fmt: skip
     _incumbents(problem, root, lp, settings, clock, mip_gap)
     if not root.finished and root.best is not None:
-        _fix(root, lp, settings.solver_gap)
+        _fix(problem, root, lp, settings.solver_gap)
     root.info |= {"root_time": clock.spent, "pairs_kept": int(root.model.clients.size)}
     return root
 
 
 class _Clock:
-    """Seconds since the start of the root phase and left before an optional deadline."""
+    """Seconds since the start of the root phase and left before an optional deadline,
+    and the :class:`~flexmoe.assign.deadline.Progress` of a time-limited solve (what the
+    root phase finds is reported to it as it goes; a cancelled solve is over)."""
 
     def __init__(self, deadline: float | None, start: float):
         self.deadline, self.start = deadline, start
+        self.progress: Progress = current()
 
     @property
     def spent(self) -> float:
         return time.perf_counter() - self.start
 
     def left(self, share: float = 1.0) -> float | None:
-        if self.deadline is None:
-            return None
-        return max(self.deadline - time.perf_counter(), 0.0) * share
+        left = seconds_left(self.deadline)  # at least 1 ms: HiGHS then stops at once
+        return None if left is None else left * share
 
     @property
     def over(self) -> bool:
         left = self.left()
-        return left is not None and left <= 1e-3
+        return self.progress.cancelled or (left is not None and left <= 1e-3)
 
 
 def _offer(
@@ -145,6 +164,7 @@ def _offer(
     """Keep `x` as the incumbent when the checker accepts it and it is better."""
     if x is None or not verify(problem, x):
         return False
+    clock.progress.offer(problem, x, source=f"the root phase ({source})")
     value = objective_value(problem, x)
     root.info["incumbents"].append((source, value, clock.spent))
     if value <= root.value:
@@ -154,7 +174,10 @@ def _offer(
 
 
 class _Relaxation:
-    """The LP relaxation in HiGHS on a copy of the model that collects the covers."""
+    """The LP relaxation in HiGHS on a copy of the model that collects the covers.
+
+    `bound` and `reduced` are in the problem's own units (the model's times
+    ``model.unit``, a power of two: exact), like every objective value of the root."""
 
     def __init__(self, problem: AssignmentProblem, model: MilpModel, settings: Settings):
         self.problem = problem
@@ -171,7 +194,9 @@ class _Relaxation:
         if run.outcome != "optimal" or run.values is None:
             return False
         self.values = run.values
-        self.bound, self.reduced = self.model.dual_bound(self.engine.duals())
+        bound, reduced = self.model.dual_bound(self.engine.duals())
+        self.bound, self.reduced = bound * self.model.unit, reduced * self.model.unit
+        clock.progress.tighten(self.problem, self.bound)
         return True
 
     def separate(self, clock: _Clock) -> int:
@@ -189,7 +214,7 @@ class _Relaxation:
             if not self.solve(clock):  # keep the last solved LP (the rows stay valid)
                 self.values, self.bound, self.reduced = values, bound, reduced
                 break
-            if before - self.bound <= CUT_PROGRESS * max(1.0, abs(before)):
+            if before - self.bound <= CUT_PROGRESS * max(self.model.unit, abs(before)):
                 break
         return rounds
 
@@ -222,17 +247,23 @@ def _incumbents(
              "neighbourhood": lambda: _neighbours(problem, root, lp, fractional)}  # fmt: skip
     for source, chosen in tries.items():
         pairs = chosen()
-        if _done(root, mip_gap) or clock.over:
+        if _done(problem, root, mip_gap) or clock.over:
             break
         if not pairs.any() or pairs.mean() > SUB_MIP_MOST_FREE:
             continue
         found = _sub_mip(problem, root, lp, pairs, settings, clock, budget)
         _offer(problem, root, found, source, clock)
-    root.finished = _done(root, mip_gap)
+    root.finished = _done(problem, root, mip_gap)
 
 
-def _done(root: Root, mip_gap: float) -> bool:
-    return root.best is not None and relative_gap(root.value, root.bound) <= mip_gap
+def _done(problem: AssignmentProblem, root: Root, mip_gap: float) -> bool:
+    """Whether the incumbent is certified within `mip_gap` of the bound: the relative gap
+    of :func:`~flexmoe.assign.result.relative_gap`, at the objective's scale, as the
+    status of the result is decided (OPTIMAL only at most `mip_gap`)."""
+    if root.best is None:
+        return False
+    scale = objective_scale(problem, root.best)
+    return relative_gap(root.value, root.bound, scale) <= mip_gap
 
 
 def _neighbours(problem: AssignmentProblem, root: Root, lp: _Relaxation, fractional: Bool) -> Bool:
@@ -273,6 +304,7 @@ def _sub_mip(
         root.best[model.clients, model.experts][~free], held[~free]
     ):
         engine.set_start(sub.start(problem, root.best))
+    report_to(clock.progress, problem, sub, engine, floor=math.inf)  # its bounds: no
     left = clock.left(SUB_MIP_SHARE)
     tick = clock.spent
     run = engine.run(seconds if left is None else min(left, seconds))
@@ -282,15 +314,18 @@ def _sub_mip(
     return None if run.values is None else sub.assignment(run.values, problem.shape)
 
 
-def _fix(root: Root, lp: _Relaxation, allowance: float) -> None:
+def _fix(problem: AssignmentProblem, root: Root, lp: _Relaxation, allowance: float) -> None:
     """Reduced-cost fixing (module docstring, step 4) against the incumbent plus
-    `allowance` (a relative gap the branch and bound may leave anyway)."""
+    `allowance` (a relative gap the branch and bound may leave anyway) times the least
+    scale any assignment's objective has: so ``floor`` is within `allowance` of every
+    incumbent in the relative gap of the result."""
     z, r = lp.bound, lp.reduced_x
     model = root.model
     assert root.best is not None
     at_bounds = (model.col_lo[model.columns["x"]] == 0) & (model.col_hi[model.columns["x"]] == 1)
     held = root.best[model.clients, model.experts]  # the incumbent stays a valid start
-    target = root.value + allowance * abs(root.value)
+    least = objective_scale(problem, np.zeros(problem.shape, dtype=bool))  # largest |ū|
+    target = root.value + allowance * max(abs(root.value), least)
     drop = at_bounds & ~held & (r < 0) & (z + r < target)
     hold = at_bounds & held & (r > 0) & (z - r < target)
     worth = np.concatenate([z + r[drop], z - r[hold]])
