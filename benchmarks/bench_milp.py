@@ -1,7 +1,8 @@
-"""milp at 1,000 × 64 with storage, compute and weighted loads (target: optimal or a
-certified gap ≤ 0.1 % in ≤ 10 s) and the vectorised model build at 10,000 × 64 (target:
-≤ 1 s and ≤ 20 % of the solve): `make bench`, or
+"""milp at 1,000 × 64 with storage, compute and weighted loads (targets: a certified gap
+≤ 0.1 % in ≤ 5 s, optimal in ≤ 15 s) and the vectorised model build at 10,000 × 64
+(target: ≤ 1 s and ≤ 20 % of the solve): `make bench`, or
 `pytest benchmarks/bench_milp.py --benchmark-only --benchmark-columns=median,min,max,rounds`.
+Old against new, side by side in one run: ``benchmarks/milp_compare.py`` (its docstring).
 
 The instance combines the two generators that need the MILP: ``heterogeneous`` (tiers of
 2/4/8 experts, expert sizes and per-client compute costs) and data volumes from the
@@ -60,27 +61,35 @@ def large() -> AssignmentProblem:
     return general(10_000, 64)
 
 
+def _root_info(result: object) -> dict:
+    """What the root phase did (bounds, incumbents, pairs kept), for the report."""
+    root = dict(result.info.get("root", {}))  # type: ignore[attr-defined]
+    root["incumbents"] = [(source, value) for source, value, _ in root.get("incumbents", [])]
+    return root
+
+
 def test_milp_1000x64_general_gap_0_1pct(benchmark, medium):
-    """Optimal or a certified gap ≤ 0.1 % within 10 s. ``mip_gap=1e-3`` makes that
-    "optimal"; HiGHS stops at half of it (its own gap definition), so a run that ends at
-    the 10 s limit with a certified gap under 0.1 % is FEASIBLE and meets the target."""
+    """A certified gap ≤ 0.1 % within 5 s. ``mip_gap=1e-3`` makes that "optimal"; a run
+    that ends at the 5 s limit with a certified gap under 0.1 % is FEASIBLE and meets the
+    target too."""
     result = benchmark.pedantic(
         milp.solve,
         args=(medium,),
-        kwargs={"time_limit": 10.0, "mip_gap": 1e-3},
+        kwargs={"time_limit": 5.0, "mip_gap": 1e-3},
         rounds=5,
         iterations=1,
     )
-    benchmark.extra_info.update(status=str(result.status), gap=result.gap)
+    benchmark.extra_info.update(status=str(result.status), gap=result.gap, root=_root_info(result))
     assert result.status in (Status.OPTIMAL, Status.FEASIBLE) and result.gap <= 1e-3, result
 
 
 def test_milp_1000x64_general_optimal(benchmark, medium):
-    """Time to the default 1e-6 gap (a 60 s limit; reported, not asserted)."""
+    """Time to the default 1e-6 gap (target ≤ 15 s; a 60 s limit, reported)."""
     result = benchmark.pedantic(
-        milp.solve, args=(medium,), kwargs={"time_limit": 60.0}, rounds=1, iterations=1
+        milp.solve, args=(medium,), kwargs={"time_limit": 60.0}, rounds=3, iterations=1
     )
-    benchmark.extra_info.update(status=str(result.status), gap=result.gap)
+    benchmark.extra_info.update(status=str(result.status), gap=result.gap, root=_root_info(result))
+    assert result.status is Status.OPTIMAL, result
 
 
 def _build(problem: AssignmentProblem) -> object:

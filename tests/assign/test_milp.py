@@ -23,6 +23,7 @@ from scipy.optimize import Bounds, LinearConstraint, linear_sum_assignment, milp
 
 from flexmoe.assign import AssignmentProblem, Status, solve
 from flexmoe.assign.backends import milp as milp_backend
+from flexmoe.assign.backends.milp import cuts as milp_cuts
 from flexmoe.assign.instances import generate
 
 ENGINES = ["milp", "milp:pulp", "milp:scipy"]
@@ -400,3 +401,267 @@ def test_vectorised_build_is_linear_in_the_pairs():
     p = generate("heterogeneous", 2_000, 64, 8, seed=0)
     model = milp_backend.formulate(p)
     assert model.matrix.nnz == 4 * 2_000 * 64 + 64
+
+
+# -- the root phase: budget covers, the dual bound, reduced-cost fixing -----------------
+
+
+def all_subsets(e: int) -> np.ndarray:
+    """Every 0/1 vector of length `e`, one per row."""
+    return ((np.arange(2**e)[:, None] >> np.arange(e)) & 1).astype(bool)
+
+
+@settings(max_examples=60)
+@given(
+    st.integers(1, 6),
+    st.integers(0, 6),
+    st.integers(0, 6),
+    st.lists(st.integers(0, 6), min_size=6, max_size=6),
+    st.integers(0, 14),
+    st.lists(st.booleans(), min_size=6, max_size=6),
+)
+def test_cover_capacity_is_the_most_a_feasible_client_holds(e, low, high, costs, limit, allowed):
+    """For one client and one budget row, ``k_C`` of every set ``C`` equals the largest
+    ``|x ∩ C|`` over the client's feasible ``x`` (enumerated): valid (never below) and as
+    tight as a right-hand side can be (attained)."""
+    low, high = min(low, high), max(low, high)
+    cost, allowed = np.array(costs[:e], float) / 2, np.array(allowed[:e])
+    xs = all_subsets(e)
+    held = xs.sum(axis=1)
+    feasible = (held >= low) & (held <= high) & ~(xs & ~allowed).any(axis=1)
+    feasible &= (xs * cost).sum(axis=1) <= limit / 2 + 1e-9
+    members = all_subsets(e) & allowed
+    k = milp_cuts.capacity(
+        np.tile(cost, (members.shape[0], 1)),
+        np.full(members.shape[0], limit / 2 * (1 + 2e-6)),
+        np.full(members.shape[0], low),
+        np.full(members.shape[0], high),
+        members,
+        np.tile(allowed, (members.shape[0], 1)),
+    )
+    most = (xs[feasible][:, None, :] & members[None, :, :]).sum(axis=2).max(axis=0, initial=-1)
+    np.testing.assert_array_equal(k, most if feasible.any() else np.full(k.shape, -1))
+
+
+def lp_point(p: AssignmentProblem) -> tuple:
+    """The formulation of `p` and its LP optimum (column values, row prices, value)."""
+    from flexmoe.assign.backends.milp.engines import HighsEngine, Settings
+
+    model = milp_backend.formulate(p)
+    engine = HighsEngine(model, Settings(1e-7))
+    engine.relax()
+    run = engine.run(None)
+    assert run.outcome == "optimal"
+    return model, run.values, engine.duals(), float(model.cost @ run.values)
+
+
+def feasible_assignments(p: AssignmentProblem) -> np.ndarray:
+    """Every assignment of a tiny problem within the checker's tolerance (1e-6 relative)
+    of its budgets and bands, enumerated with numpy."""
+    n, e = p.shape
+    xs = ((np.arange(2 ** (n * e))[:, None] >> np.arange(n * e)) & 1).astype(bool)
+    xs = xs.reshape(-1, n, e)
+    held = xs.sum(axis=2)
+    ok = ((held >= p.min_experts) & (held <= p.max_experts)).all(axis=1)
+    ok &= ~(xs & ~p.allowed_mask()).any(axis=(1, 2))
+    for row in p.budgets:
+        used = (xs * np.broadcast_to(row.cost, p.shape)).sum(axis=2)
+        ok &= (used <= row.limit + 1e-6 * np.maximum(1, row.limit)).all(axis=1)
+    loads = (xs * p.weights()).sum(axis=1)
+    ok &= (loads >= p.load_min - 1e-6 * np.maximum(1, p.load_min)).all(axis=1)
+    ok &= (loads <= p.load_max + 1e-6 * np.maximum(1, p.load_max)).all(axis=1)
+    return xs[ok]
+
+
+def cover_cases(count: int):
+    """Tiny problems with storage and compute whose LP point violates some cover: the
+    problem, its model, the LP point and the separated rows."""
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        n, e = 3, 4
+        p = AssignmentProblem(
+            rng.random((n, e)), max_experts=3, min_experts=2,
+            expert_size=rng.uniform(0.5, 1.5, e), storage=rng.uniform(1.8, 2.8, n),
+            compute_cost=rng.uniform(0.5, 2, (n, e)), compute_budget=rng.uniform(2.5, 4, n),
+            load_max=2,
+        )  # fmt: skip
+        if not feasible_assignments(p).size:
+            continue
+        model, values, _, _ = lp_point(p)
+        rows = milp_cuts.separate(p, model, values)
+        if rows is not None:
+            yield p, model, values, rows
+            count -= 1
+            if count == 0:
+                return
+
+
+def test_separated_covers_cut_the_lp_point_and_no_feasible_assignment():
+    cases = list(cover_cases(6))
+    assert len(cases) == 6
+    for p, model, values, (matrix, _, rhs) in cases:
+        x = values[model.columns["x"]]
+        assert (matrix[:, : x.size] @ x > rhs + milp_cuts.MIN_VIOLATION).all()
+        every = feasible_assignments(p)[:, model.clients, model.experts].astype(float)
+        assert every.size and (matrix[:, : x.size] @ every.T <= rhs[:, None]).all()
+
+
+def test_covers_raise_the_bound_on_the_general_model():
+    p = generate("heterogeneous", 200, 16, 8, seed=2)
+    result = solve(p, backend="milp")
+    root = result.info["root"]
+    assert result.status is Status.OPTIMAL and root["covers"] > 0
+    assert root["root_bound"] < root["lp_bound"]
+    assert root["root_bound"] >= result.objective
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_dual_bound_holds_for_any_prices(seed):
+    """Weak duality: the bound from any row prices is above the LP optimum (and so above
+    every assignment); at the LP's own prices it is the LP optimum."""
+    p = generate("heterogeneous", 30, 6, 2, seed=seed).replace(
+        balance_penalty=0.3, balance_metric="range"
+    )
+    model, _, duals, lp_value = lp_point(p)
+    bound, _ = model.dual_bound(duals)
+    assert lp_value <= bound <= lp_value + 1e-7 * max(1, abs(lp_value))
+    rng = np.random.default_rng(seed)
+    for _ in range(20):
+        noisy = duals + rng.normal(0, 0.3, duals.size)
+        assert model.dual_bound(noisy)[0] >= lp_value - 1e-9
+
+
+def fixing_problem(n: int, e: int, k: int, seed: int) -> AssignmentProblem:
+    """The storage + compute + weighted-loads model of ``benchmarks/bench_milp.py``."""
+    import sys as _sys
+    from pathlib import Path
+
+    _sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from bench_milp import general
+
+    return general(n, e, k, seed=seed)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_reduced_cost_fixing_loses_no_better_assignment(seed):
+    """Dropped pairs, forced in one at a time, give at most the `floor` the root reports;
+    the root's bound holds; the restricted solve agrees with the solve without a root
+    phase."""
+    from flexmoe.assign.backends.milp import root as root_phase
+    from flexmoe.assign.backends.milp.engines import HighsEngine, Settings
+
+    p = fixing_problem(80, 10, 4, seed)
+    plain = solve(p, backend="milp", tighten=False)
+    model = milp_backend.formulate(p)
+    root = root_phase.tighten(p, model, None, Settings(5e-7), None, 1e-6)
+    assert plain.status is Status.OPTIMAL and root.bound >= plain.objective
+    assert close(solve(p, backend="milp").objective, plain.objective, 1e-6)
+    kept = set(zip(root.model.clients.tolist(), root.model.experts.tolist(), strict=True))
+    pairs = zip(model.clients.tolist(), model.experts.tolist(), strict=True)
+    dropped = np.array([j for j, pair in enumerate(pairs) if pair not in kept])
+    assert dropped.size and root.floor < plain.objective
+    for j in np.random.default_rng(seed).choice(dropped, size=2, replace=False):
+        lo = model.col_lo.copy()
+        lo[j] = 1.0
+        forced = HighsEngine(
+            milp_backend.MilpModel(**{**vars(model), "col_lo": lo}), Settings(1e-7)
+        )
+        run = forced.run(None)
+        worth = run.bound * model.unit  # the engines work in units of `unit`, the root not
+        assert run.outcome == "infeasible" or worth <= root.floor + 1e-6 * abs(root.floor), j
+
+
+@settings(max_examples=40)
+@given(general_problems(max_clients=4, max_experts=3), st.booleans())
+def test_root_phase_matches_brute_force(problem, tighten):
+    expected = brute_force(problem)
+    result = solve(problem, backend="milp", tighten=tighten)
+    where = f"{result.status} {result.message!r} {result.info} (brute force {expected})"
+    if expected is None:
+        assert result.status is Status.INFEASIBLE, where
+    else:
+        assert result.status is Status.OPTIMAL and close(result.objective, expected), where
+        assert result.bound >= expected - RTOL * max(1, abs(expected)), where
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_root_phase_agrees_with_the_plain_solve_on_medium_problems(seed):
+    """Problems too large to enumerate, where the covers, sub-MIPs and fixing all act."""
+    p = fixing_problem(120, 12, 4, seed + 10)
+    plain, tightened = (solve(p, backend="milp", tighten=t) for t in (False, True))
+    assert plain.status is tightened.status is Status.OPTIMAL
+    assert close(plain.objective, tightened.objective, 1e-6), (plain, tightened)
+    assert tightened.bound >= plain.objective - 1e-6 * abs(plain.objective)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_loose_gap_is_certified_at_the_root(seed):
+    """With ``mip_gap=1e-3`` the covers' bound and an LP incumbent suffice: no branching,
+    and the bound still holds against the exact optimum."""
+    p = fixing_problem(200, 16, 8, seed)
+    loose, exact = solve(p, backend="milp", mip_gap=1e-3), solve(p, backend="milp")
+    assert loose.status is exact.status is Status.OPTIMAL
+    assert loose.info["native_status"] == "root phase" and loose.gap <= 1e-3
+    assert loose.objective <= exact.objective + 1e-9 <= loose.bound + 2e-9
+
+
+# -- the root phase with the certificates of issue 13 ----------------------------------
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-20, 1e20, 1e300])
+def test_the_root_phase_does_the_same_at_every_scale(scale):
+    """Utilities scaled from 1e-300 to 1e300: the root phase sees the same rescaled
+    model, so it covers, fixes and certifies alike, and the answer is the same (its bound
+    compared relatively, in the problem's units)."""
+    unit = fixing_problem(120, 12, 4, 3)
+    scaled = unit.replace(utility=unit.utility * scale)
+    ones, other = solve(unit, backend="milp"), solve(scaled, backend="milp")
+    assert ones.status is other.status is Status.OPTIMAL, other
+    assert close(other.objective, ones.objective * scale, 1e-6), (other, ones)
+    assert other.bound >= other.objective and other.gap <= RTOL
+    same = ("covers", "pairs_dropped", "pairs_held", "pairs_kept")
+    assert {k: other.info["root"][k] for k in same} == {k: ones.info["root"][k] for k in same}
+    assert close(other.info["root"]["root_bound"], ones.info["root"]["root_bound"] * scale, 1e-9)
+
+
+@pytest.mark.parametrize("gap", [1e-3, 1e-6])
+def test_the_root_phase_is_optimal_only_within_the_gap_it_was_given(gap):
+    """A root phase that ends the solve has certified `mip_gap` relatively; the status
+    survives the registry's own check (``info['rtol']``)."""
+    p = fixing_problem(200, 16, 8, 1)
+    result = solve(p, backend="milp", mip_gap=gap)
+    assert result.status is Status.OPTIMAL and result.info["rtol"] == gap
+    assert 0 <= result.gap <= gap and result.bound >= result.objective
+    if result.info["native_status"] == "root phase":
+        root = result.info["root"]
+        assert result.bound == root["root_bound"], root
+
+
+def test_an_abandoned_solve_answers_with_what_the_root_phase_found(monkeypatch):
+    """The branch and bound hangs past the limit (as HiGHS did, issue 13 item 4): the
+    answer, by the limit + 1 s, carries the root phase's bound (reported to the solve's
+    Progress as it was found), not the trivial one, and is not OPTIMAL."""
+    import threading
+    import time
+
+    from flexmoe.assign.backends.milp import loop
+    from flexmoe.assign.deadline import PROMISE
+
+    release = threading.Event()
+
+    def hang(*args, **kwargs):
+        release.wait(600)
+        raise RuntimeError("released")
+
+    monkeypatch.setattr(loop, "_optimise", hang)
+    p = fixing_problem(200, 16, 8, 2)
+    limit = 3.0
+    try:
+        start = time.perf_counter()
+        result = solve(p, backend="milp", time_limit=limit)
+        wall = time.perf_counter() - start
+    finally:
+        release.set()
+    assert wall <= limit + PROMISE, wall
+    assert result.status is Status.FEASIBLE and result.info["abandoned"] is True, result
+    assert result.bound < loop._trivial_bound(p) and 0 <= result.gap <= 1e-2, result

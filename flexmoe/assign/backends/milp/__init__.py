@@ -3,14 +3,19 @@ r"""Exact MILP for every constraint, with the solver's dual bound as a certified
 One formulation, built as sparse arrays with numpy, handed to an engine:
 
 * ``highs`` (default): the arrays go straight into HiGHS through ``highspy`` — the fast
-  path (no per-variable Python objects), warm-started from ``greedy:balanced``;
+  path (no per-variable Python objects), warm-started from ``greedy:balanced``, after a
+  root phase (:mod:`.root`: budget covers, a bound checked in numpy, incumbents from the
+  LP, reduced-cost fixing) that often certifies the gap before any branching (its bound,
+  recomputed in numpy from the LP's prices, counts as a dual bound below);
 * ``pulp``: the same rows through PuLP, for breadth: CBC (bundled) by default, or any
   solver PuLP finds (``solver="HiGHS"``, ``"GUROBI_CMD"``, ``"CPLEX_CMD"``, ...);
 * ``scipy``: ``scipy.optimize.milp`` (SciPy's own HiGHS), a fallback.
 
-The package keeps the three layers apart: :mod:`.model` (the formulation as sparse
-arrays, :func:`formulate`), :mod:`.engines` (the vendor engines and their status maps)
-and :mod:`.loop` (warm start, the outer-approximation loop, the status of the result).
+The package keeps the layers apart: :mod:`.model` (the formulation as sparse arrays,
+:func:`formulate`), :mod:`.cuts` (valid inequalities for the budget rows, with their
+proof), :mod:`.engines` (the vendor engines and their status maps), :mod:`.root` (the
+``highs`` engine's root phase) and :mod:`.loop` (warm start, the outer-approximation
+loop, the status of the result).
 
 Notes
 -----
@@ -53,12 +58,15 @@ the solver finished and the library's own check holds: ``(bound − objective) /
 max(|objective|, |bound|, scale) ≤ mip_gap`` (default 1e-6,
 :data:`~flexmoe.assign.result.OPTIMAL_RTOL`), where `objective` and `scale` (the
 magnitude of the objective's terms) are recomputed in float64 from ``x`` and `bound` is
-the solver's dual bound. A bound within 1e-9·scale plus 1e-6 (the row feasibility
-tolerance) times the objective weight of the continuous balance columns counts as
-equal; a bound further below the objective certifies nothing (``FEASIBLE``, the
-message says so). A time limit gives ``FEASIBLE`` with that bound (or, if the solver
-proved none yet, each client's best experts ignoring every coupling), or
-``LIMIT_NO_SOLUTION``; never ``OPTIMAL``.
+the solver's dual bound — with the root phase of ``highs`` the least of the root's bound
+(weak duality recomputed in numpy, in the problem's units) and the solver's bound on the
+restricted model raised to the `floor` of the pairs fixed away (:mod:`.root`); a root
+phase that finishes the solve is held to the same relative gap. A bound within
+1e-9·scale plus 1e-6 (the row feasibility tolerance) times the objective weight of the
+continuous balance columns counts as equal; a bound further below the objective
+certifies nothing (``FEASIBLE``, the message says so). A time limit gives ``FEASIBLE``
+with that bound (or, if the solver proved none yet, each client's best experts ignoring
+every coupling), or ``LIMIT_NO_SOLUTION``; never ``OPTIMAL``.
 
 ``INFEASIBLE`` is proved by HiGHS without presolve: ``milp`` turns HiGHS's presolve off
 (:data:`~.engines.HIGHS_DEFAULTS`), ``milp:scipy`` SciPy's
@@ -108,7 +116,7 @@ NAME = "milp"
 EXACT = True
 VARIANT_OPTION = "engine"
 VARIANTS = (
-    Variant("highs", ("highspy",), extra="", options=("highs_options",),
+    Variant("highs", ("highspy",), extra="", options=("highs_options", "tighten"),
             description="HiGHS through highspy, the arrays passed as they are (fast)"),
     Variant("pulp", ("pulp",), extra="pulp", options=("solver",),
             description="PuLP: CBC, HiGHS or any solver PuLP finds"),

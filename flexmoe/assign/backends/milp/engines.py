@@ -18,9 +18,9 @@ import numpy as np
 
 from flexmoe.assign.backends._highs import new_highs, silence_highs_banner
 from flexmoe.assign.backends.milp.model import MilpModel
-from flexmoe.assign.deadline import current
+from flexmoe.assign.deadline import Progress, current
 from flexmoe.assign.errors import BackendUnavailableError
-from flexmoe.assign.problem import Float
+from flexmoe.assign.problem import AssignmentProblem, Float
 
 __all__ = [
     "BOUND_SNAP",
@@ -31,6 +31,7 @@ __all__ = [
     "HighsEngine",
     "Run",
     "Settings",
+    "report_to",
 ]
 
 #: A bound this close (times the objective's scale, which is relative: the engines see the
@@ -184,6 +185,14 @@ class HighsEngine:
     def set_start(self, values: Float) -> None:
         self.highs.setSolution(values.size, np.arange(values.size, dtype=np.int32), values)
 
+    def relax(self) -> None:
+        """Solve the LP relaxation from now on (later runs start from the last basis)."""
+        self.highs.setOptionValue("solve_relaxation", True)
+
+    def duals(self) -> Float:
+        """The row prices of the last LP solve (max sense: ``∂ objective / ∂ row bound``)."""
+        return np.asarray(self.highs.getSolution().row_dual, dtype=np.float64)
+
     def run(self, time_limit: float | None) -> Run:
         self.highs.setOptionValue("time_limit", math.inf if time_limit is None else time_limit)
         self.highs.run()
@@ -198,6 +207,36 @@ class HighsEngine:
             self.highs.run()
             run = _highs_run(self.highs, sign=1.0)
         return run
+
+
+def report_to(
+    progress: Progress,
+    problem: AssignmentProblem,
+    model: MilpModel,
+    runner: Any,
+    floor: float = -math.inf,
+) -> None:
+    """Let an engine that can (HiGHS) stop when the time-limited solve is cancelled,
+    and report its incumbents and dual bounds as it finds them (they count only when
+    `problem` is the solve's own, not a restricted one).
+
+    `model` may lack pairs that are worth at most `floor` (the reduced-cost fixing of
+    :mod:`.root`): a bound of its own then counts as ``max(bound, floor)``; with ``floor
+    = inf`` (a sub-MIP whose other pairs are fixed) its bounds say nothing and only its
+    incumbents are reported."""
+    watch = getattr(runner, "watch", None)
+    if watch is None or progress.problem is None:  # not a time-limited solve
+        return
+
+    def report(values: Float | None, bound: float) -> None:
+        if values is not None and values.size == model.cost.size:
+            x = model.assignment(values, problem.shape)
+            progress.offer(problem, x, source=f"{runner.solver}'s incumbent")
+        whole = max(bound * model.unit, floor)  # a bound on the whole problem
+        if math.isfinite(whole):
+            progress.tighten(problem, whole)
+
+    watch(lambda: progress.cancelled, report)
 
 
 class ScipyEngine:

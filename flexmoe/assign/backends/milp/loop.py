@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from flexmoe.assign.backends._highs import new_highs
+from flexmoe.assign.backends.milp import root as root_phase
 from flexmoe.assign.backends.milp.engines import (
     BOUND_SNAP,
     ENGINES,
@@ -18,10 +20,12 @@ from flexmoe.assign.backends.milp.engines import (
     HighsEngine,
     Run,
     Settings,
+    report_to,
 )
 from flexmoe.assign.backends.milp.model import MilpModel, formulate
-from flexmoe.assign.deadline import Progress, current, seconds_left
-from flexmoe.assign.problem import AssignmentProblem, Bool, Float
+from flexmoe.assign.backends.milp.root import Root
+from flexmoe.assign.deadline import current, seconds_left
+from flexmoe.assign.problem import AssignmentProblem, Bool
 from flexmoe.assign.registry import spec_name
 from flexmoe.assign.result import OPTIMAL_RTOL, Assignment, Status, relative_gap
 from flexmoe.assign.verify import expert_loads, objective_scale, objective_value, verify
@@ -48,6 +52,7 @@ def solve(
     threads: int | None = None,
     warm_start: bool = True,
     highs_options: dict[str, Any] | None = None,
+    tighten: bool = True,
 ) -> Assignment:
     """Solve `problem` exactly as a MILP (see the module Notes for the formulation).
 
@@ -74,6 +79,13 @@ def solve(
     highs_options : dict, optional
         For ``milp:highs`` only: extra HiGHS options over
         :data:`~flexmoe.assign.backends.milp.engines.HIGHS_DEFAULTS`.
+    tighten : bool
+        For ``milp:highs`` only: run the root phase of :mod:`.root` first (budget
+        covers, a bound checked in numpy, incumbents from the LP, reduced-cost fixing);
+        ``info["root"]`` says what it did. The bound is then the least of the root's and
+        ``max(solver's bound, root.floor)`` (the pairs fixed away are worth no more). It
+        keeps `time_limit` (each of its LPs and sub-MIPs gets the time left) and ends the
+        solve only when its relative gap is at most `mip_gap`, like the solver.
 
     Returns
     -------
@@ -92,24 +104,27 @@ def solve(
     warm_time = time.perf_counter() - start
     model = formulate(problem, warm)
     settings = Settings(SOLVER_GAP_SHARE * mip_gap, threads, seed or 0, solver, highs_options or {})
-    runner = ENGINES[engine](model, settings)
-    if warm is not None:
-        runner.set_start(model.start(problem, warm))
-    _report_to(progress, problem, model, runner)
     build_time = time.perf_counter() - start - warm_time
-    outcome = _optimise(problem, model, runner, deadline, mip_gap, warm)
+    root = None
+    if tighten and engine == "highs":
+        root = root_phase.tighten(problem, model, warm, settings, deadline, mip_gap)
+    outcome, name, proves, more_build = _branch(
+        problem, model, warm, root, settings, engine, deadline, mip_gap
+    )
     info = {
         "engine": engine,
-        "solver": runner.solver,
+        "solver": name,
         "warm_start": warm_note,
         "warm_start_time": warm_time,
         "objective_unit": model.unit,
         "rtol": mip_gap,
-        **outcome.info(model),
+        **({} if root is None else {"root": root.info}),
+        **outcome.info(model if root is None else root.model),
     }
-    if outcome.x is None and not runner.proves_infeasibility and not progress.cancelled:
+    if outcome.x is None and not proves and not progress.cancelled:
         outcome = _confirmed(problem, model, outcome, settings, deadline)
         info["confirmed_by"] = outcome.witness
+    build_time += more_build
     return _result(problem, outcome, mip_gap, engine, build_time=build_time, info=info)
 
 
@@ -121,24 +136,39 @@ def _check_options(mip_gap: float, threads: int | None) -> None:
         raise ValueError(f"`threads` must be a positive integer; got {threads!r}")
 
 
-def _report_to(
-    progress: Progress, problem: AssignmentProblem, model: MilpModel, runner: Any
-) -> None:
-    """Let an engine that can (HiGHS) stop when the time-limited solve is cancelled,
-    and report its incumbents and dual bounds as it finds them (they count only when
-    `problem` is the solve's own, not a restricted one)."""
-    watch = getattr(runner, "watch", None)
-    if watch is None or progress.problem is None:  # not a time-limited solve
-        return
+def _branch(
+    problem: AssignmentProblem,
+    model: MilpModel,
+    warm: Bool | None,
+    root: Root | None,
+    settings: Settings,
+    engine: str,
+    deadline: float | None,
+    mip_gap: float,
+) -> tuple[_Outcome, str, bool, float]:
+    """The branch and bound after the root phase (if any): the outcome, the solver's
+    name, whether an "infeasible" of it is a proof, and its build time.
 
-    def report(values: Float | None, bound: float) -> None:
-        if values is not None and values.size == model.cost.size:
-            x = model.assignment(values, problem.shape)
-            progress.offer(problem, x, source=f"{runner.solver}'s incumbent")
-        if math.isfinite(bound):
-            progress.tighten(problem, bound * model.unit)
-
-    watch(lambda: progress.cancelled, report)
+    A root phase that certified `mip_gap` is the answer as it is; otherwise the engine
+    solves the root's (restricted) model from its best assignment, and the root phase's
+    time counts as solve time."""
+    if root is not None and root.finished:
+        outcome = _Outcome(Run("optimal", None, root.bound, "root phase"), root.best,
+                           root.value, root.bound, 1, root.info["root_time"])  # fmt: skip
+        return outcome, f"HiGHS {new_highs().version()} (root phase)", True, 0.0
+    tick = time.perf_counter()
+    if root is not None:
+        model, warm = root.model, root.best
+    runner = ENGINES[engine](model, settings)
+    if warm is not None:
+        runner.set_start(model.start(problem, warm))
+    floor = -math.inf if root is None else root.floor
+    report_to(current(), problem, model, runner, floor)
+    build = time.perf_counter() - tick
+    outcome = _optimise(problem, model, runner, deadline, mip_gap, warm, root)
+    if root is not None:  # the root phase is solving: its LPs and sub-MIPs
+        outcome.solve_time += root.info["root_time"]
+    return outcome, runner.solver, runner.proves_infeasibility, build
 
 
 def _warm_start(problem: AssignmentProblem, seed: int | None) -> tuple[Bool | None, str]:
@@ -185,18 +215,24 @@ def _optimise(
     deadline: float | None,
     mip_gap: float,
     warm: Bool | None,
+    root: Root | None = None,
 ) -> _Outcome:
     """Run the solver; with variance lines, add the lines through each incumbent's loads
-    and run again until the best true objective is within `mip_gap` of the bound."""
+    and run again until the best true objective is within `mip_gap` of the bound.
+
+    After the root phase `model` may lack pairs fixed by reduced costs: the bound of the
+    whole problem is then ``min(root bound, max(solver's bound, root.floor))``."""
     best, value = warm, -math.inf if warm is None else objective_value(problem, warm)
-    bound, rounds, spent = math.inf, 0, 0.0
+    bound, rounds, spent = math.inf if root is None else root.bound, 0, 0.0
+    floor = -math.inf if root is None else root.floor
     progress = current()
     while True:
         rounds += 1
         tick = time.perf_counter()
         run = runner.run(seconds_left(deadline))
         spent += time.perf_counter() - tick
-        bound = bound if math.isnan(run.bound) else min(bound, run.bound * model.unit)
+        if not math.isnan(run.bound):  # the pairs fixed away are worth at most `floor`
+            bound = min(bound, max(run.bound * model.unit, floor))
         x = None if run.values is None else model.assignment(run.values, problem.shape)
         if x is not None and objective_value(problem, x) > value:
             best, value = x, objective_value(problem, x)
@@ -234,7 +270,7 @@ def _confirmed(
     if out.last.outcome not in ("infeasible", "error"):
         return out
     witness = HighsEngine(model, replace(settings, highs_options={}))
-    _report_to(current(), problem, model, witness)
+    report_to(current(), problem, model, witness)
     tick = time.perf_counter()
     run = witness.run(seconds_left(deadline))
     spent = out.solve_time + time.perf_counter() - tick

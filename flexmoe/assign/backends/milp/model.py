@@ -7,7 +7,9 @@ family, every budget row of the problem through the same block. No solver is inv
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import copy
+import math
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -132,13 +134,9 @@ class MilpModel:
 
     def add_cuts(self, expert: Int, slope: Float, intercept: Float) -> tuple[Any, Float, Float]:
         """Append new lines to the model; returns their rows for the engine."""
-        from scipy import sparse
-
         assert self.cuts is not None
         rows, lo, hi = self.cut_rows(*self.cuts.add(expert, slope, intercept))
-        self.matrix = sparse.vstack([self.matrix, rows], format="csr")
-        self.row_lo = np.concatenate([self.row_lo, lo])
-        self.row_hi = np.concatenate([self.row_hi, hi])
+        self.append_rows(rows, lo, hi)
         return rows, lo, hi
 
     def start(self, problem: AssignmentProblem, x: Bool) -> Float:
@@ -155,6 +153,70 @@ class MilpModel:
             values[self.columns["top"]] = loads.max()
             values[self.columns["bottom"]] = loads.min()
         return values
+
+    def append_rows(self, rows: Any, lo: Float, hi: Float) -> None:
+        """Append rows ``lo <= rows·v <= hi`` (``rows`` sparse, one column per model column)."""
+        from scipy import sparse
+
+        self.matrix = sparse.vstack([self.matrix, rows], format="csr")
+        self.row_lo = np.concatenate([self.row_lo, lo])
+        self.row_hi = np.concatenate([self.row_hi, hi])
+
+    def dual_bound(self, row_dual: Float) -> tuple[float, Float]:
+        r"""An upper bound on ``cost·v`` over the LP relaxation from any row prices `y`,
+        and the reduced costs ``r = cost − matrixᵀ·y``.
+
+        Weak duality, checked term by term rather than trusted from the solver: for every
+        ``v`` within the rows and column bounds, ``cost·v = r·v + y·(matrix·v) <=
+        Σ_j max(r_j·col_lo_j, r_j·col_hi_j) + Σ_i max(y_i·row_lo_i, y_i·row_hi_i)``. A
+        price whose row has no bound on the side it needs is set to 0 first, and every
+        column has finite bounds, so the bound is finite for any `y`; its floating-point
+        error is added on top (a few ulps per term). Fixing ``x_j`` to the bound it does
+        not sit at costs at least ``|r_j|``: any ``v`` with ``x_j = 1`` where ``r_j < 0``
+        has ``cost·v <= bound + r_j`` (the reduced-cost fixing of :mod:`.root`).
+        """
+        y = np.asarray(row_dual, dtype=np.float64)
+        y = np.where((y > 0) & np.isfinite(self.row_hi), y, np.where(
+            (y < 0) & np.isfinite(self.row_lo), y, 0.0))  # fmt: skip
+        reduced = self.cost - self.matrix.T @ y
+        cols = np.maximum(reduced * self.col_lo, reduced * self.col_hi)
+        rows = y * np.where(y > 0, self.row_hi, np.where(y < 0, self.row_lo, 0.0))
+        # rounding: each r_j is a sum of (entries in column j) + 1 products, each term
+        # below is one more product, and fsum adds them exactly rounded
+        depth = int(np.diff(self.matrix.tocsc().indptr).max(initial=0)) + 3
+        width = np.maximum(np.abs(self.col_lo), np.abs(self.col_hi))
+        size = (np.abs(self.cost) + abs(self.matrix).T @ np.abs(y)) @ width
+        eps = float(np.finfo(np.float64).eps)
+        error = 1.01 * depth * eps * (float(size) + float(np.abs(rows).sum()))
+        total = math.fsum(np.concatenate([cols, rows]).tolist())
+        return total + 2 * eps * abs(total) + error, reduced
+
+    def restrict(self, keep: Bool) -> MilpModel:
+        """The model without the ``x`` columns where `keep` is False (pairs fixed to 0):
+        their rows stay, the other columns shift down."""
+        from scipy import sparse
+
+        x = self.columns["x"]
+        mask = np.ones(self.cost.size, dtype=bool)
+        mask[x] = keep
+        kept = int(np.count_nonzero(keep))
+        shift = x.stop - kept
+        columns = {
+            name: slice(0, kept) if name == "x" else slice(s.start - shift, s.stop - shift)
+            for name, s in self.columns.items()
+        }
+        matrix = sparse.csr_array(self.matrix.tocsc()[:, np.flatnonzero(mask)])
+        return replace(
+            self, cost=self.cost[mask], col_lo=self.col_lo[mask], col_hi=self.col_hi[mask],
+            integer=self.integer[mask], matrix=matrix, clients=self.clients[keep],
+            experts=self.experts[keep], columns=columns, cuts=copy.deepcopy(self.cuts),
+        )  # fmt: skip
+
+    def with_x_bounds(self, lo: Float, hi: Float) -> MilpModel:
+        """A copy with the bounds of the ``x`` columns replaced (a sub-MIP's fixings)."""
+        col_lo, col_hi = self.col_lo.copy(), self.col_hi.copy()
+        col_lo[self.columns["x"]], col_hi[self.columns["x"]] = lo, hi
+        return replace(self, col_lo=col_lo, col_hi=col_hi, cuts=copy.deepcopy(self.cuts))
 
 
 class _Rows:
@@ -198,21 +260,32 @@ def _layout(problem: AssignmentProblem, n_pairs: int) -> dict[str, slice]:
 def _columns_data(
     problem: AssignmentProblem, columns: dict[str, slice], clients: Int, experts: Int, scale: float
 ) -> tuple[Float, Float, Float, Bool]:
-    """Objective, bounds and integrality of every column (loads in units of `scale`)."""
+    """Objective, bounds and integrality of every column (loads in units of `scale`).
+
+    Every continuous column gets finite bounds implied by the rows, so that a dual bound
+    computed from any row prices (:meth:`MilpModel.dual_bound`) is finite: ``L[e] <=
+    reach[e]`` (``Σ_n w[n, e]`` over the clients allowed it), ``top`` and ``bottom``
+    within the loads' bounds, and ``t[e] <= max((L_lo − c_hi)², (L_hi − c_lo)²)``, the
+    largest squared deviation the bounds of ``L[e]`` and the mean ``c`` allow. At every
+    feasible assignment ``t[e]`` is at most ``(L[e] − c)²`` (the lines lie under the
+    square at the loads an assignment can have), so no assignment is cut off.
+    """
     n_cols = max(s.stop for s in columns.values())
     cost, lo, hi = np.zeros(n_cols), np.zeros(n_cols), np.full(n_cols, np.inf)
     integer = np.zeros(n_cols, dtype=bool)
     lam = problem.balance_penalty
     x = columns["x"]
     cost[x], hi[x], integer[x] = problem.effective_utility()[clients, experts], 1.0, True
-    lo[columns["L"]], hi[columns["L"]] = problem.load_min / scale, problem.load_max / scale
+    load_lo, load_hi = problem.load_min / scale, np.minimum(problem.load_max, problem.reach) / scale
+    lo[columns["L"]], hi[columns["L"]] = load_lo, load_hi
     if "c" in columns:
-        total_lo, total_hi = problem.total_range
-        lo[columns["c"]], hi[columns["c"]] = (
-            t / (problem.n_experts * scale) for t in (total_lo, total_hi)
-        )
+        c_lo, c_hi = (t / (problem.n_experts * scale) for t in problem.total_range)
+        lo[columns["c"]], hi[columns["c"]] = c_lo, c_hi
+        hi[columns["t"]] = np.maximum((load_lo - c_hi) ** 2, (load_hi - c_lo) ** 2)
         cost[columns["t"]] = -lam * scale**2
     if "top" in columns:
+        lo[columns["top"]], hi[columns["top"]] = load_lo.max(), load_hi.max()
+        lo[columns["bottom"]], hi[columns["bottom"]] = load_lo.min(), load_hi.min()
         cost[columns["top"]], cost[columns["bottom"]] = -lam * scale, lam * scale
     return cost, lo, hi, integer
 
