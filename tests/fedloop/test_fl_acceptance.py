@@ -17,5 +17,9 @@ def test_flex_is_balanced_every_round_and_greedy_is_not() -> None:
     assert all(n == 0 for n in flex.series("never_trained"))
     assert flex.final()["assign_time_share"] <= 0.02
     greedy = run(DIGITS.replace(method="greedy"), threads=1)
+    # greedy ignores the load: its holder spread stays well above flex's in every round.
+    # (It used to leave experts untrained too; with ties broken at random and probes it
+    # rarely does: 3 rounds of 30 in 1 seed of 5 of the `default` preset.)
     assert min(greedy.series("holders.cv")) > 0.1
-    assert sum(n > 0 for n in greedy.series("never_trained")) > 0
+    assert all(g > f + 0.1 for g, f in zip(greedy.series("holders.cv"),
+                                            flex.series("holders.cv"), strict=True))  # fmt: skip
