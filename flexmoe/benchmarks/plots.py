@@ -528,16 +528,7 @@ def _per_partition(
     style = styles(methods)
     fig, axes_list = _figure(4.2 * len(partitions) + 2, 3.8, ncols=len(partitions))
     for ax, part in zip(axes_list, partitions, strict=True):
-        lines: dict[str, list[tuple[float, float]]] = {}
-        bands: dict[str, Sequence[float]] = {}
-        for method in methods:
-            runs = histories.get(f"{method}@{part}", [])
-            if not runs or not runs[0]["rounds"]:
-                continue
-            mean, std = _mean_std([_series(h, path_in_round) for h in runs])
-            lines[method] = [(float(i), m) for i, m in enumerate(mean, start=1)]
-            if std is not None:
-                bands[method] = std
+        lines, bands = _lines(histories, methods, part, path_in_round)
         _draw_lines(ax, lines, style, bands)
         _integer_ticks(ax)
         _decorate(ax, part, "round", ylabel if ax is axes_list[0] else "",
