@@ -188,10 +188,12 @@ class Assignment:
         status: Status,
         bound: float,
         backend: str,
+        largest: float | None = None,
         **kwargs: Any,
     ) -> Assignment:
         """A result for solution `x`, with objective, loads and scale recomputed from
-        `problem`."""
+        `problem` (`largest`: the largest ``|ū|`` of an allowed pair, when the backend
+        has it already; see :func:`~flexmoe.assign.verify.objective_scale`)."""
         x = np.asarray(x, dtype=bool)
         x.setflags(write=False)
         return cls(
@@ -201,7 +203,7 @@ class Assignment:
             bound=float(bound),
             backend=backend,
             loads=expert_loads(problem, x),
-            scale=objective_scale(problem, x),
+            scale=objective_scale(problem, x, largest=largest),
             **kwargs,
         )
 

@@ -19,6 +19,7 @@ __all__ = [
     "Verification",
     "expert_loads",
     "imbalance",
+    "largest_magnitude",
     "objective_scale",
     "objective_value",
     "verify",
@@ -48,19 +49,23 @@ def imbalance(loads: ArrayLike, metric: BalanceMetric | str) -> float:
 def objective_value(problem: AssignmentProblem, x: ArrayLike) -> float:
     """``Σ u·x − λ·imbalance(L) − μ·Σ (1 − previous)·x`` in float64."""
     x = np.asarray(x, dtype=bool)
-    value = float(problem.utility[x].sum())
+    held = np.flatnonzero(x)
+    value = float(np.take(problem.utility, held).sum())
     if problem.balance_penalty:
         loads = expert_loads(problem, x)
         value -= problem.balance_penalty * imbalance(loads, problem.balance_metric)
     if problem.switch_cost and problem.previous is not None:
-        value -= problem.switch_cost * float((x & ~problem.previous).sum())
+        value -= problem.switch_cost * float(held.size - np.take(problem.previous, held).sum())
     return value
 
 
-def objective_scale(problem: AssignmentProblem, x: ArrayLike) -> float:
+def objective_scale(
+    problem: AssignmentProblem, x: ArrayLike, *, largest: float | None = None
+) -> float:
     """The scale of the objective at `x`: the magnitude of its terms, ``Σ |ū|·x +
     λ·imbalance(L)`` with ``ū = u − μ·(1 − previous)``, and at least the largest ``|ū|``
-    of an allowed pair.
+    of an allowed pair (`largest`, when the caller has it already: see
+    :func:`largest_magnitude`).
 
     At least ``|objective|``; larger where terms cancel, or where the assignment holds
     only pairs far smaller than the problem's largest (a solver resolves differences
@@ -76,17 +81,33 @@ def objective_scale(problem: AssignmentProblem, x: ArrayLike) -> float:
     (0.0, 3.0)
     """
     x = np.asarray(x, dtype=bool)
-    utility = problem.utility
+    held = np.flatnonzero(x)  # the held pairs only: no (N, E) temporaries
+    terms = np.take(problem.utility, held)
     if problem.switch_cost and problem.previous is not None:
-        utility = utility - problem.switch_cost * ~problem.previous
-    magnitude = np.abs(utility)
-    value = float(magnitude[x].sum())
+        terms = terms - problem.switch_cost * ~np.take(problem.previous, held)
+    value = float(np.abs(terms).sum())
     if problem.balance_penalty:
         value += problem.balance_penalty * imbalance(
             expert_loads(problem, x), problem.balance_metric
         )
+    if largest is None:
+        largest = largest_magnitude(problem)
+    return max(value, largest)
+
+
+def largest_magnitude(problem: AssignmentProblem) -> float:
+    """The largest ``|ū|`` of an allowed pair, ``ū = u − μ·(1 − previous)`` (0 for none).
+
+    >>> from flexmoe.assign import AssignmentProblem
+    >>> largest_magnitude(AssignmentProblem([[1.0, -1.0, -3.0]], max_experts=2))
+    3.0
+    """
+    utility = problem.utility
+    if problem.switch_cost and problem.previous is not None:
+        utility = utility - problem.switch_cost * ~problem.previous
+    magnitude = np.abs(utility)
     allowed = magnitude if problem.allowed is None else magnitude[problem.allowed]
-    return max(value, float(allowed.max(initial=0.0)))
+    return float(allowed.max(initial=0.0))
 
 
 @dataclass(frozen=True)

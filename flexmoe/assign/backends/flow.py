@@ -966,8 +966,9 @@ def _result(search: _Search, found: _Found, engine: str, strategy: str) -> Assig
         prices = np.ldexp(found.prices.astype(np.float64), -scaled.market.exponent)
         info["prices"] = prices.tolist()
     result = Assignment.from_x(
-        problem, x, status=Status.OPTIMAL, bound=math.nan, backend=backend, **times
-    )
+        problem, x, status=Status.OPTIMAL, bound=math.nan, backend=backend,
+        largest=scaled.reach, **times,
+    )  # fmt: skip
     gap = scaled.error_bound(rounded)
     bound = result.objective + gap
     scale = max(abs(result.objective), scaled.reach)
