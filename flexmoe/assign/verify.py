@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 from flexmoe.assign.problem import AssignmentProblem, BalanceMetric, Bool, Float
 
@@ -20,6 +20,7 @@ __all__ = [
     "expert_loads",
     "imbalance",
     "largest_magnitude",
+    "objective_and_scale",
     "objective_scale",
     "objective_value",
     "verify",
@@ -49,7 +50,11 @@ def imbalance(loads: ArrayLike, metric: BalanceMetric | str) -> float:
 def objective_value(problem: AssignmentProblem, x: ArrayLike) -> float:
     """``Σ u·x − λ·imbalance(L) − μ·Σ (1 − previous)·x`` in float64."""
     x = np.asarray(x, dtype=bool)
-    held = np.flatnonzero(x)
+    return _value(problem, x, np.flatnonzero(x))
+
+
+def _value(problem: AssignmentProblem, x: Bool, held: NDArray[np.intp]) -> float:
+    """:func:`objective_value`, `held` the flat indices of the held pairs."""
     value = float(np.take(problem.utility, held).sum())
     if problem.balance_penalty:
         loads = expert_loads(problem, x)
@@ -81,7 +86,29 @@ def objective_scale(
     (0.0, 3.0)
     """
     x = np.asarray(x, dtype=bool)
-    held = np.flatnonzero(x)  # the held pairs only: no (N, E) temporaries
+    return _scale(problem, x, np.flatnonzero(x), largest)
+
+
+def objective_and_scale(
+    problem: AssignmentProblem, x: ArrayLike, *, largest: float | None = None
+) -> tuple[float, float]:
+    """:func:`objective_value` and :func:`objective_scale` at `x`, finding the held pairs
+    once.
+
+    >>> from flexmoe.assign import AssignmentProblem
+    >>> objective_and_scale(AssignmentProblem([[1.0, -1.0, -3.0]], max_experts=2),
+    ...                     [[True, True, False]])
+    (0.0, 3.0)
+    """
+    x = np.asarray(x, dtype=bool)
+    held = np.flatnonzero(x)
+    return _value(problem, x, held), _scale(problem, x, held, largest)
+
+
+def _scale(
+    problem: AssignmentProblem, x: Bool, held: NDArray[np.intp], largest: float | None
+) -> float:
+    """:func:`objective_scale` from the held pairs only (no (N, E) temporaries)."""
     terms = np.take(problem.utility, held)
     if problem.switch_cost and problem.previous is not None:
         terms = terms - problem.switch_cost * ~np.take(problem.previous, held)
