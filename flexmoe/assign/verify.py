@@ -50,7 +50,14 @@ def imbalance(loads: ArrayLike, metric: BalanceMetric | str) -> float:
 def objective_value(problem: AssignmentProblem, x: ArrayLike) -> float:
     """``Σ u·x − λ·imbalance(L) − μ·Σ (1 − previous)·x`` in float64."""
     x = np.asarray(x, dtype=bool)
-    return _value(problem, x, np.flatnonzero(x))
+    return _value(problem, x, _held(problem, x))
+
+
+def _held(problem: AssignmentProblem, x: Bool) -> NDArray[np.intp]:
+    """Flat indices of the pairs `x` holds (`x` of the problem's shape)."""
+    if x.shape != problem.shape:
+        raise ValueError(f"`x` must have shape {problem.shape}; got {x.shape}")
+    return np.flatnonzero(x)
 
 
 def _value(problem: AssignmentProblem, x: Bool, held: NDArray[np.intp]) -> float:
@@ -86,7 +93,7 @@ def objective_scale(
     (0.0, 3.0)
     """
     x = np.asarray(x, dtype=bool)
-    return _scale(problem, x, np.flatnonzero(x), largest)
+    return _scale(problem, x, _held(problem, x), largest)
 
 
 def objective_and_scale(
@@ -101,7 +108,7 @@ def objective_and_scale(
     (0.0, 3.0)
     """
     x = np.asarray(x, dtype=bool)
-    held = np.flatnonzero(x)
+    held = _held(problem, x)
     return _value(problem, x, held), _scale(problem, x, held, largest)
 
 

@@ -61,6 +61,8 @@ def test_objective_and_scale_match_the_dense_formulas():
     assert objective_scale(p, x, largest=1e9) == 1e9
     result = Assignment.from_x(p, x, status=Status.FEASIBLE, bound=math.inf, backend="t")
     assert (result.objective, result.scale) == (value, scale)
+    with pytest.raises(ValueError, match=r"`x` must have shape \(40, 6\); got \(6, 40\)"):
+        objective_value(p, x.T)
 
 
 def test_weighted_loads_enter_the_balance_term():
