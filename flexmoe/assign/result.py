@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from flexmoe.assign.problem import AssignmentProblem, Bool, Float
-from flexmoe.assign.verify import expert_loads, objective_scale, objective_value
+from flexmoe.assign.verify import expert_loads, objective_and_scale
 
 __all__ = ["OPTIMAL_RTOL", "Assignment", "LoadStats", "Status", "load_stats", "relative_gap"]
 
@@ -188,20 +188,23 @@ class Assignment:
         status: Status,
         bound: float,
         backend: str,
+        largest: float | None = None,
         **kwargs: Any,
     ) -> Assignment:
         """A result for solution `x`, with objective, loads and scale recomputed from
-        `problem`."""
+        `problem` (`largest`: the largest ``|ū|`` of an allowed pair, when the backend
+        has it already; see :func:`~flexmoe.assign.verify.objective_scale`)."""
         x = np.asarray(x, dtype=bool)
         x.setflags(write=False)
+        objective, scale = objective_and_scale(problem, x, largest=largest)
         return cls(
             status=Status(status),
             x=x,
-            objective=objective_value(problem, x),
+            objective=objective,
             bound=float(bound),
             backend=backend,
             loads=expert_loads(problem, x),
-            scale=objective_scale(problem, x),
+            scale=scale,
             **kwargs,
         )
 

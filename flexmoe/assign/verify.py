@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 from flexmoe.assign.problem import AssignmentProblem, BalanceMetric, Bool, Float
 
@@ -19,6 +19,8 @@ __all__ = [
     "Verification",
     "expert_loads",
     "imbalance",
+    "largest_magnitude",
+    "objective_and_scale",
     "objective_scale",
     "objective_value",
     "verify",
@@ -48,19 +50,34 @@ def imbalance(loads: ArrayLike, metric: BalanceMetric | str) -> float:
 def objective_value(problem: AssignmentProblem, x: ArrayLike) -> float:
     """``Σ u·x − λ·imbalance(L) − μ·Σ (1 − previous)·x`` in float64."""
     x = np.asarray(x, dtype=bool)
-    value = float(problem.utility[x].sum())
+    return _value(problem, x, _held(problem, x))
+
+
+def _held(problem: AssignmentProblem, x: Bool) -> NDArray[np.intp]:
+    """Flat indices of the pairs `x` holds (`x` of the problem's shape)."""
+    if x.shape != problem.shape:
+        raise ValueError(f"`x` must have shape {problem.shape}; got {x.shape}")
+    return np.flatnonzero(x)
+
+
+def _value(problem: AssignmentProblem, x: Bool, held: NDArray[np.intp]) -> float:
+    """:func:`objective_value`, `held` the flat indices of the held pairs."""
+    value = float(np.take(problem.utility, held).sum())
     if problem.balance_penalty:
         loads = expert_loads(problem, x)
         value -= problem.balance_penalty * imbalance(loads, problem.balance_metric)
     if problem.switch_cost and problem.previous is not None:
-        value -= problem.switch_cost * float((x & ~problem.previous).sum())
+        value -= problem.switch_cost * float(held.size - np.take(problem.previous, held).sum())
     return value
 
 
-def objective_scale(problem: AssignmentProblem, x: ArrayLike) -> float:
+def objective_scale(
+    problem: AssignmentProblem, x: ArrayLike, *, largest: float | None = None
+) -> float:
     """The scale of the objective at `x`: the magnitude of its terms, ``Σ |ū|·x +
     λ·imbalance(L)`` with ``ū = u − μ·(1 − previous)``, and at least the largest ``|ū|``
-    of an allowed pair.
+    of an allowed pair (`largest`, when the caller has it already: see
+    :func:`largest_magnitude`).
 
     At least ``|objective|``; larger where terms cancel, or where the assignment holds
     only pairs far smaller than the problem's largest (a solver resolves differences
@@ -76,17 +93,55 @@ def objective_scale(problem: AssignmentProblem, x: ArrayLike) -> float:
     (0.0, 3.0)
     """
     x = np.asarray(x, dtype=bool)
-    utility = problem.utility
+    return _scale(problem, x, _held(problem, x), largest)
+
+
+def objective_and_scale(
+    problem: AssignmentProblem, x: ArrayLike, *, largest: float | None = None
+) -> tuple[float, float]:
+    """:func:`objective_value` and :func:`objective_scale` at `x`, finding the held pairs
+    once.
+
+    >>> from flexmoe.assign import AssignmentProblem
+    >>> objective_and_scale(AssignmentProblem([[1.0, -1.0, -3.0]], max_experts=2),
+    ...                     [[True, True, False]])
+    (0.0, 3.0)
+    """
+    x = np.asarray(x, dtype=bool)
+    held = _held(problem, x)
+    return _value(problem, x, held), _scale(problem, x, held, largest)
+
+
+def _scale(
+    problem: AssignmentProblem, x: Bool, held: NDArray[np.intp], largest: float | None
+) -> float:
+    """:func:`objective_scale` from the held pairs only (no (N, E) temporaries)."""
+    terms = np.take(problem.utility, held)
     if problem.switch_cost and problem.previous is not None:
-        utility = utility - problem.switch_cost * ~problem.previous
-    magnitude = np.abs(utility)
-    value = float(magnitude[x].sum())
+        terms = terms - problem.switch_cost * ~np.take(problem.previous, held)
+    value = float(np.abs(terms).sum())
     if problem.balance_penalty:
         value += problem.balance_penalty * imbalance(
             expert_loads(problem, x), problem.balance_metric
         )
+    if largest is None:
+        largest = largest_magnitude(problem)
+    return max(value, largest)
+
+
+def largest_magnitude(problem: AssignmentProblem) -> float:
+    """The largest ``|ū|`` of an allowed pair, ``ū = u − μ·(1 − previous)`` (0 for none).
+
+    >>> from flexmoe.assign import AssignmentProblem
+    >>> largest_magnitude(AssignmentProblem([[1.0, -1.0, -3.0]], max_experts=2))
+    3.0
+    """
+    utility = problem.utility
+    if problem.switch_cost and problem.previous is not None:
+        utility = utility - problem.switch_cost * ~problem.previous
+    magnitude = np.abs(utility)
     allowed = magnitude if problem.allowed is None else magnitude[problem.allowed]
-    return max(value, float(allowed.max(initial=0.0)))
+    return float(allowed.max(initial=0.0))
 
 
 @dataclass(frozen=True)

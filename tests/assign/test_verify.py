@@ -20,6 +20,7 @@ from flexmoe.assign import (
     save_problem,
     verify,
 )
+from flexmoe.assign.verify import largest_magnitude, objective_and_scale, objective_scale
 
 
 def test_objective_terms():
@@ -33,6 +34,35 @@ def test_objective_terms():
     assert objective_value(p, x) == pytest.approx(6 - 2 * 4.5 - 1.0)
     q = p.replace(balance_metric="range")
     assert objective_value(q, x) == pytest.approx(6 - 2 * 3 - 1.0)
+
+
+def test_objective_and_scale_match_the_dense_formulas():
+    """The held-pair computation gives what the (N, E) formulas give, bit for bit."""
+    rng = np.random.default_rng(3)
+    utility = rng.normal(size=(40, 6)) * 10.0 ** rng.integers(-3, 3, size=(40, 1))
+    previous = rng.random((40, 6)) < 0.3
+    allowed = rng.random((40, 6)) < 0.8
+    x = (rng.random((40, 6)) < 0.4) & allowed
+    p = AssignmentProblem(
+        utility, max_experts=6, previous=previous, switch_cost=0.7, balance_penalty=0.01,
+        allowed=allowed,
+    )  # fmt: skip
+    effective = utility - 0.7 * ~previous
+    loads = x.sum(axis=0).astype(np.float64)
+    imbalance = float(((loads - loads.mean()) ** 2).sum())
+    value = float(utility[x].sum()) - 0.01 * imbalance - 0.7 * float((x & ~previous).sum())
+    largest = float(np.abs(effective)[allowed].max())
+    scale = max(float(np.abs(effective)[x].sum()) + 0.01 * imbalance, largest)
+    assert objective_value(p, x) == value
+    assert largest_magnitude(p) == largest
+    assert objective_scale(p, x) == scale
+    assert objective_and_scale(p, x) == (value, scale)
+    # a caller's own largest |ū| (flow has it from its scaling pass) replaces the pass
+    assert objective_scale(p, x, largest=1e9) == 1e9
+    result = Assignment.from_x(p, x, status=Status.FEASIBLE, bound=math.inf, backend="t")
+    assert (result.objective, result.scale) == (value, scale)
+    with pytest.raises(ValueError, match=r"`x` must have shape \(40, 6\); got \(6, 40\)"):
+        objective_value(p, x.T)
 
 
 def test_weighted_loads_enter_the_balance_term():

@@ -53,6 +53,17 @@ def where2(mask: NDArray[np.bool_]) -> tuple[NDArray[np.intp], NDArray[np.intp]]
     return np.divmod(flat, mask.shape[1])
 
 
+def pair_index(experts: NDArray[np.intp], n_experts: int) -> NDArray[np.intp]:
+    """Flat index into an (N, E) matrix of candidate slots `experts` (shape (m, N), column
+    n client n's): ``take``/``put`` on the flat matrix is several times faster than the
+    2-D fancy index ``x[arange(N), experts]``.
+
+    >>> pair_index(np.array([[1, 0], [2, 1]]), 3).tolist()
+    [[1, 3], [2, 4]]
+    """
+    return experts + (np.arange(experts.shape[1]) * n_experts)[None, :]
+
+
 # -- the problem in scaled integer units ---------------------------------------------------
 
 
@@ -366,8 +377,11 @@ def _sort(
 def held_matrix(market: Market, choice: Choice) -> Bool:
     """``x`` of `choice`: each client holds its first ``count`` candidates."""
     x = np.zeros((market.n_clients, market.n_experts), dtype=bool)
-    slots, clients = where2(np.ascontiguousarray(choice.held))
-    x[clients, choice.experts[slots, clients]] = True
+    flat = pair_index(choice.experts, market.n_experts)
+    if market.fixed:  # the held candidates are the first k slots
+        x.ravel()[flat[: int(market.least[0])]] = True
+    else:
+        x.ravel()[flat[choice.held]] = True
     return x
 
 
@@ -441,28 +455,32 @@ def settle(
     """
     out = Settled(prices, cand, choose(market, cand, prices))
     _level(market, out)
-    direction, still = 1, 0
+    direction, still, checked = 1, 0, False
     for _ in range(max_phases):
-        still = 0 if _phase(market, out, direction, max_rounds) else still + 1
-        _level(market, out)
-        if still == 2:
+        moved, fixed = _phase(market, out, direction, max_rounds)
+        shifted = _level(market, out)
+        still = 0 if moved else still + 1
+        # no move either way: two still phases, or a still one after a phase whose last
+        # round found no move at these same prices (a warm start's usual end)
+        if still == 2 or (still == 1 and checked and not shifted):
             out.converged = True
             break
+        checked = fixed and not shifted
         if out.rounds >= max_rounds:
             break
         direction = -direction
     return out
 
 
-def _phase(market: Market, out: Settled, direction: int, max_rounds: int) -> bool:
+def _phase(market: Market, out: Settled, direction: int, max_rounds: int) -> tuple[bool, bool]:
     """Rounds in one direction until no expert moves or the excess stalls; whether any
-    price moved."""
+    price moved, and whether the phase ended on a round where none would."""
     history: list[int] = []
     while out.rounds < max_rounds:
         step, excess = _responses(market, out.choice, direction)
         out.rounds += 1
         if (step == out.prices).all():
-            break
+            return bool(history), True
         out.prices = step
         out.choice = choose(market, out.cand, step)
         out.cand, again = refresh(market, out.cand, out.choice)
@@ -472,21 +490,21 @@ def _phase(market: Market, out: Settled, direction: int, max_rounds: int) -> boo
         history.append(excess)
         if len(history) > 2 and 4 * history[-1] > 3 * history[-3]:
             break
-    return bool(history)
+    return bool(history), False
 
 
-def _level(market: Market, out: Settled) -> None:
+def _level(market: Market, out: Settled) -> bool:
     """Under a variance penalty with every client holding exactly k, shift all prices by
     the constant that best fits the supply interval ``[cost(L), cost(L + 1)]`` of each
     expert inside its band (the median of their ends): the shift changes no client's
     choice, and without it the best responses would drift the common level one small
-    step a round."""
+    step a round. Whether the prices moved."""
     if market.penalty == 0 or not market.fixed:
-        return
+        return False
     loads = out.choice.loads
     inside = np.flatnonzero((loads > market.lo) & (loads < market.hi))
     if inside.size == 0:
-        return
+        return False
     ends = np.concatenate([market.unit(loads[inside]), market.unit(loads[inside] + 1)]) - np.tile(
         out.prices[inside], 2
     )
@@ -504,6 +522,7 @@ def _level(market: Market, out: Settled) -> None:
             out.prices, c.experts, c.reduced - shift, c.held, c.count, c.keep - shift,
             c.enter - shift, c.worst - shift, c.other - shift, c.loads,
         )  # fmt: skip
+    return bool(shift)
 
 
 def _responses(market: Market, choice: Choice, direction: int) -> tuple[Int, int]:
@@ -837,8 +856,7 @@ def _candidates_clear(market: Market, x: Bool, prices: Int, cand: Candidates) ->
     """Clients whose threshold interval is provably nonempty from their candidates and the
     `beyond` bound alone (every holding a candidate)."""
     cand = cand.moved(prices)
-    clients = np.arange(market.n_clients)
-    inside = x[clients, cand.experts]  # (m, N): which candidates are held
+    inside = np.take(x, pair_index(cand.experts, market.n_experts))  # (m, N): held ones
     count = x.sum(axis=1)
     reduced = cand.value - np.take(prices, cand.experts)
     upper = np.where(inside, reduced, market.inf).min(axis=0)

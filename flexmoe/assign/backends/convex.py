@@ -835,7 +835,7 @@ def _result(
     info: dict[str, Any],
 ) -> Assignment:
     """The rounded assignment with the relaxation's bound; never ``OPTIMAL``."""
-    times = {"build_time": build_time, "solve_time": solve_time, "info": info}
+    times: dict[str, Any] = {"build_time": build_time, "solve_time": solve_time, "info": info}
     bound = relaxation.bound
     full = info.get("full_problem_bound", math.nan)
     if math.isfinite(full):  # the MILP's dual bound on the whole problem is valid too

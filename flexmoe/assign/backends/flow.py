@@ -958,16 +958,16 @@ def _result(search: _Search, found: _Found, engine: str, strategy: str) -> Assig
         return Assignment.no_solution(status, backend, message, **times)
     problem = scaled.problem
     x = found.x
-    held_loads = x.sum(axis=0)
-    rounded = int(x.sum())
+    rounded = int(np.count_nonzero(x))
     if problem.balance_penalty > 0:
-        rounded += int(np.maximum(held_loads - scaled.market.lo, 0).sum())
+        rounded += int(np.maximum(x.sum(axis=0) - scaled.market.lo, 0).sum())
     if found.prices is not None:
         prices = np.ldexp(found.prices.astype(np.float64), -scaled.market.exponent)
         info["prices"] = prices.tolist()
     result = Assignment.from_x(
-        problem, x, status=Status.OPTIMAL, bound=math.nan, backend=backend, **times
-    )
+        problem, x, status=Status.OPTIMAL, bound=math.nan, backend=backend,
+        largest=scaled.reach, **times,
+    )  # fmt: skip
     gap = scaled.error_bound(rounded)
     bound = result.objective + gap
     scale = max(abs(result.objective), scaled.reach)
