@@ -43,6 +43,12 @@ def no_leftovers_fixture(tmp_path: Path):
                 os.kill(pid, signal.SIGKILL)
 
 
+def _as_foreground() -> None:
+    """In the child before exec: SIGINT as a terminal's foreground job has it (a test run
+    itself started in the background, e.g. ``nohup ... &``, would hand down SIG_IGN)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _bench(*args: str) -> subprocess.Popen[str]:
     env = dict(
         os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
@@ -53,6 +59,7 @@ def _bench(*args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=_as_foreground,
     )
 
 

@@ -60,11 +60,19 @@ register_signal("toy_inverse_loss", inverse_loss)
 '''
 
 
+def _as_foreground() -> None:
+    """In the child before exec: SIGINT as a terminal's foreground job has it (a test run
+    itself started in the background, e.g. ``nohup ... &``, would hand down SIG_IGN)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def flexmoe(*args: str, tag: str = "", **kwargs) -> subprocess.Popen[str]:
-    """``python -m flexmoe ...`` in a child process (its environment carries `tag`)."""
+    """``python -m flexmoe ...`` in a child process (its environment carries `tag`; SIGINT
+    as in a terminal's foreground)."""
     env = {**os.environ, "FLEXMOE_TEST_TAG": tag or uuid.uuid4().hex, **kwargs.pop("env", {})}
     return subprocess.Popen([sys.executable, "-m", "flexmoe", *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_as_foreground, **kwargs)  # fmt: skip
 
 
 def tagged(tag: str) -> list[int]:
