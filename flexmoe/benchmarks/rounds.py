@@ -21,26 +21,17 @@ import time
 from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from flexmoe.assign import Assignment, AssignmentProblem, solve
+from flexmoe.assign.registry import Session
 from flexmoe.benchmarks.floor import topk_floor
 from flexmoe.benchmarks.options import Size, UsageError, parse_positive, parse_sizes
 
 __all__ = ["RoundsConfig", "RoundsRow", "add_parser", "run_rounds", "topk_floor"]
-
-
-class Session(Protocol):
-    def solve(
-        self,
-        problem: AssignmentProblem,
-        *,
-        time_limit: float | None = None,
-        seed: int | None = None,
-    ) -> Assignment: ...
 
 
 def warm_session(spec: str) -> Session | None:
