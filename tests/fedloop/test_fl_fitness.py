@@ -7,16 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fl_support import TINY
 
 from flexmoe.fedloop import (
     ClientPlan,
-    FedConfig,
     Fitness,
     FitnessConfig,
     History,
     MoEStrategy,
     Simulation,
-    TrainConfig,
     run,
     train_client,
 )
@@ -24,10 +23,6 @@ from flexmoe.fedloop.fitness import NORMALISATIONS
 from flexmoe.fedloop.policies import permuted, ranked, unpermuted
 from flexmoe.fedloop.task import alone_scores, workspace
 
-TINY = FedConfig(
-    clients=6, experts=4, capacity="2", rounds=3, partition="dirichlet:0.5", min_size=15,
-    train=TrainConfig(epochs=1, batch_size=16),
-)  # fmt: skip
 PROBE = {"signal": "alone", "probe": 1, "initial": None}
 
 

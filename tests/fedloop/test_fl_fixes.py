@@ -9,13 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fl_support import TINY
 
 from flexmoe.fedloop import FedConfig, MoEStrategy, Simulation, TrainConfig, run
-
-TINY = FedConfig(
-    clients=6, experts=4, capacity="2", rounds=3, partition="dirichlet:0.5", min_size=15,
-    train=TrainConfig(epochs=1, batch_size=16),
-)  # fmt: skip
 
 
 def one_round(config: FedConfig, drop: tuple[int, ...] = ()):

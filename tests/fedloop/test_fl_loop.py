@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fl_support import TINY
 
 from flexmoe.fedloop import (
     ClientPlan,
@@ -21,11 +22,6 @@ from flexmoe.fedloop import (
 )
 from flexmoe.fedloop.checkpoint import completed_rounds
 from flexmoe.fedloop.task import workspace
-
-TINY = FedConfig(
-    clients=6, experts=4, capacity="2", rounds=3, partition="dirichlet:0.5", min_size=15,
-    train=TrainConfig(epochs=1, batch_size=16),
-)  # fmt: skip
 
 
 class Killed(Exception):
