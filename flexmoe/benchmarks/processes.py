@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import logging
 import os
 import signal
 import threading
@@ -36,12 +37,15 @@ __all__ = [
     "become_subreaper",
     "descendants",
     "die_with_parent",
+    "end_tagged",
     "interruptible",
     "kill_tree",
     "new_tag",
     "tagged",
     "tagging",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: Environment variable whose value marks every process of one run.
 TAG_VARIABLE = "FLEXMOE_BENCH_RUN"
@@ -187,18 +191,60 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def tagged(tag: str) -> list[int]:
-    """Live processes whose environment holds ``TAG_VARIABLE=tag``."""
-    needle = f"{TAG_VARIABLE}={tag}".encode()
+def tagged(tag: str, variable: str = TAG_VARIABLE) -> list[int]:
+    """Live processes, other than this one, whose environment holds ``variable=tag``
+    (Linux ``/proc``; elsewhere none are found)."""
+    needle = f"{variable}={tag}".encode()
     found = []
     for pid in _pids():
         try:
             environ = (_PROC / str(pid) / "environ").read_bytes()
         except OSError:
             continue
-        if needle in environ.split(b"\0") and alive(pid):
+        if needle in environ.split(b"\0") and alive(pid) and pid != os.getpid():
             found.append(pid)
     return found
+
+
+def end_tagged(
+    tag: str,
+    variable: str = TAG_VARIABLE,
+    *,
+    grace: float = 3.0,
+    settle: float = 0.5,
+    timeout: float = 30.0,
+) -> list[int]:
+    """End every process tagged `tag` (``variable=tag``), gracefully first.
+
+    SIGTERM for `grace` seconds; then each round SIGSTOP to every one left (a stopped
+    process cannot fork) and SIGKILL. It returns once no tagged process has been seen
+    for `settle` seconds — one that a parent forked just before it ended is still found
+    — or after `timeout` seconds, logging the pids still there. Those that are this
+    process's children are reaped. Returns the pids it signalled.
+    """
+    signalled: set[int] = set()
+    start = time.monotonic()
+    quiet_since: float | None = None
+    while (now := time.monotonic()) - start < timeout:
+        pids = tagged(tag, variable)
+        if not pids:
+            quiet_since = now if quiet_since is None else quiet_since
+            if now - quiet_since >= settle:
+                break
+        else:
+            quiet_since = None
+            graceful = now - start < grace
+            for sig in (signal.SIGTERM,) if graceful else (signal.SIGSTOP, signal.SIGKILL):
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, sig)
+            signalled.update(pids)
+        time.sleep(0.05)
+    else:
+        logger.warning("processes tagged %s=%s still running after %.0f s: %s", variable,
+                       tag, timeout, tagged(tag, variable))  # fmt: skip
+    _reap_now(signalled)
+    return sorted(signalled)
 
 
 def kill_tree(pid: int | None, tag: str | None = None, *, timeout: float = 2.0) -> list[int]:
@@ -229,6 +275,13 @@ def kill_tree(pid: int | None, tag: str | None = None, *, timeout: float = 2.0) 
         time.sleep(0.01)
     _reap(set(killed) - {pid} if pid is not None else set(killed))
     return killed
+
+
+def _reap_now(pids: set[int]) -> None:
+    """Reap those of `pids` that have ended and are this process's children."""
+    for pid in pids:
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
 
 
 def _reap(pids: set[int]) -> None:

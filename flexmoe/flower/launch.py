@@ -40,6 +40,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from flexmoe.benchmarks.processes import end_tagged
+
 __all__ = ["CONNECTION", "TAG_VARIABLE", "LocalFederation", "RayOptions", "RunResult"]
 
 log = logging.getLogger(__name__)
@@ -348,7 +350,7 @@ class LocalFederation:
         if self._link is not None:
             _end(self._link, signal.SIGTERM, SHUTDOWN)
             self._link = None
-        end_tagged(self.tag)
+        end_tagged(self.tag, TAG_VARIABLE)
         for folder in self.folders:
             shutil.rmtree(folder, ignore_errors=True)
         self.folders = []
@@ -408,40 +410,3 @@ def _end(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT, grace: float =
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def tagged(tag: str) -> list[int]:
-    """Live processes whose environment holds ``TAG_VARIABLE=tag`` (Linux ``/proc``;
-    elsewhere none are found)."""
-    needle = f"{TAG_VARIABLE}={tag}".encode()
-    found = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            if needle not in (entry / "environ").read_bytes().split(b"\0"):
-                continue
-            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
-        except OSError:
-            continue
-        if state not in ("Z", "X") and int(entry.name) != os.getpid():
-            found.append(int(entry.name))
-    return found
-
-
-def end_tagged(tag: str, grace: float = 3.0) -> list[int]:
-    """SIGTERM every process tagged `tag`, SIGKILL those left after `grace` seconds;
-    reap the ones that are this process's children. Returns the pids it signalled."""
-    signalled: set[int] = set()
-    deadline = time.monotonic() + grace
-    while pids := tagged(tag):
-        sig = signal.SIGTERM if time.monotonic() < deadline else signal.SIGKILL
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-        signalled.update(pids)
-        time.sleep(0.1)
-        if time.monotonic() > deadline + grace:
-            break
-    for pid in signalled:
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)
-    return sorted(signalled)

@@ -171,6 +171,19 @@ def marked(mark: str) -> list[int]:
     return found
 
 
+def describe(pids: list[int]) -> str:
+    """`pids` with each one's state, parent and command line (what was left, and whose)."""
+    rows = []
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            rows.append(f"{pid} (state {stat[0]}, parent {stat[1]}): {command[:300]}")
+        except OSError:
+            rows.append(f"{pid} (gone)")
+    return "; ".join(rows)
+
+
 class Sandbox:
     """A HOME, a short TMPDIR (Ray's socket paths) and a mark, for one test's commands."""
 
@@ -204,6 +217,6 @@ class Sandbox:
         deadline = time.monotonic() + 10
         while (left := marked(self.mark)) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not left, f"processes left running: {left}"
+        assert not left, f"processes left running: {describe(left)}"
         assert list(self.home.iterdir()) == [], "written under HOME"
         assert list(self.tmp.iterdir()) == [], "left in the temporary folder"
