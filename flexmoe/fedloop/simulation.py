@@ -7,7 +7,7 @@ federation's public :class:`~flexmoe.fedloop.FederationSpec` (:attr:`Simulation.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,8 +23,11 @@ from flexmoe.fedloop.task import (
     ClientPlan,
     ClientReply,
     EvaluationCounts,
+    SharedPass,
+    count_correct,
     evaluate,
     held_mask,
+    shared_pass,
     train_client,
     workspace,
 )
@@ -150,22 +153,36 @@ class Simulation:
         :meth:`evaluate_client`)."""
         model = workspace(self.spec)
         model.load_state_dict(weights | self.gates[0], strict=True)
+        used = sorted({int(e) for _, experts in plans for e in experts})
+        shared = {name: shared_pass(model, x, y, used) for name, (x, y) in  # ψ and the experts
+                  (("pooled_test", self.pooled_test), ("pooled_val", self.pooled_val))}  # fmt: skip
         counts = []
         for client, experts in plans:
             model.load_state_dict(self.gates[client], strict=False)
-            counts.append(self.evaluate_client(model, client, list(experts)))
+            counts.append(self.evaluate_client(model, client, list(experts), shared))
         return counts
 
     def evaluate_client(
-        self, model: MoEClassifier, client: int, experts: list[int]
+        self,
+        model: MoEClassifier,
+        client: int,
+        experts: list[int],
+        shared: Mapping[str, SharedPass] | None = None,
     ) -> EvaluationCounts:
         """(correct, total) of `model` (holding `client`'s gate) with `experts` on each
-        split: ``test`` and ``val`` (the client's own), ``pooled_test``, ``pooled_val``."""
+        split: ``test`` and ``val`` (the client's own), ``pooled_test``, ``pooled_val``;
+        a split in `shared` is read from its pass (ψ and the experts run once a round for
+        every client: the same figures, computed once)."""
         mask = held_mask(experts, self.spec.n_experts)
         data = self.clients[client]
         splits = {"test": (data.x_test, data.y_test), "val": (data.x_val, data.y_val),
                   "pooled_test": self.pooled_test, "pooled_val": self.pooled_val}  # fmt: skip
-        return {name: (evaluate(model, mask, x, y), len(y)) for name, (x, y) in splits.items()}
+        shared = shared or {}
+        return {
+            name: (count_correct(model, mask, shared[name]) if name in shared
+                   else evaluate(model, mask, x, y), len(y))
+            for name, (x, y) in splits.items()
+        }  # fmt: skip
 
     def state_dict(self) -> State:
         """The client-side state to checkpoint: every gate, keyed ``client<n>.gate.*``."""

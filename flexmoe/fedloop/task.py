@@ -24,10 +24,13 @@ __all__ = [
     "ClientPlan",
     "ClientReply",
     "EvaluationCounts",
+    "SharedPass",
     "TrainConfig",
     "alone_scores",
+    "count_correct",
     "evaluate",
     "held_mask",
+    "shared_pass",
     "train_client",
     "workspace",
 ]
@@ -174,7 +177,7 @@ def _fit(
     assert cfg.lr is not None  # train_client checked it
     optimiser = torch.optim.SGD(
         _trainable(model, plan.experts), lr=cfg.lr, momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
+        weight_decay=cfg.weight_decay, foreach=True,
     )  # fmt: skip
     generator = torch.Generator().manual_seed(plan.seed)
     stats = ExpertStats(*(torch.zeros(len(held)) for _ in range(3)))
@@ -255,14 +258,47 @@ def train_client(
     return reply, {k: v.detach().clone() for k, v in state.items() if k.startswith("gate.")}
 
 
+@dataclass(frozen=True)
+class SharedPass:
+    """ψ(x) and some experts' logits on an evaluation set, batch by batch: what every
+    client's evaluation on a common set shares (ψ and the experts are global; only the
+    gate is a client's own). Built by :func:`shared_pass`, read by :func:`count_correct`.
+    """
+
+    features: tuple[Tensor, ...]
+    expert_logits: tuple[dict[int, Tensor], ...]
+    labels: tuple[Tensor, ...]
+
+
+def shared_pass(
+    model: MoEClassifier, x: Tensor, y: Tensor, experts: list[int], batch: int = 1024
+) -> SharedPass:
+    """ψ and the logits of `experts` on (x, y) in batches of `batch`, in eval mode."""
+    if model.training:
+        model.eval()
+    features, logits, labels = [], [], []
+    with torch.no_grad():
+        for start in range(0, len(y), batch):
+            h = model.backbone(x[start : start + batch])
+            features.append(h)
+            logits.append({e: model.experts[e](h) for e in experts})
+            labels.append(y[start : start + batch])
+    return SharedPass(tuple(features), tuple(logits), tuple(labels))
+
+
+def count_correct(model: MoEClassifier, held: Tensor, shared: SharedPass) -> int:
+    """Correct predictions of `model`'s gate routing among `held` on a shared pass (which
+    must hold every held expert's logits)."""
+    correct = 0
+    with torch.no_grad():
+        for h, logits, y in zip(shared.features, shared.expert_logits, shared.labels, strict=True):
+            out = model.mix(h, held, logits)
+            correct += int((out.logits.argmax(1) == y).sum())
+    return correct
+
+
 def evaluate(model: MoEClassifier, held: Tensor, x: Tensor, y: Tensor, batch: int = 1024) -> int:
     """Correct predictions of `model` (with the gate and weights it holds) on (x, y), in
     eval mode."""
-    if model.training:
-        model.eval()
-    correct = 0
-    with torch.no_grad():
-        for start in range(0, len(y), batch):
-            out = model(x[start : start + batch], held)
-            correct += int((out.logits.argmax(1) == y[start : start + batch]).sum())
-    return correct
+    experts = [int(e) for e in held.nonzero().flatten()]
+    return count_correct(model, held, shared_pass(model, x, y, experts, batch))

@@ -172,12 +172,15 @@ class MoEClassifier(nn.Module):
             held = torch.ones(self.n_experts, dtype=torch.bool)
         h = self.backbone(x)
         weights = route(self.gate(h), held, self.top_k)
-        expert_logits = {int(e): self.experts[int(e)](h) for e in held.nonzero().flatten()}
-        logits = sum(
-            (weights[:, e, None] * out for e, out in expert_logits.items()),
-            start=torch.zeros(()),
-        )
-        return MoEOutput(logits, weights, expert_logits)
+        return _mixture(weights, {e: self.experts[e](h) for e in _indices(held)})
+
+    def mix(self, h: Tensor, held: Tensor, expert_logits: dict[int, Tensor]) -> MoEOutput:
+        """:meth:`forward` from ``h = ψ(x)`` and each held expert's logits on it
+        (`expert_logits` may hold more experts: only the held ones are used). ψ and the
+        experts are global; this is the part a client's own gate decides, so a pass
+        over a common set is shared by every client's evaluation."""
+        weights = route(self.gate(h), held, self.top_k)
+        return _mixture(weights, {e: expert_logits[e] for e in _indices(held)})
 
     def expert_num_params(self) -> list[int]:
         """Parameters of each expert (for the storage constraint)."""
@@ -190,6 +193,18 @@ class MoEClassifier(nn.Module):
     def backbone_nbytes(self) -> int:
         """Bytes of ψ's tensors (sent to and from every participating client)."""
         return _nbytes(self.backbone)
+
+
+def _indices(held: Tensor) -> list[int]:
+    return [int(e) for e in held.nonzero().flatten()]
+
+
+def _mixture(weights: Tensor, expert_logits: dict[int, Tensor]) -> MoEOutput:
+    """``Σ_e weight[:, e] · expert_logits[e]`` over the held experts, in index order."""
+    logits = sum(
+        (weights[:, e, None] * out for e, out in expert_logits.items()), start=torch.zeros(())
+    )
+    return MoEOutput(logits, weights, expert_logits)
 
 
 def _nbytes(module: nn.Module) -> int:

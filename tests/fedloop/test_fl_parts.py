@@ -232,3 +232,23 @@ def test_budgets_flow_cannot_take_reach_the_milp() -> None:
     equal = FederationSpec(spec.model, profiles, (10,) * 4, (2,) * 4, 100)
     moe = MoEStrategy(config, equal)
     assert moe.open_round(moe.initial_state({}), 0).assignment.backend == "flow"
+
+
+def test_the_round_evaluation_shares_one_pass_and_gives_each_clients_own_figures() -> None:
+    from flexmoe.fedloop.simulation import Simulation
+    from flexmoe.fedloop.task import workspace
+
+    sim = Simulation(FedConfig(clients=4, experts=4, capacity="2", min_size=10, width=16,
+                               expert_hidden=8, rounds=1, seed=2))  # fmt: skip
+    torch.manual_seed(5)  # a different gate per client, so the clients' figures differ
+    for gate in sim.gates:
+        for value in gate.values():
+            value.normal_()
+    weights = sim.initial_weights()
+    plans = [(0, (0, 1)), (1, (2, 3)), (2, (1,)), (3, (0, 1, 2, 3))]
+    shared = sim.evaluate(weights, plans)
+    for (client, experts), counts in zip(plans, shared, strict=True):
+        model = workspace(sim.spec)
+        model.load_state_dict(weights | sim.gates[client], strict=True)
+        assert counts == sim.evaluate_client(model, client, list(experts))  # unshared
+    assert len({counts["pooled_test"] for counts in shared}) > 1

@@ -122,3 +122,13 @@ def test_shared_keys_never_include_the_gate(model: MoEClassifier) -> None:
     keys = shared_keys(state)
     assert keys and not any(k.startswith("gate.") for k in keys)
     assert {k.split(".")[1] for k in shared_keys(state, [2]) if k.startswith("experts.")} == {"2"}
+
+
+def test_mix_of_a_shared_pass_is_the_forward_pass(model: MoEClassifier) -> None:
+    x = torch.randn(7, 6)
+    every = {e: model.experts[e](model.backbone(x)) for e in range(4)}  # more than held
+    for held in (mask(1, 3), mask(0), mask(0, 1, 2, 3)):
+        direct, mixed = model(x, held), model.mix(model.backbone(x), held, every)
+        assert torch.equal(direct.logits, mixed.logits)
+        assert torch.equal(direct.weights, mixed.weights)
+        assert sorted(mixed.expert_logits) == held.nonzero().flatten().tolist()
