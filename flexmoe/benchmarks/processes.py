@@ -10,6 +10,8 @@ solver daemonises stays in its tree while it runs, and asks to be killed when it
 dies (``PR_SET_PDEATHSIG``); both are Linux-only and do nothing elsewhere. The benchmark
 process itself is never made a subreaper: it would adopt every orphan of the process it
 runs in (Ray's daemons, in a test session, then never notice that their parent ended).
+:func:`end_tagged` ends every process with a tag gracefully (SIGTERM, then SIGSTOP and
+SIGKILL), for a tagged group with no single root — the Flower launcher's federations.
 
 :func:`interruptible` turns SIGINT and SIGTERM into :class:`Interrupted`, so that a sweep
 ends its children, writes what finished and exits with one line.
