@@ -180,7 +180,8 @@ def _fit(
         weight_decay=cfg.weight_decay, foreach=True,
     )  # fmt: skip
     generator = torch.Generator().manual_seed(plan.seed)
-    stats = ExpertStats(*(torch.zeros(len(held)) for _ in range(3)))
+    experts = [int(e) for e in held.nonzero().flatten()]
+    sums = torch.zeros(3, len(experts))  # routed, loss, correct of the held experts
     total, batches = 0.0, 0
     for _ in range(cfg.epochs):
         order = torch.randperm(len(y), generator=generator)
@@ -191,9 +192,9 @@ def _fit(
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            stats = stats + out.expert_stats(y[batch])
+            sums += out.expert_sums(y[batch])
             total, batches = total + loss.item(), batches + 1
-    return stats, total / max(batches, 1)
+    return ExpertStats.spread(sums, experts, len(held)), total / max(batches, 1)
 
 
 def train_client(

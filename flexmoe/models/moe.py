@@ -71,9 +71,14 @@ class MoEOutput:
     def expert_stats(self, target: Tensor) -> ExpertStats:
         """Per-expert routed counts, loss and accuracy on the samples routed to it."""
         n_experts = self.weights.shape[1]
-        count, loss, correct = (torch.zeros(n_experts) for _ in range(3))
         if not self.expert_logits:
-            return ExpertStats(count, loss, correct)
+            return ExpertStats(*(torch.zeros(n_experts) for _ in range(3)))
+        return ExpertStats.spread(self.expert_sums(target), list(self.expert_logits), n_experts)
+
+    def expert_sums(self, target: Tensor) -> Tensor:
+        """:meth:`expert_stats` of the held experts only, in index order, as one tensor of
+        shape (3, held): routed count, loss sum and correct predictions. Batches with the
+        same held experts add elementwise (a training loop's running sum)."""
         with torch.no_grad():
             experts = torch.tensor(list(self.expert_logits), dtype=torch.long)
             logits = torch.stack(list(self.expert_logits.values()), dim=1)  # (batch, held, C)
@@ -81,10 +86,7 @@ class MoEOutput:
             labels = target[:, None].expand(-1, len(experts))
             nll = -logits.log_softmax(-1).gather(-1, labels[..., None])[..., 0]
             hits = (logits.argmax(-1) == labels).float()
-            count[experts] = routed.sum(0)
-            loss[experts] = (nll * routed).sum(0)
-            correct[experts] = (hits * routed).sum(0)
-        return ExpertStats(count, loss, correct)
+            return torch.stack([routed.sum(0), (nll * routed).sum(0), (hits * routed).sum(0)])
 
 
 @dataclass
@@ -98,6 +100,15 @@ class ExpertStats:
     count: Tensor
     loss_sum: Tensor
     correct: Tensor
+
+    @classmethod
+    def spread(cls, sums: Tensor, experts: list[int], n_experts: int) -> ExpertStats:
+        """The stats of every expert from :meth:`MoEOutput.expert_sums` of `experts`
+        (zero for the others)."""
+        count, loss, correct = (torch.zeros(n_experts) for _ in range(3))
+        index = torch.tensor(experts, dtype=torch.long)
+        count[index], loss[index], correct[index] = sums[0], sums[1], sums[2]
+        return cls(count, loss, correct)
 
     def __add__(self, other: ExpertStats) -> ExpertStats:
         return ExpertStats(

@@ -132,3 +132,15 @@ def test_mix_of_a_shared_pass_is_the_forward_pass(model: MoEClassifier) -> None:
         assert torch.equal(direct.logits, mixed.logits)
         assert torch.equal(direct.weights, mixed.weights)
         assert sorted(mixed.expert_logits) == held.nonzero().flatten().tolist()
+
+
+def test_expert_sums_of_batches_spread_to_the_sum_of_their_stats(model: MoEClassifier) -> None:
+    from flexmoe.models import ExpertStats
+
+    held, y = mask(0, 2), torch.tensor([0, 1, 2, 1, 0])
+    first, second = model(torch.randn(5, 6), held), model(torch.randn(5, 6), held)
+    total = first.expert_stats(y) + second.expert_stats(y)
+    spread = ExpertStats.spread(first.expert_sums(y) + second.expert_sums(y), [0, 2], 4)
+    for name in ("count", "loss_sum", "correct"):
+        assert torch.equal(getattr(spread, name), getattr(total, name))
+    assert spread.count[[1, 3]].eq(0).all() and spread.count.sum() > 0
