@@ -180,17 +180,32 @@ def alive(pid: int) -> bool:
 
 def descendants(pid: int) -> list[int]:
     """Every live descendant of `pid` (children, their children, ...)."""
+    return _descendants([pid])
+
+
+def _descendants(roots: list[int]) -> list[int]:
+    """Every live descendant of any of `roots` (one pass over ``/proc``)."""
     children: dict[int, list[int]] = {}
     for child in _pids():
         stat = _stat(child)
         if stat is not None and stat[0] not in ("Z", "X"):
             children.setdefault(stat[1], []).append(child)
-    found, todo = [], list(children.get(pid, []))
+    found, todo = [], [child for root in roots for child in children.get(root, [])]
     while todo:
         child = todo.pop()
         found.append(child)
         todo.extend(children.get(child, []))
     return found
+
+
+def _started(pid: int) -> int | None:
+    """When `pid` started (clock ticks after boot), None when it is gone: with the pid,
+    it names one process even after the pid is reused."""
+    try:
+        text = (_PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    return int(text[text.rindex(")") + 2 :].split()[19])
 
 
 def tagged(tag: str, variable: str = TAG_VARIABLE) -> list[int]:
@@ -216,19 +231,29 @@ def end_tagged(
     settle: float = 0.5,
     timeout: float = 30.0,
 ) -> list[int]:
-    """End every process tagged `tag` (``variable=tag``), gracefully first.
+    """End every process tagged `tag` (``variable=tag``) and every descendant of one,
+    gracefully first.
 
+    A descendant counts even when its own environment does not show the tag: a process
+    that retitles itself (``setproctitle``, as Ray's agents do) overwrites what
+    ``/proc/<pid>/environ`` reads, and one may start with an environment of its own. Once
+    seen, a process stays a target until it ends, also after its parent has gone.
     SIGTERM for `grace` seconds; then each round SIGSTOP to every one left (a stopped
-    process cannot fork) and SIGKILL. It returns once no tagged process has been seen
-    for `settle` seconds — one that a parent forked just before it ended is still found
-    — or after `timeout` seconds, logging the pids still there. Those that are this
-    process's children are reaped. Returns the pids it signalled.
+    process cannot fork) and SIGKILL. It returns once none has been seen for `settle`
+    seconds — one that a parent forked just before it ended is still found — or after
+    `timeout` seconds, logging the pids still there. Those that are this process's
+    children are reaped. Returns the pids it signalled.
     """
+    seen: dict[int, int | None] = {}  # pid → when it started
     signalled: set[int] = set()
     start = time.monotonic()
     quiet_since: float | None = None
     while (now := time.monotonic()) - start < timeout:
-        pids = tagged(tag, variable)
+        found = tagged(tag, variable)
+        for pid in (*found, *_descendants(found), *seen):
+            seen.setdefault(pid, _started(pid))
+        pids = [p for p, began in seen.items() if _started(p) == began and alive(p)]
+        pids = [p for p in pids if p != os.getpid()]
         if not pids:
             quiet_since = now if quiet_since is None else quiet_since
             if now - quiet_since >= settle:
@@ -243,8 +268,9 @@ def end_tagged(
             signalled.update(pids)
         time.sleep(0.05)
     else:
-        logger.warning("processes tagged %s=%s still running after %.0f s: %s", variable,
-                       tag, timeout, tagged(tag, variable))  # fmt: skip
+        left = [p for p, began in seen.items() if _started(p) == began and alive(p)]
+        logger.warning("processes tagged %s=%s (or descended from one) still running after "
+                       "%.0f s: %s", variable, tag, timeout, left)  # fmt: skip
     _reap_now(signalled)
     return sorted(signalled)
 

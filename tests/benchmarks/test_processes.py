@@ -6,8 +6,10 @@ Each test tags its own processes with a fresh value and checks only those.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -15,7 +17,7 @@ import uuid
 
 import pytest
 
-from flexmoe.benchmarks.processes import end_tagged, tagged
+from flexmoe.benchmarks.processes import alive, end_tagged, tagged
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -71,6 +73,35 @@ def test_a_tree_that_ignores_sigterm_is_killed_after_the_grace() -> None:
     assert 0.5 <= took < 10
 
 
+#: Tagged; starts a child with an environment of its own (no tag: as a process that
+#: retitles itself reads in /proc), then ends on SIGTERM, leaving the child an orphan.
+UNTAGGED_CHILD = """
+import subprocess, sys, time
+child = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"
+kid = subprocess.Popen([sys.executable, "-c", child], env={})
+print(kid.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_descendant_whose_environment_lacks_the_tag_is_ended_too() -> None:
+    tag = uuid.uuid4().hex
+    proc = subprocess.Popen([sys.executable, "-c", UNTAGGED_CHILD], env={**os.environ, VARIABLE: tag},
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    assert proc.stdout is not None
+    with proc.stdout:
+        kid = int(proc.stdout.readline())
+    try:
+        assert tagged(tag, VARIABLE) == [proc.pid]  # the child does not show the tag
+        signalled = end_tagged(tag, VARIABLE, grace=0.5, settle=0.3)
+        assert not alive(kid), "the untagged child was left running"
+        assert set(signalled) == {proc.pid, kid}
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(kid, signal.SIGKILL)
+        proc.wait(5)
+
+
 def test_a_process_that_honours_sigterm_ends_within_the_grace() -> None:
     tag = uuid.uuid4().hex
     proc = _start("import time; print('ready', flush=True); time.sleep(120)", tag)
@@ -93,7 +124,10 @@ def test_what_cannot_be_ended_is_logged_and_the_call_returns_by_its_timeout(
         with caplog.at_level(logging.WARNING, logger="flexmoe.benchmarks.processes"):
             end_tagged(tag, VARIABLE, grace=0.2, timeout=1.5)
         assert time.monotonic() - began < 1.5 + 1.0
-        assert f"processes tagged {VARIABLE}={tag} still running after 2 s" in caplog.text
+        assert (
+            f"processes tagged {VARIABLE}={tag} (or descended from one) still running after 2 s"
+            in (caplog.text)
+        )
     finally:
         proc.kill()
         proc.wait(5)
