@@ -64,6 +64,17 @@ def pair_index(experts: NDArray[np.intp], n_experts: int) -> NDArray[np.intp]:
     return experts + (np.arange(experts.shape[1]) * n_experts)[None, :]
 
 
+def column_counts(x: Bool) -> Int:
+    """``x.sum(axis=0)`` of a boolean (N, E) matrix as int64, summed as bytes (about twice
+    as fast as the bool sum, which converts every element).
+
+    >>> column_counts(np.array([[True, False], [True, True]])).tolist()
+    [2, 1]
+    """
+    wide = np.int32 if x.shape[0] < 2**31 else np.int64
+    return np.add.reduce(x.view(np.uint8), axis=0, dtype=wide).astype(np.int64)
+
+
 # -- the problem in scaled integer units ---------------------------------------------------
 
 
@@ -714,7 +725,14 @@ def helpers(market: Market, choice: Choice, excess: Int, short: Int) -> Bool:
 
 
 def potentials(
-    market: Market, x: Bool, prices: Int, included: Bool, margin: Int, limit: int | None = None
+    market: Market,
+    x: Bool,
+    prices: Int,
+    included: Bool,
+    margin: Int,
+    limit: int | None = None,
+    *,
+    loads: Int | None = None,
 ) -> tuple[Int | None, Bool]:
     """Prices under which `x` may be optimal, from the residual arcs of some clients.
 
@@ -725,7 +743,8 @@ def potentials(
     expert and ``o``) and has a reduced weight of at least its client's `margin`, so when
     the spread ``D`` of ``d`` over those nodes is at most the smallest such margin the
     shifted prices satisfy every arc. Otherwise the clients with a margin below ``D`` join
-    and the search repeats (giving up past `limit` clients).
+    and the search repeats (giving up past `limit` clients). `loads`: the holders of each
+    expert in `x`, when the caller keeps them.
 
     Returns
     -------
@@ -735,7 +754,7 @@ def potentials(
     """
     e = market.n_experts
     weights = np.full((e + 1, e + 1), market.inf, dtype=np.int64)
-    _expert_arcs(market, x.sum(axis=0).astype(np.int64), prices, weights)
+    _expert_arcs(market, column_counts(x) if loads is None else loads, prices, weights)
     added = included.copy()
     included = np.zeros_like(included)
     while True:
@@ -825,7 +844,15 @@ class Verdict:
         return self.clients.size == 0 and self.experts.size == 0
 
 
-def certify(market: Market, x: Bool, prices: Int, cand: Candidates | None = None) -> Verdict:
+def certify(
+    market: Market,
+    x: Bool,
+    prices: Int,
+    cand: Candidates | None = None,
+    *,
+    loads: Int | None = None,
+    count: Int | None = None,
+) -> Verdict:
     """Check that `prices` prove `x` optimal: every residual arc of the whole network has a
     nonnegative reduced cost, in exact integer arithmetic.
 
@@ -836,28 +863,29 @@ def certify(market: Market, x: Bool, prices: Int, cand: Candidates | None = None
     pass). With `cand`, a client holding only candidates is checked on its candidates, and
     on every other expert through ``beyond``, a bound on their reduced values that the
     ranking computed exactly and price falls can only have raised; the clients that bound
-    does not clear are checked row by row.
+    does not clear are checked row by row. `loads` and `count`: the holders of each expert
+    and the experts of each client in `x`, when the caller keeps them.
     """
     if cand is None:
         bad = _rows_fail(market, x, prices)
     else:
         bad = np.zeros(market.n_clients, dtype=bool)
-        unclear = np.flatnonzero(~_candidates_clear(market, x, prices, cand))
+        count = x.sum(axis=1) if count is None else count
+        unclear = np.flatnonzero(~_candidates_clear(market, x, prices, cand, count))
         for part in chunks(unclear.size, market.n_experts):
             rows = unclear[part]
             bad[rows] = _exact(market, x[rows], market.reduced(rows, prices), rows)
-    held_loads = x.sum(axis=0).astype(np.int64)
+    held_loads = column_counts(x) if loads is None else loads
     more = (held_loads < market.hi) & (prices > market.unit(held_loads + 1))
     fewer = (held_loads > market.lo) & (prices < market.unit(held_loads))
     return Verdict(np.flatnonzero(bad), np.flatnonzero(more | fewer))
 
 
-def _candidates_clear(market: Market, x: Bool, prices: Int, cand: Candidates) -> Bool:
+def _candidates_clear(market: Market, x: Bool, prices: Int, cand: Candidates, count: Int) -> Bool:
     """Clients whose threshold interval is provably nonempty from their candidates and the
-    `beyond` bound alone (every holding a candidate)."""
+    `beyond` bound alone (every holding a candidate; `count` of them held per client)."""
     cand = cand.moved(prices)
     inside = np.take(x, pair_index(cand.experts, market.n_experts))  # (m, N): held ones
-    count = x.sum(axis=1)
     reduced = cand.value - np.take(prices, cand.experts)
     upper = np.where(inside, reduced, market.inf).min(axis=0)
     lower = np.maximum(np.where(inside, market.none, reduced).max(axis=0), cand.beyond)
