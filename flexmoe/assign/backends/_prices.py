@@ -318,19 +318,26 @@ class Choice:
     """Holders of each expert."""
 
 
-def choose(market: Market, cand: Candidates, prices: Int, only: Int | None = None) -> Choice:
+def choose(
+    market: Market,
+    cand: Candidates,
+    prices: Int,
+    only: Int | None = None,
+    last: Choice | None = None,
+) -> Choice:
     """Each client's best feasible count of its candidates under `prices`: its ``least``
     best, then more (up to ``most``) while their reduced value is positive.
 
     The candidates are reordered in place, held ones first. When every client holds
     exactly k, only the clients whose held k no longer beat the rest are sorted again
     (with `only`: the clients whose candidates changed since the last choice at these
-    prices, all of them sorted again).
+    prices, all of them sorted again), and with `last`, the choice these candidates were
+    last ordered by, its loads are updated for those clients instead of counted afresh.
     """
     m, n = cand.experts.shape
     reduced = cand.value - np.take(prices, cand.experts)
     if market.fixed and m > int(market.least[0]):
-        return _choose_k(market, cand, prices, reduced, only)
+        return _choose_k(market, cand, prices, reduced, only, last)
     _sort(market, cand, reduced, slice(None), prices)
     count = np.clip((reduced > 0).sum(axis=0), market.least, market.most)
     held = np.arange(m)[:, None] < count
@@ -344,10 +351,16 @@ def choose(market: Market, cand: Candidates, prices: Int, only: Int | None = Non
 
 
 def _choose_k(
-    market: Market, cand: Candidates, prices: Int, reduced: Int, only: Int | None
+    market: Market,
+    cand: Candidates,
+    prices: Int,
+    reduced: Int,
+    only: Int | None,
+    last: Choice | None,
 ) -> Choice:
     """:func:`choose` when every client holds exactly k: the first k slots."""
     m, n = cand.experts.shape
+    e = market.n_experts
     k = int(market.least[0])
     worst = reduced[:k].min(axis=0) if k else np.full(n, market.inf, dtype=np.int64)
     other = reduced[k:].max(axis=0)
@@ -355,15 +368,19 @@ def _choose_k(
     if only is not None:
         changed = np.union1d(changed, only)
     redo: slice | Int = slice(None) if changed.size > n // 2 else changed
+    if last is not None and not isinstance(redo, slice):  # loads less the sorted clients'
+        loads = last.loads - np.bincount(cand.experts[:k, redo].ravel(), minlength=e)
     if changed.size:
         _sort(market, cand, reduced, redo, prices)
         worst[redo] = reduced[k - 1, redo] if k else market.inf
         other[redo] = reduced[k, redo]
     held = np.broadcast_to((np.arange(m) < k)[:, None], (m, n))
-    loads = np.bincount(cand.experts[:k].ravel(), minlength=market.n_experts)
+    if last is not None and not isinstance(redo, slice):
+        loads += np.bincount(cand.experts[:k, redo].ravel(), minlength=e)
+    else:
+        loads = np.bincount(cand.experts[:k].ravel(), minlength=e).astype(np.int64)
     return Choice(
-        prices, cand.experts, reduced, held, market.least, other, worst, worst, other,
-        loads.astype(np.int64),
+        prices, cand.experts, reduced, held, market.least, other, worst, worst, other, loads,
     )  # fmt: skip
 
 
@@ -493,7 +510,7 @@ def _phase(market: Market, out: Settled, direction: int, max_rounds: int) -> tup
         if (step == out.prices).all():
             return bool(history), True
         out.prices = step
-        out.choice = choose(market, out.cand, step)
+        out.choice = choose(market, out.cand, step, last=out.choice)
         out.cand, again = refresh(market, out.cand, out.choice)
         if again.size:  # ranked best first already: choosing again sorts only ties
             out.refreshed += int(again.size)
@@ -599,8 +616,9 @@ def _band(
     starts = np.cumsum(sizes) - sizes
     shed = price.copy()
     for r in np.flatnonzero(j > 0):
-        part = grouped[starts[r] : starts[r] + sizes[r]]
-        shed[r] = price[r] + int(np.partition(part, j[r] - 1)[j[r] - 1])
+        part = grouped[starts[r] : starts[r] + sizes[r]]  # a view of a new array
+        part.partition(j[r] - 1)
+        shed[r] = price[r] + int(part[j[r] - 1])
     floor = np.where(j < jmax, 0, -market.inf)  # the far end reached: no floor at 0
     return sign * np.maximum(np.maximum(price, shed), floor)
 

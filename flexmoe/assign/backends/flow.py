@@ -71,7 +71,7 @@ _COST_BUDGET = 2**62
 #: larger one (a fallback on every pair) is solved at the coarser scale its size allows.
 _SCALED_CLIENTS = 4096
 #: Candidate experts per client beyond ``max_experts``.
-_EXTRA_CANDIDATES = 8
+_EXTRA_CANDIDATES = 4
 #: Rounds of contested flows before the fallback to every pair.
 _MAX_ROUNDS = 6
 #: Clients of least margin contested when the prices did not settle on a feasible
@@ -853,7 +853,7 @@ def solve(
         Experts per client that the prices are settled on and the small flow may choose
         from (its best under the current prices, ranked again when prices move past them;
         a client the certificate names gets every pair), at least ``max(max_experts) + 1``.
-        Default: ``max(max_experts) + 8``.
+        Default: ``max(max_experts) + 4``.
 
     Returns
     -------
