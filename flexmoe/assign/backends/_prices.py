@@ -253,8 +253,7 @@ def _ranked(market: Market, rows: slice | Int, prices: Int, width: int) -> tuple
     """The `width` best experts of `rows` (shape (rows, width)), their scaled utilities and
     the best reduced value beyond them."""
     bits = market.bits
-    key = market.reduced(rows, prices)
-    np.negative(key, out=key)
+    key = prices - market.value[rows]  # −A
     key <<= bits
     key |= np.arange(market.n_experts, dtype=np.int64)
     if width < market.n_experts:

@@ -178,9 +178,10 @@ def _holder_band(problem: AssignmentProblem, total: int) -> tuple[Int, Int]:
 class _Scaled:
     """The market of a problem and what its rounding costs the bound.
 
-    `max_error` is the largest |scaled cost − true cost · 2**exponent| of any arc, in
-    scaled units (exact: a power-of-two scale makes every product exact); `most_arcs` how
-    many rounded-cost unit arcs any feasible flow can use.
+    `max_error` is at least the largest |scaled cost − true cost · 2**exponent| of any arc,
+    in scaled units (exact: a power-of-two scale makes every product exact; a bound when
+    the values were updated from a session's last market); `most_arcs` how many
+    rounded-cost unit arcs any feasible flow can use.
     """
 
     problem: AssignmentProblem
@@ -189,6 +190,8 @@ class _Scaled:
     most_arcs: int
     reach: float
     """Largest |effective utility| of an allowed pair."""
+    value_error: float = 0.0
+    """The part of `max_error` from rounding the utilities."""
 
     def error_bound(self, used_arcs: int) -> float:
         """The certified distance, in objective units, from an optimum of the scaled costs
@@ -219,11 +222,15 @@ def _exponent(magnitude: float, limit: int) -> int:
     return e
 
 
-def _scaled(problem: AssignmentProblem, clients: int | None = None) -> _Scaled:
+def _scaled(
+    problem: AssignmentProblem, clients: int | None = None, last: _Scaled | None = None
+) -> _Scaled:
     """Scale and round every cost (chunked: one int64 copy of the utilities, no more).
 
     The scale fits a network of `clients` clients (default: a quarter of the clients, at
     least :data:`_SCALED_CLIENTS`) and keeps every sum of :mod:`._prices` inside int64.
+    `last`: a session's last scaled problem, whose values are updated in place where they
+    can be (see :func:`_rescaled`); it must not be used again.
     """
     n, e = problem.shape
     most = _most_experts(problem)
@@ -234,16 +241,11 @@ def _scaled(problem: AssignmentProblem, clients: int | None = None) -> _Scaled:
     size = min(n, max(_SCALED_CLIENTS, n // 4) if clients is None else clients)
     exponent = _exponent(magnitude, min(_ortools_limit(size, e), Market.cap(e)))
     top = math.ldexp(magnitude, exponent)
-    value = np.empty((n, e), dtype=np.int64)
-    error = 0.0
     excluded = Market.excluded_for(e, int(top))
-    for rows in _prices.chunks(n, e):
-        scaled = _times_power_of_two(_effective_rows(problem, rows), exponent)
-        if problem.allowed is not None:  # pairs that are never arcs may lie out of range
-            scaled[~problem.allowed[rows]] = 0.0
-        error = max(error, _round_into(scaled, value[rows]))
-        if problem.allowed is not None:
-            value[rows][~problem.allowed[rows]] = excluded
+    value, error = _rescaled(problem, last, exponent, int(top)) or _rounded(
+        problem, exponent, excluded
+    )
+    value_error = error
     market = Market(
         value, problem.min_experts.astype(np.int64), most.astype(np.int64), lo, hi,
         problem.balance_penalty, exponent, int(top),
@@ -253,7 +255,60 @@ def _scaled(problem: AssignmentProblem, clients: int | None = None) -> _Scaled:
         error += 2.0**-1074
     total = min(int(most.sum()), int(hi.sum()))
     units_used = max(0, total - int(lo.sum())) if problem.balance_penalty > 0 else 0
-    return _Scaled(problem, market, error, total + units_used, reach)
+    return _Scaled(problem, market, error, total + units_used, reach, value_error)
+
+
+def _rounded(problem: AssignmentProblem, exponent: int, excluded: int) -> tuple[Int, float]:
+    """The scaled, rounded utilities (:attr:`Market.value`) and the largest rounding error,
+    in chunks."""
+    n, e = problem.shape
+    value = np.empty((n, e), dtype=np.int64)
+    error = 0.0
+    for rows in _prices.chunks(n, e):
+        scaled = _times_power_of_two(_effective_rows(problem, rows), exponent)
+        if problem.allowed is not None:  # pairs that are never arcs may lie out of range
+            scaled[~problem.allowed[rows]] = 0.0
+        error = max(error, _round_into(scaled, value[rows]))
+        if problem.allowed is not None:
+            value[rows][~problem.allowed[rows]] = excluded
+    return value, error
+
+
+#: A session updates its last values in place only up to this many pairs (it keeps the
+#: last utilities and values between solves: two copies of U).
+_REUSE_PAIRS = 1 << 24
+
+
+def _rescaled(
+    problem: AssignmentProblem, last: _Scaled | None, exponent: int, top: int
+) -> tuple[Int, float] | None:
+    """`last`'s values, updated in place to `problem` where the utilities changed (a
+    federated round moves only the held pairs: one comparison finds them), and a bound on
+    the rounding error: the last one's, or the changed pairs' (None: not the same shape,
+    scale, allowed mask and excluded value, a switch cost, or most pairs changed)."""
+    if last is None or problem.utility.size > _REUSE_PAIRS:
+        return None
+    old = last.problem
+    same = old.shape == problem.shape and last.market.exponent == exponent
+    same = same and last.market.magnitude == top and old.allowed is problem.allowed
+    if not same or _switches(problem) or _switches(old):
+        return None
+    changed = np.flatnonzero(problem.utility != old.utility)
+    if changed.size > problem.utility.size // 4:
+        return None
+    if problem.allowed is not None:  # the values of the other pairs stay `excluded`
+        changed = changed[np.take(problem.allowed, changed)]
+    rounded = np.empty(changed.size, dtype=np.int64)
+    scaled = _times_power_of_two(np.take(problem.utility, changed), exponent)
+    error = _round_into(scaled, rounded)
+    value = last.market.value
+    value.ravel()[changed] = rounded
+    return value, max(error, last.value_error)
+
+
+def _switches(problem: AssignmentProblem) -> bool:
+    """Whether `problem`'s effective utility has a switch cost folded in."""
+    return problem.previous is not None and bool(problem.switch_cost)
 
 
 def _times_power_of_two(values: NDArray[np.float64], exponent: int) -> NDArray[np.float64]:
@@ -281,7 +336,7 @@ def _round_into(scaled: NDArray[np.float64], out: Int) -> float:
 def _largest_utility(problem: AssignmentProblem) -> float:
     """Largest |effective utility| of an allowed pair (no copy of the matrix without a
     switch cost; chunked with one)."""
-    if problem.previous is None or not problem.switch_cost:
+    if not _switches(problem):
         where = True if problem.allowed is None else problem.allowed
         top = problem.utility.max(where=where, initial=-math.inf)
         bottom = problem.utility.min(where=where, initial=math.inf)
@@ -511,17 +566,21 @@ class _Holdings:
     x: Bool
     loads: Int
     count: Int
+    changed: Bool
+    """Clients whose holdings :meth:`replace` changed."""
 
     @classmethod
     def of(cls, market: Market, choice: _prices.Choice) -> _Holdings:
         """The choice's holdings: each client its first ``count`` candidates."""
         x = _prices.held_matrix(market, choice)
-        return cls(x, choice.loads.copy(), np.array(choice.count, dtype=np.int64))
+        count = np.array(choice.count, dtype=np.int64)
+        return cls(x, choice.loads.copy(), count, np.zeros(market.n_clients, dtype=bool))
 
     @classmethod
     def empty(cls, market: Market) -> _Holdings:
         n, e = market.n_clients, market.n_experts
-        return cls(np.zeros((n, e), dtype=bool), np.zeros(e, np.int64), np.zeros(n, np.int64))
+        x = np.zeros((n, e), dtype=bool)
+        return cls(x, np.zeros(e, np.int64), np.zeros(n, np.int64), np.zeros(n, dtype=bool))
 
     def within_band(self, market: Market) -> bool:
         return bool(((self.loads >= market.lo) & (self.loads <= market.hi)).all())
@@ -533,10 +592,13 @@ class _Holdings:
         e = self.loads.size
         on = self.x[clients[local], experts]
         change = np.bincount(held[1], minlength=e) - np.bincount(experts[on], minlength=e)
+        before = self.x[clients]
         self.x[clients[local], experts] = False
         self.x[held] = True
         np.add(self.loads, change, out=self.loads)
-        self.count[clients] = self.x[clients].sum(axis=1)
+        after = self.x[clients]
+        self.count[clients] = after.sum(axis=1)
+        self.changed[clients] |= (before != after).any(axis=1)
 
 
 @dataclass
@@ -650,8 +712,9 @@ class _Search:
                 if status != "OPTIMAL":
                     return _Found(status)
             limit = 4 * int(open_.sum()) + least
+            start = open_ & (held.changed | (margin <= 0) | extra | whole)
             found, used = self.timed(
-                "solve_time", _prices.potentials, market, x, prices, open_, margin, limit,
+                "solve_time", _prices.potentials, market, x, prices, start, margin, limit,
                 loads=held.loads,
             )  # fmt: skip
             if found is None:  # the neighbourhood's flow is not optimal overall: grow it
@@ -801,11 +864,13 @@ def _search(
     strategy: str,
     width: int,
     prices: NDArray[np.float64] | None,
+    last: _Scaled | None = None,
 ) -> tuple[_Search, _Found]:
-    """Scale, then search with `strategy`; a network too large for the scale is solved
-    again on every pair at the scale its size allows."""
+    """Scale (from `last`, a session's last scaled problem, when it can), then search with
+    `strategy`; a network too large for the scale is solved again on every pair at the
+    scale its size allows."""
     start = time.perf_counter()
-    scaled = _scaled(problem)
+    scaled = _scaled(problem, last=last)
     search = _Search(scaled, run, build_time=time.perf_counter() - start)
     if strategy == "dense":
         found = search.dense()
@@ -952,6 +1017,8 @@ class FlowSolver:
         self.engine, self.strategy, self.candidates, self.warm = engine, strategy, candidates, warm
         self.prices: NDArray[np.float64] | None = None
         """The last optimal prices, in utility units (None before the first)."""
+        self._last: _Scaled | None = None
+        """The last problem scaled, whose values the next solve updates where they changed."""
 
     def solve(
         self,
@@ -967,8 +1034,10 @@ class FlowSolver:
         as :func:`flexmoe.assign.solve` does around :func:`solve`.
         """
         start_prices = self.prices if self.warm else None
+        last, self._last = self._last if self.warm else None, None  # updated in place
         width = _width(problem, self.candidates)
-        search, found = _search(problem, self._run, self.strategy, width, start_prices)
+        search, found = _search(problem, self._run, self.strategy, width, start_prices, last)
+        self._last = search.scaled
         result = _result(search, found, self.engine, self.strategy)
         if found.prices is not None:
             self.prices = np.ldexp(found.prices.astype(np.float64), -search.market.exponent)
