@@ -652,24 +652,6 @@ def test_warm_rounds_match_cold_solves(penalty):
     assert session.prices is not None and session.prices.shape == (24,)
 
 
-@pytest.mark.parametrize("masked", [False, True])
-def test_a_session_rescales_what_changed_as_a_cold_scaling_would(masked):
-    p = generate("uniform", 200, 12, 3, seed=3)
-    if masked:
-        p = p.replace(allowed=np.random.default_rng(1).random(p.shape) > 0.2)
-    last = flow._scaled(p)
-    utility = p.utility.copy()
-    moved = (utility < 0.5 * utility.max()) & (np.arange(12) % 3 == 0)  # the largest stays
-    utility[moved] *= 1.1
-    q = p.replace(utility=utility)
-    warm, cold = flow._scaled(q, last=last), flow._scaled(q)
-    assert warm.market.value is last.market.value  # updated in place
-    np.testing.assert_array_equal(warm.market.value, cold.market.value)
-    assert warm.market.exponent == cold.market.exponent and cold.max_error <= warm.max_error
-    switching = q.replace(previous=q.utility > 0.5, switch_cost=0.1)  # ū moves everywhere
-    assert flow._scaled(switching, last=warm).market.value is not warm.market.value
-
-
 def test_session_starts_cold_on_another_shape_and_keeps_its_checks():
     session = Solver("flow")  # the registry's session: FlowSolver inside, checks around it
     first = session.solve(generate("clustered", 200, 12, 3, seed=1))

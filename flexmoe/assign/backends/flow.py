@@ -178,10 +178,9 @@ def _holder_band(problem: AssignmentProblem, total: int) -> tuple[Int, Int]:
 class _Scaled:
     """The market of a problem and what its rounding costs the bound.
 
-    `max_error` is at least the largest |scaled cost − true cost · 2**exponent| of any arc,
-    in scaled units (exact: a power-of-two scale makes every product exact; a bound when
-    the values were updated from a session's last market); `most_arcs` how many
-    rounded-cost unit arcs any feasible flow can use.
+    `max_error` is the largest |scaled cost − true cost · 2**exponent| of any arc, in
+    scaled units (exact: a power-of-two scale makes every product exact); `most_arcs` how
+    many rounded-cost unit arcs any feasible flow can use.
     """
 
     problem: AssignmentProblem
@@ -190,8 +189,6 @@ class _Scaled:
     most_arcs: int
     reach: float
     """Largest |effective utility| of an allowed pair."""
-    value_error: float = 0.0
-    """The part of `max_error` from rounding the utilities."""
 
     def error_bound(self, used_arcs: int) -> float:
         """The certified distance, in objective units, from an optimum of the scaled costs
@@ -222,15 +219,11 @@ def _exponent(magnitude: float, limit: int) -> int:
     return e
 
 
-def _scaled(
-    problem: AssignmentProblem, clients: int | None = None, last: _Scaled | None = None
-) -> _Scaled:
+def _scaled(problem: AssignmentProblem, clients: int | None = None) -> _Scaled:
     """Scale and round every cost (chunked: one int64 copy of the utilities, no more).
 
     The scale fits a network of `clients` clients (default: a quarter of the clients, at
     least :data:`_SCALED_CLIENTS`) and keeps every sum of :mod:`._prices` inside int64.
-    `last`: a session's last scaled problem, whose values are updated in place where they
-    can be (see :func:`_rescaled`); it must not be used again.
     """
     n, e = problem.shape
     most = _most_experts(problem)
@@ -241,11 +234,16 @@ def _scaled(
     size = min(n, max(_SCALED_CLIENTS, n // 4) if clients is None else clients)
     exponent = _exponent(magnitude, min(_ortools_limit(size, e), Market.cap(e)))
     top = math.ldexp(magnitude, exponent)
+    value = np.empty((n, e), dtype=np.int64)
+    error = 0.0
     excluded = Market.excluded_for(e, int(top))
-    value, error = _rescaled(problem, last, exponent, int(top)) or _rounded(
-        problem, exponent, excluded
-    )
-    value_error = error
+    for rows in _prices.chunks(n, e):
+        scaled = _times_power_of_two(_effective_rows(problem, rows), exponent)
+        if problem.allowed is not None:  # pairs that are never arcs may lie out of range
+            scaled[~problem.allowed[rows]] = 0.0
+        error = max(error, _round_into(scaled, value[rows]))
+        if problem.allowed is not None:
+            value[rows][~problem.allowed[rows]] = excluded
     market = Market(
         value, problem.min_experts.astype(np.int64), most.astype(np.int64), lo, hi,
         problem.balance_penalty, exponent, int(top),
@@ -255,60 +253,7 @@ def _scaled(
         error += 2.0**-1074
     total = min(int(most.sum()), int(hi.sum()))
     units_used = max(0, total - int(lo.sum())) if problem.balance_penalty > 0 else 0
-    return _Scaled(problem, market, error, total + units_used, reach, value_error)
-
-
-def _rounded(problem: AssignmentProblem, exponent: int, excluded: int) -> tuple[Int, float]:
-    """The scaled, rounded utilities (:attr:`Market.value`) and the largest rounding error,
-    in chunks."""
-    n, e = problem.shape
-    value = np.empty((n, e), dtype=np.int64)
-    error = 0.0
-    for rows in _prices.chunks(n, e):
-        scaled = _times_power_of_two(_effective_rows(problem, rows), exponent)
-        if problem.allowed is not None:  # pairs that are never arcs may lie out of range
-            scaled[~problem.allowed[rows]] = 0.0
-        error = max(error, _round_into(scaled, value[rows]))
-        if problem.allowed is not None:
-            value[rows][~problem.allowed[rows]] = excluded
-    return value, error
-
-
-#: A session updates its last values in place only up to this many pairs (it keeps the
-#: last utilities and values between solves: two copies of U).
-_REUSE_PAIRS = 1 << 24
-
-
-def _rescaled(
-    problem: AssignmentProblem, last: _Scaled | None, exponent: int, top: int
-) -> tuple[Int, float] | None:
-    """`last`'s values, updated in place to `problem` where the utilities changed (a
-    federated round moves only the held pairs: one comparison finds them), and a bound on
-    the rounding error: the last one's, or the changed pairs' (None: not the same shape,
-    scale, allowed mask and excluded value, a switch cost, or most pairs changed)."""
-    if last is None or problem.utility.size > _REUSE_PAIRS:
-        return None
-    old = last.problem
-    same = old.shape == problem.shape and last.market.exponent == exponent
-    same = same and last.market.magnitude == top and old.allowed is problem.allowed
-    if not same or _switches(problem) or _switches(old):
-        return None
-    changed = np.flatnonzero(problem.utility != old.utility)
-    if changed.size > problem.utility.size // 4:
-        return None
-    if problem.allowed is not None:  # the values of the other pairs stay `excluded`
-        changed = changed[np.take(problem.allowed, changed)]
-    rounded = np.empty(changed.size, dtype=np.int64)
-    scaled = _times_power_of_two(np.take(problem.utility, changed), exponent)
-    error = _round_into(scaled, rounded)
-    value = last.market.value
-    value.ravel()[changed] = rounded
-    return value, max(error, last.value_error)
-
-
-def _switches(problem: AssignmentProblem) -> bool:
-    """Whether `problem`'s effective utility has a switch cost folded in."""
-    return problem.previous is not None and bool(problem.switch_cost)
+    return _Scaled(problem, market, error, total + units_used, reach)
 
 
 def _times_power_of_two(values: NDArray[np.float64], exponent: int) -> NDArray[np.float64]:
@@ -336,7 +281,7 @@ def _round_into(scaled: NDArray[np.float64], out: Int) -> float:
 def _largest_utility(problem: AssignmentProblem) -> float:
     """Largest |effective utility| of an allowed pair (no copy of the matrix without a
     switch cost; chunked with one)."""
-    if not _switches(problem):
+    if problem.previous is None or not problem.switch_cost:
         where = True if problem.allowed is None else problem.allowed
         top = problem.utility.max(where=where, initial=-math.inf)
         bottom = problem.utility.min(where=where, initial=math.inf)
@@ -686,7 +631,9 @@ class _Search:
         (one in :data:`_NEAR_SHARE`; an eighth as many when they did); when the expert
         graph finds the flow of that neighbourhood not optimal overall, the neighbourhood
         doubles, or its clients get every pair when the cycle runs through pairs beyond
-        their candidates. A certificate that names clients gives them every pair.
+        their candidates. A certificate that names clients gives them every pair. The
+        expert graph starts from the open clients the flow moved, the ties and the named
+        ones; the other open clients' margins still hold and join it like any client's.
         """
         market = self.market
         cand, settled = self._settle(start_prices, width)
@@ -864,13 +811,11 @@ def _search(
     strategy: str,
     width: int,
     prices: NDArray[np.float64] | None,
-    last: _Scaled | None = None,
 ) -> tuple[_Search, _Found]:
-    """Scale (from `last`, a session's last scaled problem, when it can), then search with
-    `strategy`; a network too large for the scale is solved again on every pair at the
-    scale its size allows."""
+    """Scale, then search with `strategy`; a network too large for the scale is solved
+    again on every pair at the scale its size allows."""
     start = time.perf_counter()
-    scaled = _scaled(problem, last=last)
+    scaled = _scaled(problem)
     search = _Search(scaled, run, build_time=time.perf_counter() - start)
     if strategy == "dense":
         found = search.dense()
@@ -1017,8 +962,6 @@ class FlowSolver:
         self.engine, self.strategy, self.candidates, self.warm = engine, strategy, candidates, warm
         self.prices: NDArray[np.float64] | None = None
         """The last optimal prices, in utility units (None before the first)."""
-        self._last: _Scaled | None = None
-        """The last problem scaled, whose values the next solve updates where they changed."""
 
     def solve(
         self,
@@ -1034,10 +977,8 @@ class FlowSolver:
         as :func:`flexmoe.assign.solve` does around :func:`solve`.
         """
         start_prices = self.prices if self.warm else None
-        last, self._last = self._last if self.warm else None, None  # updated in place
         width = _width(problem, self.candidates)
-        search, found = _search(problem, self._run, self.strategy, width, start_prices, last)
-        self._last = search.scaled
+        search, found = _search(problem, self._run, self.strategy, width, start_prices)
         result = _result(search, found, self.engine, self.strategy)
         if found.prices is not None:
             self.prices = np.ldexp(found.prices.astype(np.float64), -search.market.exponent)
