@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from flexmoe.assign.problem import AssignmentProblem, Bool, Float
-from flexmoe.assign.verify import expert_loads, objective_and_scale
+from flexmoe.assign.verify import expert_loads, objective_scale_and_loads
 
 __all__ = ["OPTIMAL_RTOL", "Assignment", "LoadStats", "Status", "load_stats", "relative_gap"]
 
@@ -196,14 +196,14 @@ class Assignment:
         has it already; see :func:`~flexmoe.assign.verify.objective_scale`)."""
         x = np.asarray(x, dtype=bool)
         x.setflags(write=False)
-        objective, scale = objective_and_scale(problem, x, largest=largest)
+        objective, scale, loads = objective_scale_and_loads(problem, x, largest=largest)
         return cls(
             status=Status(status),
             x=x,
             objective=objective,
             bound=float(bound),
             backend=backend,
-            loads=expert_loads(problem, x),
+            loads=loads,
             scale=scale,
             **kwargs,
         )

@@ -7,6 +7,7 @@ problem (:mod:`flexmoe.assign.derived`): only the raw fields and budget rows are
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ __all__ = [
     "largest_magnitude",
     "objective_and_scale",
     "objective_scale",
+    "objective_scale_and_loads",
     "objective_value",
     "verify",
 ]
@@ -39,6 +41,39 @@ def expert_loads(problem: AssignmentProblem, x: ArrayLike) -> Float:
     return np.where(x, problem.load_weight, 0.0).sum(axis=0)
 
 
+@dataclass(frozen=True)
+class _Pairs:
+    """The pairs an assignment `x` holds: their flat indices and utilities, found once
+    (no (N, E) temporaries), and the expert loads (counted from them when unweighted)."""
+
+    problem: AssignmentProblem
+    x: Bool
+    held: NDArray[np.intp]
+    utility: Float
+
+    @classmethod
+    def of(cls, problem: AssignmentProblem, x: Bool) -> _Pairs:
+        if x.shape != problem.shape:
+            raise ValueError(f"`x` must have shape {problem.shape}; got {x.shape}")
+        held = np.flatnonzero(x)
+        return cls(problem, x, held, np.take(problem.utility, held))
+
+    @functools.cached_property
+    def loads(self) -> Float:
+        """:func:`expert_loads` at `x`."""
+        if self.problem.load_weight is not None:
+            return expert_loads(self.problem, self.x)
+        experts = self.held % self.problem.n_experts
+        return np.bincount(experts, minlength=self.problem.n_experts).astype(np.float64)
+
+    @functools.cached_property
+    def unswitched(self) -> int:
+        """Held pairs that `previous` did not hold (0 without a switch cost)."""
+        if not self.problem.switch_cost or self.problem.previous is None:
+            return 0
+        return int(self.held.size - np.take(self.problem.previous, self.held).sum())
+
+
 def imbalance(loads: ArrayLike, metric: BalanceMetric | str) -> float:
     """``Σ (L − L̄)²`` for ``variance``, ``max L − min L`` for ``range``."""
     loads = np.asarray(loads, dtype=np.float64)
@@ -49,25 +84,17 @@ def imbalance(loads: ArrayLike, metric: BalanceMetric | str) -> float:
 
 def objective_value(problem: AssignmentProblem, x: ArrayLike) -> float:
     """``Σ u·x − λ·imbalance(L) − μ·Σ (1 − previous)·x`` in float64."""
-    x = np.asarray(x, dtype=bool)
-    return _value(problem, x, _held(problem, x))
+    return _value(_Pairs.of(problem, np.asarray(x, dtype=bool)))
 
 
-def _held(problem: AssignmentProblem, x: Bool) -> NDArray[np.intp]:
-    """Flat indices of the pairs `x` holds (`x` of the problem's shape)."""
-    if x.shape != problem.shape:
-        raise ValueError(f"`x` must have shape {problem.shape}; got {x.shape}")
-    return np.flatnonzero(x)
-
-
-def _value(problem: AssignmentProblem, x: Bool, held: NDArray[np.intp]) -> float:
-    """:func:`objective_value`, `held` the flat indices of the held pairs."""
-    value = float(np.take(problem.utility, held).sum())
+def _value(pairs: _Pairs) -> float:
+    """:func:`objective_value` from the held pairs."""
+    problem = pairs.problem
+    value = float(pairs.utility.sum())
     if problem.balance_penalty:
-        loads = expert_loads(problem, x)
-        value -= problem.balance_penalty * imbalance(loads, problem.balance_metric)
+        value -= problem.balance_penalty * imbalance(pairs.loads, problem.balance_metric)
     if problem.switch_cost and problem.previous is not None:
-        value -= problem.switch_cost * float(held.size - np.take(problem.previous, held).sum())
+        value -= problem.switch_cost * float(pairs.unswitched)
     return value
 
 
@@ -92,8 +119,7 @@ def objective_scale(
     >>> objective_value(p, x), objective_scale(p, x)
     (0.0, 3.0)
     """
-    x = np.asarray(x, dtype=bool)
-    return _scale(problem, x, _held(problem, x), largest)
+    return _scale(_Pairs.of(problem, np.asarray(x, dtype=bool)), largest)
 
 
 def objective_and_scale(
@@ -107,23 +133,33 @@ def objective_and_scale(
     ...                     [[True, True, False]])
     (0.0, 3.0)
     """
-    x = np.asarray(x, dtype=bool)
-    held = _held(problem, x)
-    return _value(problem, x, held), _scale(problem, x, held, largest)
+    return objective_scale_and_loads(problem, x, largest=largest)[:2]
 
 
-def _scale(
-    problem: AssignmentProblem, x: Bool, held: NDArray[np.intp], largest: float | None
-) -> float:
-    """:func:`objective_scale` from the held pairs only (no (N, E) temporaries)."""
-    terms = np.take(problem.utility, held)
+def objective_scale_and_loads(
+    problem: AssignmentProblem, x: ArrayLike, *, largest: float | None = None
+) -> tuple[float, float, Float]:
+    """:func:`objective_value`, :func:`objective_scale` and :func:`expert_loads` at `x`,
+    finding the held pairs once (the loads of a count problem counted from them).
+
+    >>> from flexmoe.assign import AssignmentProblem
+    >>> objective_scale_and_loads(AssignmentProblem([[1.0, -1.0, -3.0]], max_experts=2),
+    ...                           [[True, True, False]])
+    (0.0, 3.0, array([1., 1., 0.]))
+    """
+    pairs = _Pairs.of(problem, np.asarray(x, dtype=bool))
+    return _value(pairs), _scale(pairs, largest), pairs.loads
+
+
+def _scale(pairs: _Pairs, largest: float | None) -> float:
+    """:func:`objective_scale` from the held pairs."""
+    problem = pairs.problem
+    terms = pairs.utility
     if problem.switch_cost and problem.previous is not None:
-        terms = terms - problem.switch_cost * ~np.take(problem.previous, held)
+        terms = terms - problem.switch_cost * ~np.take(problem.previous, pairs.held)
     value = float(np.abs(terms).sum())
     if problem.balance_penalty:
-        value += problem.balance_penalty * imbalance(
-            expert_loads(problem, x), problem.balance_metric
-        )
+        value += problem.balance_penalty * imbalance(pairs.loads, problem.balance_metric)
     if largest is None:
         largest = largest_magnitude(problem)
     return max(value, largest)

@@ -71,7 +71,7 @@ _COST_BUDGET = 2**62
 #: larger one (a fallback on every pair) is solved at the coarser scale its size allows.
 _SCALED_CLIENTS = 4096
 #: Candidate experts per client beyond ``max_experts``.
-_EXTRA_CANDIDATES = 8
+_EXTRA_CANDIDATES = 4
 #: Rounds of contested flows before the fallback to every pair.
 _MAX_ROUNDS = 6
 #: Clients of least margin contested when the prices did not settle on a feasible
@@ -238,14 +238,10 @@ def _scaled(problem: AssignmentProblem, clients: int | None = None) -> _Scaled:
     error = 0.0
     excluded = Market.excluded_for(e, int(top))
     for rows in _prices.chunks(n, e):
-        scaled = np.ldexp(_effective_rows(problem, rows), exponent)
+        scaled = _times_power_of_two(_effective_rows(problem, rows), exponent)
         if problem.allowed is not None:  # pairs that are never arcs may lie out of range
             scaled[~problem.allowed[rows]] = 0.0
-        rounded = np.rint(scaled)
-        value[rows] = rounded
-        np.subtract(scaled, rounded, out=scaled)
-        np.abs(scaled, out=scaled)
-        error = max(error, float(scaled.max(initial=0.0)))
+        error = max(error, _round_into(scaled, value[rows]))
         if problem.allowed is not None:
             value[rows][~problem.allowed[rows]] = excluded
     market = Market(
@@ -258,6 +254,28 @@ def _scaled(problem: AssignmentProblem, clients: int | None = None) -> _Scaled:
     total = min(int(most.sum()), int(hi.sum()))
     units_used = max(0, total - int(lo.sum())) if problem.balance_penalty > 0 else 0
     return _Scaled(problem, market, error, total + units_used, reach)
+
+
+def _times_power_of_two(values: NDArray[np.float64], exponent: int) -> NDArray[np.float64]:
+    """``values · 2**exponent`` (a new array): exact but where it under- or overflows, like
+    ``np.ldexp``, which is several times slower than a product by a normal ``2**exponent``."""
+    if -1022 <= exponent <= 1023:
+        return values * math.ldexp(1.0, exponent)
+    return np.ldexp(values, exponent)
+
+
+def _round_into(scaled: NDArray[np.float64], out: Int) -> float:
+    """Write ``rint(scaled)`` into `out` and return the largest rounding error (`scaled` is
+    overwritten).
+
+    >>> out = np.empty(4, dtype=np.int64)
+    >>> _round_into(np.array([0.5, 1.5, -2.25, 7.0]), out), out.tolist()
+    (0.5, [0, 2, -2, 7])
+    """
+    rounded = np.rint(scaled)
+    out[...] = rounded
+    scaled -= rounded
+    return max(float(scaled.max(initial=0.0)), -float(scaled.min(initial=0.0)))
 
 
 def _largest_utility(problem: AssignmentProblem) -> float:
@@ -485,6 +503,49 @@ class _Found:
     prices: Int | None = None
 
 
+@dataclass(frozen=True)
+class _Holdings:
+    """An assignment being built: `x`, and its holders per expert (`loads`) and experts
+    per client (`count`), kept in step with it (each would be a pass over `x`)."""
+
+    x: Bool
+    loads: Int
+    count: Int
+    changed: Bool
+    """Clients whose holdings :meth:`replace` changed."""
+
+    @classmethod
+    def of(cls, market: Market, choice: _prices.Choice) -> _Holdings:
+        """The choice's holdings: each client its first ``count`` candidates."""
+        x = _prices.held_matrix(market, choice)
+        count = np.array(choice.count, dtype=np.int64)
+        return cls(x, choice.loads.copy(), count, np.zeros(market.n_clients, dtype=bool))
+
+    @classmethod
+    def empty(cls, market: Market) -> _Holdings:
+        n, e = market.n_clients, market.n_experts
+        x = np.zeros((n, e), dtype=bool)
+        return cls(x, np.zeros(e, np.int64), np.zeros(n, np.int64), np.zeros(n, dtype=bool))
+
+    def within_band(self, market: Market) -> bool:
+        return bool(((self.loads >= market.lo) & (self.loads <= market.hi)).all())
+
+    def replace(self, clients: Int, pairs: tuple[Int, Int], held: tuple[Int, Int]) -> None:
+        """Drop the `pairs` (local client, expert) of `clients`, then hold `held` (global
+        client, expert)."""
+        local, experts = pairs
+        e = self.loads.size
+        on = self.x[clients[local], experts]
+        change = np.bincount(held[1], minlength=e) - np.bincount(experts[on], minlength=e)
+        before = self.x[clients]
+        self.x[clients[local], experts] = False
+        self.x[held] = True
+        np.add(self.loads, change, out=self.loads)
+        after = self.x[clients]
+        self.count[clients] = after.sum(axis=1)
+        self.changed[clients] |= (before != after).any(axis=1)
+
+
 @dataclass
 class _Search:
     """One solve: the scaled problem, the engine, the clock and what happened."""
@@ -507,15 +568,15 @@ class _Search:
 
     # -- one network -------------------------------------------------------------------
 
-    def flow(self, x: Bool, clients: Int, pairs: tuple[Int, Int], prices: Int) -> str:
-        """Solve the network of `clients` over `pairs`, the others fixed as in `x`, and
-        write their holdings into `x`; the engine's status."""
+    def flow(self, held: _Holdings, clients: Int, pairs: tuple[Int, Int], prices: Int) -> str:
+        """Solve the network of `clients` over `pairs`, the others fixed as `held` holds
+        them, and write their holdings into `held`; the engine's status."""
         start = time.perf_counter()
         market = self.market
         local, experts = pairs
-        on = x[clients[local], experts]  # the pairs held now
-        base = x.sum(axis=0).astype(np.int64) - np.bincount(experts[on], minlength=market.n_experts)
-        kept = x[clients].sum(axis=1) - np.bincount(local[on], minlength=clients.size)
+        on = held.x[clients[local], experts]  # the pairs held now
+        base = held.loads - np.bincount(experts[on], minlength=market.n_experts)
+        kept = held.count[clients] - np.bincount(local[on], minlength=clients.size)
         network = _Network.of(market, clients, pairs, base, prices, kept)
         if network is not None and _too_costly(network, clients.size, market.n_experts):
             network = _Network.of(market, clients, pairs, base, np.zeros_like(prices), kept)
@@ -530,13 +591,12 @@ class _Search:
         self.solves += 1
         self.arcs = int(network.pair_clients.size)
         if outcome.status == "OPTIMAL" and outcome.flows is not None:
-            x[clients[local], experts] = False
-            x[network.held(outcome.flows)] = True
+            held.replace(clients, pairs, network.held(outcome.flows))
         return outcome.status
 
-    def timed(self, into: str, fn: Callable[..., Any], *args: Any) -> Any:
+    def timed(self, into: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
-        out = fn(*args)
+        out = fn(*args, **kwargs)
         setattr(self, into, getattr(self, into) + time.perf_counter() - start)
         return out
 
@@ -546,22 +606,22 @@ class _Search:
         """One network with every allowed pair; the certificate as for any other answer."""
         market = self.market
         n = market.n_clients
-        x = np.zeros((n, market.n_experts), dtype=bool)
+        held = _Holdings.empty(market)
         everyone = np.arange(n)
         rows, experts = _prices.where2(market.value > market.excluded)
         prices = np.zeros(market.n_experts, dtype=np.int64)
         self.contested = n
-        status = self.flow(x, everyone, (rows, experts), prices)
+        status = self.flow(held, everyone, (rows, experts), prices)
         if status != "OPTIMAL":
             return _Found(status)
         everyone_mask = np.ones(n, dtype=bool)
         zeros = np.zeros(n, dtype=np.int64)
         found, _ = self.timed(
-            "solve_time", _prices.potentials, market, x, prices, everyone_mask, zeros
+            "solve_time", _prices.potentials, market, held.x, prices, everyone_mask, zeros
         )
-        if found is None or not self.timed("solve_time", _prices.certify, market, x, found).ok:
+        if found is None or not self._certify(held, found, None).ok:
             return _Found("NEGATIVE_CYCLE")
-        return _Found("OPTIMAL", x, found)
+        return _Found("OPTIMAL", held.x, found)
 
     def by_prices(self, start_prices: Int, width: int) -> _Found:
         """Settle prices, contest the clients they leave open, certify; widen what fails.
@@ -571,23 +631,26 @@ class _Search:
         (one in :data:`_NEAR_SHARE`; an eighth as many when they did); when the expert
         graph finds the flow of that neighbourhood not optimal overall, the neighbourhood
         doubles, or its clients get every pair when the cycle runs through pairs beyond
-        their candidates. A certificate that names clients gives them every pair.
+        their candidates. A certificate that names clients gives them every pair. The
+        expert graph starts from the open clients the flow moved, the ties and the named
+        ones; the other open clients' margins still hold and join it like any client's.
         """
         market = self.market
         cand, settled = self._settle(start_prices, width)
         prices = settled.prices
-        x = _prices.held_matrix(market, settled.choice)
+        held = _Holdings.of(market, settled.choice)
+        x = held.x
         margin = _prices.margins(market, cand, settled.choice, x)
         extra = _prices.contested(market, settled, margin)
         whole = np.zeros(market.n_clients, dtype=bool)  # clients given every allowed pair
         least = max(_NEAR_LEAST, market.n_clients // _NEAR_SHARE)
-        near = least // 8 if settled.converged and _within_band(market, x) else least
+        near = least // 8 if settled.converged and held.within_band(market) else least
         for _ in range(_MAX_ROUNDS):
             self.rounds += 1
             open_ = extra | whole | (margin <= _threshold(margin, near, market))
             if open_.any():
                 window = 2 * max(int(margin[open_].max()), 0)
-                status = self._contest(x, open_, whole, window, settled.choice, prices)
+                status = self._contest(held, open_, whole, window, settled.choice, prices)
                 if status == "WIDENED":
                     extra |= open_
                     continue
@@ -596,9 +659,11 @@ class _Search:
                 if status != "OPTIMAL":
                     return _Found(status)
             limit = 4 * int(open_.sum()) + least
+            start = open_ & (held.changed | (margin <= 0) | extra | whole)
             found, used = self.timed(
-                "solve_time", _prices.potentials, market, x, prices, open_, margin, limit
-            )
+                "solve_time", _prices.potentials, market, x, prices, start, margin, limit,
+                loads=held.loads,
+            )  # fmt: skip
             if found is None:  # the neighbourhood's flow is not optimal overall: grow it
                 if not (used & ~open_).any() and not whole[open_].all():
                     whole |= open_  # the cycle runs through pairs beyond the candidates
@@ -607,13 +672,22 @@ class _Search:
                 if open_.all():
                     whole[:] = True
                 continue
-            verdict = self.timed("solve_time", _prices.certify, market, x, found, cand)
+            verdict = self._certify(held, found, cand)
             if verdict.ok:
                 return _Found("OPTIMAL", x, found)
             whole[verdict.clients] = True
             extra |= x[:, verdict.experts].any(axis=1)
         self.fallback = True
         return self.dense()
+
+    def _certify(
+        self, held: _Holdings, prices: Int, cand: _prices.Candidates | None
+    ) -> _prices.Verdict:
+        """:func:`._prices.certify` of `held` under `prices`, timed."""
+        return self.timed(
+            "solve_time", _prices.certify, self.market, held.x, prices, cand,
+            loads=held.loads, count=held.count,
+        )  # fmt: skip
 
     def _settle(self, prices: Int, width: int) -> tuple[_prices.Candidates, _prices.Settled]:
         """Rank the candidates and settle the prices on them."""
@@ -625,7 +699,13 @@ class _Search:
         return settled.cand, settled
 
     def _contest(
-        self, x: Bool, open_: Bool, whole: Bool, window: int, choice: _prices.Choice, prices: Int
+        self,
+        held: _Holdings,
+        open_: Bool,
+        whole: Bool,
+        window: int,
+        choice: _prices.Choice,
+        prices: Int,
     ) -> str:
         """One flow on the open clients' candidates within `window` of their cut; when the
         fixed ones leave it infeasible, widen `open_` by the clients that can fix the bands
@@ -637,10 +717,10 @@ class _Search:
         if open_.all():
             window = market.inf
         pairs = _pairs(market, choice, clients, whole[clients], window)
-        status = self.flow(x, clients, pairs, prices)
+        status = self.flow(held, clients, pairs, prices)
         if status != "INFEASIBLE":
             return status
-        base = x.sum(axis=0).astype(np.int64) - x[clients].sum(axis=0)
+        base = held.loads - held.x[clients].sum(axis=0)
         reach = np.bincount(pairs[1], minlength=market.n_experts)
         excess = np.maximum(base - market.hi, 0)
         short = np.maximum(market.lo - base - reach, 0)
@@ -652,11 +732,6 @@ class _Search:
             open_[:] = True
             return "WIDENED"
         return "DENSE"
-
-
-def _within_band(market: Market, x: Bool) -> bool:
-    held_loads = x.sum(axis=0)
-    return bool(((held_loads >= market.lo) & (held_loads <= market.hi)).all())
 
 
 def _threshold(margin: Int, count: int, market: Market) -> int:
@@ -788,7 +863,7 @@ def solve(
         Experts per client that the prices are settled on and the small flow may choose
         from (its best under the current prices, ranked again when prices move past them;
         a client the certificate names gets every pair), at least ``max(max_experts) + 1``.
-        Default: ``max(max_experts) + 8``.
+        Default: ``max(max_experts) + 4``.
 
     Returns
     -------
@@ -960,7 +1035,7 @@ def _result(search: _Search, found: _Found, engine: str, strategy: str) -> Assig
     x = found.x
     rounded = int(np.count_nonzero(x))
     if problem.balance_penalty > 0:
-        rounded += int(np.maximum(x.sum(axis=0) - scaled.market.lo, 0).sum())
+        rounded += int(np.maximum(_prices.column_counts(x) - scaled.market.lo, 0).sum())
     if found.prices is not None:
         prices = np.ldexp(found.prices.astype(np.float64), -scaled.market.exponent)
         info["prices"] = prices.tolist()
