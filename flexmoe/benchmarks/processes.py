@@ -147,14 +147,20 @@ def die_with_parent() -> bool:
     return _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(state, parent pid) of `pid`, None when it is gone."""
+def _fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first), None
+    when `pid` is gone."""
     try:
         text = (_PROC / str(pid) / "stat").read_text()
     except OSError:
         return None
-    fields = text[text.rindex(")") + 2 :].split()
-    return fields[0], int(fields[1])
+    return text[text.rindex(")") + 2 :].split()
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of `pid`, None when it is gone."""
+    fields = _fields(pid)
+    return None if fields is None else (fields[0], int(fields[1]))
 
 
 def _pids() -> list[int]:
@@ -201,11 +207,8 @@ def _descendants(roots: list[int]) -> list[int]:
 def _started(pid: int) -> int | None:
     """When `pid` started (clock ticks after boot), None when it is gone: with the pid,
     it names one process even after the pid is reused."""
-    try:
-        text = (_PROC / str(pid) / "stat").read_text()
-    except OSError:
-        return None
-    return int(text[text.rindex(")") + 2 :].split()[19])
+    fields = _fields(pid)
+    return None if fields is None else int(fields[19])
 
 
 def tagged(tag: str, variable: str = TAG_VARIABLE) -> list[int]:
@@ -246,14 +249,18 @@ def end_tagged(
     """
     seen: dict[int, int | None] = {}  # pid → when it started
     signalled: set[int] = set()
+
+    def live() -> list[int]:
+        return [p for p, began in seen.items()
+                if p != os.getpid() and _started(p) == began and alive(p)]  # fmt: skip
+
     start = time.monotonic()
     quiet_since: float | None = None
     while (now := time.monotonic()) - start < timeout:
         found = tagged(tag, variable)
-        for pid in (*found, *_descendants(found), *seen):
+        for pid in (*found, *_descendants(found)):
             seen.setdefault(pid, _started(pid))
-        pids = [p for p, began in seen.items() if _started(p) == began and alive(p)]
-        pids = [p for p in pids if p != os.getpid()]
+        pids = live()
         if not pids:
             quiet_since = now if quiet_since is None else quiet_since
             if now - quiet_since >= settle:
@@ -268,10 +275,9 @@ def end_tagged(
             signalled.update(pids)
         time.sleep(0.05)
     else:
-        left = [p for p, began in seen.items() if _started(p) == began and alive(p)]
         logger.warning("processes tagged %s=%s (or descended from one) still running after "
-                       "%.0f s: %s", variable, tag, timeout, left)  # fmt: skip
-    _reap_now(signalled)
+                       "%.0f s: %s", variable, tag, timeout, live())  # fmt: skip
+    _reap(signalled, block=False)
     return sorted(signalled)
 
 
@@ -305,17 +311,11 @@ def kill_tree(pid: int | None, tag: str | None = None, *, timeout: float = 2.0) 
     return killed
 
 
-def _reap_now(pids: set[int]) -> None:
-    """Reap those of `pids` that have ended and are this process's children."""
-    for pid in pids:
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)
-
-
-def _reap(pids: set[int]) -> None:
-    """Wait for those of `pids` that are this process's children (never anyone else's)."""
+def _reap(pids: set[int], *, block: bool = True) -> None:
+    """Wait for those of `pids` that are this process's children (never anyone else's);
+    without `block`, reap only those that have ended."""
     for pid in pids:
         stat = _stat(pid)
         if stat is not None and stat[1] == os.getpid():
             with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
+                os.waitpid(pid, 0 if block else os.WNOHANG)
