@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from torch import Tensor
 
 from flexmoe.fedloop.config import FEEDBACK, TrainConfig
-from flexmoe.models import ExpertStats, ModelSpec, MoEClassifier, shared_keys
+from flexmoe.models import ExpertStats, ModelSpec, MoEClassifier, held_experts, shared_keys
 
 __all__ = [
     "FEEDBACK",
@@ -180,7 +180,7 @@ def _fit(
         weight_decay=cfg.weight_decay, foreach=True,
     )  # fmt: skip
     generator = torch.Generator().manual_seed(plan.seed)
-    experts = [int(e) for e in held.nonzero().flatten()]
+    experts = held_experts(held)
     sums = torch.zeros(3, len(experts))  # routed, loss, correct of the held experts
     total, batches = 0.0, 0
     for _ in range(cfg.epochs):
@@ -301,5 +301,5 @@ def count_correct(model: MoEClassifier, held: Tensor, shared: SharedPass) -> int
 def evaluate(model: MoEClassifier, held: Tensor, x: Tensor, y: Tensor, batch: int = 1024) -> int:
     """Correct predictions of `model` (with the gate and weights it holds) on (x, y), in
     eval mode."""
-    experts = [int(e) for e in held.nonzero().flatten()]
+    experts = held_experts(held)
     return count_correct(model, held, shared_pass(model, x, y, experts, batch))

@@ -13,7 +13,14 @@ from flexmoe.extras import require_extra
 require_extra("fl", modules=("torch",), part="`flexmoe.models`")  # or the pip command
 
 
-from flexmoe.models.moe import ExpertStats, MoEClassifier, MoEOutput, route, shared_keys
+from flexmoe.models.moe import (
+    ExpertStats,
+    MoEClassifier,
+    MoEOutput,
+    held_experts,
+    route,
+    shared_keys,
+)
 from flexmoe.models.presets import PRESETS, ModelSpec, build_model
 
 __all__ = [
@@ -23,6 +30,7 @@ __all__ = [
     "MoEOutput",
     "ModelSpec",
     "build_model",
+    "held_experts",
     "route",
     "shared_keys",
 ]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ExpertStats", "MoEClassifier", "MoEOutput", "route", "shared_keys"]
+__all__ = ["ExpertStats", "MoEClassifier", "MoEOutput", "held_experts", "route", "shared_keys"]
 
 
 def route(gate_logits: Tensor, held: Tensor, top_k: int) -> Tensor:
@@ -183,7 +183,7 @@ class MoEClassifier(nn.Module):
             held = torch.ones(self.n_experts, dtype=torch.bool)
         h = self.backbone(x)
         weights = route(self.gate(h), held, self.top_k)
-        return _mixture(weights, {e: self.experts[e](h) for e in _indices(held)})
+        return _mixture(weights, {e: self.experts[e](h) for e in held_experts(held)})
 
     def mix(self, h: Tensor, held: Tensor, expert_logits: dict[int, Tensor]) -> MoEOutput:
         """:meth:`forward` from ``h = ψ(x)`` and each held expert's logits on it
@@ -191,7 +191,7 @@ class MoEClassifier(nn.Module):
         experts are global; this is the part a client's own gate decides, so a pass
         over a common set is shared by every client's evaluation."""
         weights = route(self.gate(h), held, self.top_k)
-        return _mixture(weights, {e: expert_logits[e] for e in _indices(held)})
+        return _mixture(weights, {e: expert_logits[e] for e in held_experts(held)})
 
     def expert_num_params(self) -> list[int]:
         """Parameters of each expert (for the storage constraint)."""
@@ -206,7 +206,12 @@ class MoEClassifier(nn.Module):
         return _nbytes(self.backbone)
 
 
-def _indices(held: Tensor) -> list[int]:
+def held_experts(held: Tensor) -> list[int]:
+    """The experts a `held` mask holds, in index order.
+
+    >>> held_experts(torch.tensor([False, True, False, True]))
+    [1, 3]
+    """
     return [int(e) for e in held.nonzero().flatten()]
 
 
