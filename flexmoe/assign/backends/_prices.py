@@ -617,7 +617,12 @@ def _band(
     for r in np.flatnonzero(j > 0):
         part = grouped[starts[r] : starts[r] + sizes[r]]  # a view of a new array
         part.partition(j[r] - 1)
-        shed[r] = price[r] + int(part[j[r] - 1])
+        step = int(part[j[r] - 1])
+        if j[r] < sizes[r]:  # halfway to the next slack: no tie on either side of the cut
+            step += (int(part[j[r] :].min()) - step) // 2
+            if j[r] > j0[r]:  # shedding more than the band needs: the price stops at 0
+                step = min(step, -int(price[r]))
+        shed[r] = price[r] + step
     floor = np.where(j < jmax, 0, -market.inf)  # the far end reached: no floor at 0
     return sign * np.maximum(np.maximum(price, shed), floor)
 
