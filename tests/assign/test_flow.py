@@ -668,6 +668,44 @@ def test_warm_rounds_match_cold_solves(penalty):
     assert session.prices is not None and session.prices.shape == (24,)
 
 
+def test_a_warm_start_settles_rises_and_falls_in_the_same_rounds(monkeypatch):
+    # After one federated round the last prices are close: the experts that must rise and
+    # those that must fall move together, and settling takes fewer rounds than one
+    # direction at a time (CLOSE too large for any excess), to prices as good.
+    rounds = federated(generate("clustered", 2000, 32, 4, seed=1), 2)
+    session = flow.FlowSolver()
+    problem = rounds.send(session.solve(next(rounds)).x)
+    scaled = flow._scaled(problem)
+    market, start = scaled.market, flow._start_prices(scaled, session.prices)
+
+    def settle() -> _prices.Settled:
+        return _prices.settle(market, _prices.rank(market, start, 8), start)
+
+    together = settle()
+    monkeypatch.setattr(_prices, "CLOSE", 2**40)
+    apart = settle()
+    assert together.converged and apart.converged
+    assert together.rounds < apart.rounds, (together.rounds, apart.rounds)
+    for settled in (together, apart):
+        loads = settled.choice.loads
+        assert ((loads >= market.lo) & (loads <= market.hi)).all()
+
+
+def test_a_session_writes_each_problems_costs_over_the_last_ones():
+    session = flow.FlowSolver()
+    p = generate("clustered", 300, 16, 4, seed=0)
+    session.solve(p)
+    costs = session._costs
+    q = p.replace(utility=p.utility[::-1].copy())
+    r = session.solve(q)
+    assert session._costs is costs  # the same shape: the same array, holding q's costs
+    assert np.array_equal(costs, flow._scaled(q).market.value)
+    assert close(r.objective, solve(q, "flow", strategy="dense").objective)
+    other = generate("clustered", 200, 16, 4, seed=1)
+    assert close(session.solve(other).objective, solve(other, "flow").objective)
+    assert session._costs is not costs and session._costs.shape == (200, 16)
+
+
 def test_session_starts_cold_on_another_shape_and_keeps_its_checks():
     session = Solver("flow")  # the registry's session: FlowSolver inside, checks around it
     first = session.solve(generate("clustered", 200, 12, 3, seed=1))
