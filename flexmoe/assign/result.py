@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from flexmoe.assign.problem import AssignmentProblem, Bool, Float
 from flexmoe.assign.verify import expert_loads, objective_scale_and_loads
@@ -189,14 +190,18 @@ class Assignment:
         bound: float,
         backend: str,
         largest: float | None = None,
+        counts: ArrayLike | None = None,
         **kwargs: Any,
     ) -> Assignment:
         """A result for solution `x`, with objective, loads and scale recomputed from
         `problem` (`largest`: the largest ``|ū|`` of an allowed pair, when the backend
-        has it already; see :func:`~flexmoe.assign.verify.objective_scale`)."""
+        has it already, see :func:`~flexmoe.assign.verify.objective_scale`; `counts`: the
+        holders of each expert in `x`, when it keeps them)."""
         x = np.asarray(x, dtype=bool)
         x.setflags(write=False)
-        objective, scale, loads = objective_scale_and_loads(problem, x, largest=largest)
+        objective, scale, loads = objective_scale_and_loads(
+            problem, x, largest=largest, counts=counts
+        )
         return cls(
             status=Status(status),
             x=x,

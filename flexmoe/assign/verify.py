@@ -137,10 +137,16 @@ def objective_and_scale(
 
 
 def objective_scale_and_loads(
-    problem: AssignmentProblem, x: ArrayLike, *, largest: float | None = None
+    problem: AssignmentProblem,
+    x: ArrayLike,
+    *,
+    largest: float | None = None,
+    counts: ArrayLike | None = None,
 ) -> tuple[float, float, Float]:
     """:func:`objective_value`, :func:`objective_scale` and :func:`expert_loads` at `x`,
-    finding the held pairs once (the loads of a count problem counted from them).
+    finding the held pairs once (the loads of a count problem counted from them, or
+    `counts`: the holders of each expert in `x`, when the caller keeps them; a problem
+    with load weights ignores them).
 
     >>> from flexmoe.assign import AssignmentProblem
     >>> objective_scale_and_loads(AssignmentProblem([[1.0, -1.0, -3.0]], max_experts=2),
@@ -148,6 +154,8 @@ def objective_scale_and_loads(
     (0.0, 3.0, array([1., 1., 0.]))
     """
     pairs = _Pairs.of(problem, np.asarray(x, dtype=bool))
+    if counts is not None and problem.load_weight is None:
+        pairs.__dict__["loads"] = np.asarray(counts, dtype=np.float64)  # the cached property
     return _value(pairs), _scale(pairs, largest), pairs.loads
 
 

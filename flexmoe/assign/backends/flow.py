@@ -500,11 +500,13 @@ def _runner(engine: str) -> _Runner:
 
 @dataclass
 class _Found:
-    """The end of a search: a native status and, when optimal, ``x`` with its prices."""
+    """The end of a search: a native status and, when optimal, ``x`` with its prices and
+    the holders of each expert in it."""
 
     status: str
     x: Bool | None = None
     prices: Int | None = None
+    loads: Int | None = None
 
 
 @dataclass(frozen=True)
@@ -625,7 +627,7 @@ class _Search:
         )
         if found is None or not self._certify(held, found, None).ok:
             return _Found("NEGATIVE_CYCLE")
-        return _Found("OPTIMAL", held.x, found)
+        return _Found("OPTIMAL", held.x, found, held.loads)
 
     def by_prices(self, start_prices: Int, width: int) -> _Found:
         """Settle prices, contest the clients they leave open, certify; widen what fails.
@@ -678,7 +680,7 @@ class _Search:
                 continue
             verdict = self._certify(held, found, cand)
             if verdict.ok:
-                return _Found("OPTIMAL", x, found)
+                return _Found("OPTIMAL", x, found, held.loads)
             whole[verdict.clients] = True
             extra |= x[:, verdict.experts].any(axis=1)
         self.fallback = True
@@ -1045,15 +1047,16 @@ def _result(search: _Search, found: _Found, engine: str, strategy: str) -> Assig
         return Assignment.no_solution(status, backend, message, **times)
     problem = scaled.problem
     x = found.x
-    rounded = int(np.count_nonzero(x))
+    loads = _prices.column_counts(x) if found.loads is None else found.loads
+    rounded = int(loads.sum())
     if problem.balance_penalty > 0:
-        rounded += int(np.maximum(_prices.column_counts(x) - scaled.market.lo, 0).sum())
+        rounded += int(np.maximum(loads - scaled.market.lo, 0).sum())
     if found.prices is not None:
         prices = np.ldexp(found.prices.astype(np.float64), -scaled.market.exponent)
         info["prices"] = prices.tolist()
     result = Assignment.from_x(
         problem, x, status=Status.OPTIMAL, bound=math.nan, backend=backend,
-        largest=scaled.reach, **times,
+        largest=scaled.reach, counts=loads, **times,
     )  # fmt: skip
     gap = scaled.error_bound(rounded)
     bound = result.objective + gap
