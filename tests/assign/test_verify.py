@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -63,6 +64,30 @@ def test_objective_and_scale_match_the_dense_formulas():
     assert (result.objective, result.scale) == (value, scale)
     with pytest.raises(ValueError, match=r"`x` must have shape \(40, 6\); got \(6, 40\)"):
         objective_value(p, x.T)
+
+
+@pytest.mark.parametrize("chunk", [None, 7])
+@pytest.mark.parametrize("seed", range(6))
+def test_largest_magnitude_reads_the_matrix_without_copying_it(seed, chunk, monkeypatch):
+    # From the largest and least utility of each kind of pair (held before or not), in
+    # chunks of rows with a switch cost: the same float as |ū| of a copy, bit for bit.
+    if chunk is not None:
+        monkeypatch.setattr(sys.modules["flexmoe.assign.verify"], "_CHUNK", chunk)
+    rng = np.random.default_rng(seed)
+    n, e = int(rng.integers(1, 30)), int(rng.integers(1, 7))
+    utility = rng.normal(size=(n, e)) * 10.0 ** rng.integers(-300, 300)
+    previous = rng.random((n, e)) < 0.5
+    allowed = (rng.random((n, e)) < 0.7) if seed % 2 else None
+    for switch in (0.0, float(rng.random() * 3), 1e300):
+        p = AssignmentProblem(
+            utility, max_experts=1, min_experts=0, previous=previous, switch_cost=switch,
+            allowed=allowed,
+        )  # fmt: skip
+        magnitude = np.abs(utility - switch * ~previous)
+        expected = float((magnitude if allowed is None else magnitude[allowed]).max(initial=0.0))
+        assert largest_magnitude(p) == expected
+    if allowed is not None:
+        assert largest_magnitude(p.replace(allowed=np.zeros((n, e), bool))) == 0.0
 
 
 def test_weighted_loads_enter_the_balance_term():

@@ -34,6 +34,7 @@ from flexmoe.assign.backends._prices import Market
 from flexmoe.assign.problem import FRIENDLY_ROWS, AssignmentProblem, BalanceMetric
 from flexmoe.assign.registry import Variant, spec_name
 from flexmoe.assign.result import Assignment, Status
+from flexmoe.assign.verify import largest_magnitude
 
 __all__ = [
     "EXACT",
@@ -232,7 +233,7 @@ def _scaled(
     n, e = problem.shape
     most = _most_experts(problem)
     lo, hi = _holder_band(problem, int(most.sum()))
-    reach = _largest_utility(problem)
+    reach = largest_magnitude(problem)
     units = problem.balance_penalty * (2.0 * float(hi.max(initial=0)) + 1.0)  # up to hi + 1
     magnitude = max(reach, units, 0.0)
     size = min(n, max(_SCALED_CLIENTS, n // 4) if clients is None else clients)
@@ -280,23 +281,6 @@ def _round_into(scaled: NDArray[np.float64], out: Int) -> float:
     out[...] = rounded
     scaled -= rounded
     return max(float(scaled.max(initial=0.0)), -float(scaled.min(initial=0.0)))
-
-
-def _largest_utility(problem: AssignmentProblem) -> float:
-    """Largest |effective utility| of an allowed pair (no copy of the matrix without a
-    switch cost; chunked with one)."""
-    if problem.previous is None or not problem.switch_cost:
-        where = True if problem.allowed is None else problem.allowed
-        top = problem.utility.max(where=where, initial=-math.inf)
-        bottom = problem.utility.min(where=where, initial=math.inf)
-        return max(float(top), -float(bottom), 0.0)
-    largest = 0.0
-    for rows in _prices.chunks(problem.n_clients, problem.n_experts):
-        values = np.abs(_effective_rows(problem, rows))
-        if problem.allowed is not None:
-            values[~problem.allowed[rows]] = 0.0
-        largest = max(largest, float(values.max(initial=0.0)))
-    return largest
 
 
 def _effective_rows(problem: AssignmentProblem, rows: slice) -> NDArray[np.float64]:
