@@ -57,7 +57,7 @@ from flexmoe.assign.backends.milp.model import MilpModel
 from flexmoe.assign.deadline import Progress, current, seconds_left
 from flexmoe.assign.problem import AssignmentProblem, Bool, Float
 from flexmoe.assign.result import relative_gap
-from flexmoe.assign.verify import objective_scale, objective_value, verify
+from flexmoe.assign.verify import largest_magnitude, objective_scale, objective_value, verify
 
 __all__ = ["Root", "tighten"]
 
@@ -324,7 +324,7 @@ def _fix(problem: AssignmentProblem, root: Root, lp: _Relaxation, allowance: flo
     assert root.best is not None
     at_bounds = (model.col_lo[model.columns["x"]] == 0) & (model.col_hi[model.columns["x"]] == 1)
     held = root.best[model.clients, model.experts]  # the incumbent stays a valid start
-    least = objective_scale(problem, np.zeros(problem.shape, dtype=bool))  # largest |ū|
+    least = largest_magnitude(problem)
     target = root.value + allowance * max(abs(root.value), least)
     drop = at_bounds & ~held & (r < 0) & (z + r < target)
     hold = at_bounds & held & (r > 0) & (z - r < target)
