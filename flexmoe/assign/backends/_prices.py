@@ -248,18 +248,30 @@ def rank(market: Market, prices: Int, width: int) -> Candidates:
     experts = np.empty((width, n), dtype=np.intp)
     value = np.empty((width, n), dtype=np.int64)
     beyond = np.empty(n, dtype=np.int64)
-    for rows in chunks(n, market.n_experts):
-        best, best_value, beyond[rows] = _ranked(market, rows, prices, width)
+    parts = chunks(n, market.n_experts)
+    work = _work(parts, market.n_experts)
+    for rows in parts:
+        best, best_value, beyond[rows] = _ranked(market, rows, prices, width, work)
         experts[:, rows] = best.T
         value[:, rows] = best_value.T
     return Candidates(experts, value, beyond, prices.copy())
 
 
-def _ranked(market: Market, rows: slice | Int, prices: Int, width: int) -> tuple[Int, Int, Int]:
+def _work(parts: list[slice], width: int) -> Int:
+    """A buffer for the int64 rows of the largest of `parts` (a pass's chunks), so that
+    the pass allocates one instead of one a chunk."""
+    rows = max((p.stop - p.start for p in parts), default=0)
+    return np.empty((rows, width), dtype=np.int64)
+
+
+def _ranked(
+    market: Market, rows: slice | Int, prices: Int, width: int, work: Int | None = None
+) -> tuple[Int, Int, Int]:
     """The `width` best experts of `rows` (shape (rows, width)), their scaled utilities and
-    the best reduced value beyond them."""
+    the best reduced value beyond them (`work`: a buffer of at least as many rows)."""
     bits = market.bits
-    key = prices - market.value[rows]  # −A
+    values = market.value[rows]
+    key = np.subtract(prices, values, out=None if work is None else work[: values.shape[0]])  # −A
     key <<= bits
     key |= np.arange(market.n_experts, dtype=np.int64)
     if width < market.n_experts:

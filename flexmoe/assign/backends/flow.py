@@ -242,11 +242,15 @@ def _scaled(
     value = out if out is not None and out.shape == (n, e) else np.empty((n, e), dtype=np.int64)
     error = 0.0
     excluded = Market.excluded_for(e, int(top))
-    for rows in _prices.chunks(n, e):
-        scaled = _times_power_of_two(_effective_rows(problem, rows), exponent)
+    parts = _prices.chunks(n, e)
+    size = max((p.stop - p.start for p in parts), default=0)
+    work = np.empty((2, size, e))  # the scaled rows of a chunk and their rounding
+    for rows in parts:
+        scaled = work[0, : rows.stop - rows.start]
+        _times_power_of_two(_effective_rows(problem, rows), exponent, out=scaled)
         if problem.allowed is not None:  # pairs that are never arcs may lie out of range
             scaled[~problem.allowed[rows]] = 0.0
-        error = max(error, _round_into(scaled, value[rows]))
+        error = max(error, _round_into(scaled, value[rows], work[1, : scaled.shape[0]]))
         if problem.allowed is not None:
             value[rows][~problem.allowed[rows]] = excluded
     market = Market(
@@ -261,23 +265,28 @@ def _scaled(
     return _Scaled(problem, market, error, total + units_used, reach)
 
 
-def _times_power_of_two(values: NDArray[np.float64], exponent: int) -> NDArray[np.float64]:
-    """``values · 2**exponent`` (a new array): exact but where it under- or overflows, like
-    ``np.ldexp``, which is several times slower than a product by a normal ``2**exponent``."""
+def _times_power_of_two(
+    values: NDArray[np.float64], exponent: int, out: NDArray[np.float64] | None = None
+) -> NDArray[np.float64]:
+    """``values · 2**exponent`` (into `out`, or a new array): exact but where it under- or
+    overflows, like ``np.ldexp``, which is several times slower than a product by a normal
+    ``2**exponent``."""
     if -1022 <= exponent <= 1023:
-        return values * math.ldexp(1.0, exponent)
-    return np.ldexp(values, exponent)
+        return np.multiply(values, math.ldexp(1.0, exponent), out=out)
+    return np.ldexp(values, exponent, out=out)
 
 
-def _round_into(scaled: NDArray[np.float64], out: Int) -> float:
+def _round_into(
+    scaled: NDArray[np.float64], out: Int, work: NDArray[np.float64] | None = None
+) -> float:
     """Write ``rint(scaled)`` into `out` and return the largest rounding error (`scaled` is
-    overwritten).
+    overwritten; `work`, a float array of its shape, holds the rounding when given).
 
     >>> out = np.empty(4, dtype=np.int64)
     >>> _round_into(np.array([0.5, 1.5, -2.25, 7.0]), out), out.tolist()
     (0.5, [0, 2, -2, 7])
     """
-    rounded = np.rint(scaled)
+    rounded = np.rint(scaled, out=work)
     out[...] = rounded
     scaled -= rounded
     return max(float(scaled.max(initial=0.0)), -float(scaled.min(initial=0.0)))
