@@ -32,7 +32,7 @@ from flexmoe.assign import (
     verify,
 )
 from flexmoe.assign.backends import _prices, flow
-from flexmoe.assign.instances import generate
+from flexmoe.assign.instances import generate, load_band
 
 RTOL = 1e-9
 
@@ -649,9 +649,28 @@ def federated(problem: AssignmentProblem, rounds: int, seed: int = 0, noise: flo
         utility = np.where(x, 0.7 * utility + 0.3 * signal, utility)
 
 
-@pytest.mark.parametrize("penalty", [0.0, 0.01])
-def test_warm_rounds_match_cold_solves(penalty):
-    base = generate("clustered", 600, 24, 4, seed=4).replace(balance_penalty=penalty)
+def tiered(kind: str, optional: bool) -> AssignmentProblem:
+    """A 600 × 24 problem whose clients hold 2, 4 or 6 experts (at most, with `optional`),
+    in a ±10 % count band: the path where clients do not all hold the same number."""
+    tiers = np.tile([2, 4, 6], 200)
+    lo, hi = load_band(tiers.sum() / 24, 0.1, 24)
+    return generate(kind, 600, 24, 4, seed=4).replace(
+        max_experts=tiers, min_experts=0 if optional else tiers, load_min=lo, load_max=hi
+    )
+
+
+@pytest.mark.parametrize(
+    "base",
+    [
+        generate("clustered", 600, 24, 4, seed=4),
+        generate("clustered", 600, 24, 4, seed=4).replace(balance_penalty=0.01),
+        generate("uniform", 600, 24, 4, seed=4),
+        tiered("clustered", optional=False),
+        tiered("uniform", optional=True),
+    ],
+    ids=["clustered", "clustered-penalty", "uniform", "tiers", "tiers-optional"],
+)
+def test_warm_rounds_match_cold_solves(base):
     session = flow.FlowSolver()
     rounds = federated(base, 8)
     problem = next(rounds)
