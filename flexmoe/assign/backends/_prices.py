@@ -707,14 +707,20 @@ def _slacks(
     mask = np.take(active, experts)
     if not market.fixed:
         mask &= choice.held[block] if direction > 0 else ~choice.held[block]
+    if cap is not None:  # the cap keeps few of the active slots: test it on the whole block
+        slack_all = values - choice.keep if direction > 0 else choice.enter - values
+        if direction < 0:
+            mask &= values > market.excluded // 2
+        mask &= slack_all <= np.take(cap, experts)
+        at = np.flatnonzero(mask)
+        return experts.ravel()[at], slack_all.ravel()[at]
     at = np.flatnonzero(mask)  # the slots of active experts (few, late in settling)
     expert, value = experts.ravel()[at], values.ravel()[at]
     clients = at % experts.shape[1]
-    slack = value - choice.keep[clients] if direction > 0 else choice.enter[clients] - value
-    kept = None if direction > 0 else value > market.excluded // 2
-    if cap is not None:
-        kept = slack <= cap[expert] if kept is None else kept & (slack <= cap[expert])
-    return (expert, slack) if kept is None else (expert[kept], slack[kept])
+    if direction > 0:
+        return expert, value - choice.keep[clients]
+    kept = value > market.excluded // 2
+    return expert[kept], (choice.enter[clients] - value)[kept]
 
 
 def _meet(prices: Int, slack: Int, cost: Int, room: Int) -> Int:
