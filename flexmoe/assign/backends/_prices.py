@@ -271,9 +271,9 @@ def _ranked(
     the best reduced value beyond them (`work`: a buffer of at least as many rows)."""
     bits = market.bits
     values = market.value[rows]
-    key = np.subtract(prices, values, out=None if work is None else work[: values.shape[0]])  # −A
-    key <<= bits
-    key |= np.arange(market.n_experts, dtype=np.int64)
+    key = np.left_shift(values, bits, out=None if work is None else work[: values.shape[0]])
+    base = (prices << bits) | np.arange(market.n_experts, dtype=np.int64)
+    np.subtract(base, key, out=key)  # (−A << bits) | e: the low bits of v << bits are 0
     if width < market.n_experts:
         key.partition(width, axis=1)
         beyond = -(key[:, width] >> bits)
