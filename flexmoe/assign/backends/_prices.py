@@ -288,18 +288,16 @@ def _ranked(
 def refresh(market: Market, cand: Candidates, choice: Choice) -> tuple[Candidates, Int]:
     """Rank again the clients an outsider may now beat (its bound above what a candidate
     must beat to enter): a rise can sink a client's candidates below what lay beyond them,
-    a fall lift an outsider above them. The new candidates and the clients ranked again."""
+    a fall lift an outsider above them. The candidates under the new prices (their arrays
+    rewritten in place, as :func:`choose` reorders them) and the clients ranked again."""
     cand = cand.moved(choice.prices)
     suspect = np.flatnonzero(cand.beyond > choice.enter)
-    if suspect.size == 0:
-        return cand, suspect
-    experts, value, beyond = cand.experts.copy(), cand.value.copy(), cand.beyond.copy()
     for part in chunks(suspect.size, market.n_experts):
         rows = suspect[part]
-        best, best_value, beyond[rows] = _ranked(market, rows, choice.prices, cand.width)
-        experts[:, rows] = best.T
-        value[:, rows] = best_value.T
-    return Candidates(experts, value, beyond, choice.prices), suspect
+        best, best_value, cand.beyond[rows] = _ranked(market, rows, choice.prices, cand.width)
+        cand.experts[:, rows] = best.T
+        cand.value[:, rows] = best_value.T
+    return cand, suspect
 
 
 # -- each client's choice among its candidates -------------------------------------------------
