@@ -725,6 +725,23 @@ def test_a_session_writes_each_problems_costs_over_the_last_ones():
     assert session._costs is not costs and session._costs.shape == (200, 16)
 
 
+def test_a_running_solve_holds_the_sessions_costs_alone(monkeypatch):
+    # A solve left running past a time limit must not share its costs with the next one:
+    # while a solve runs, the session has no buffer to lend.
+    session = flow.FlowSolver()
+    p = generate("clustered", 300, 16, 4, seed=0)
+    session.solve(p)
+    lent, search = [], flow._search
+
+    def spy(*args, **kwargs):
+        lent.append((args[-1] is not None, session._costs))
+        return search(*args, **kwargs)
+
+    monkeypatch.setattr(flow, "_search", spy)
+    session.solve(p)
+    assert lent == [(True, None)] and session._costs is not None
+
+
 def test_session_starts_cold_on_another_shape_and_keeps_its_checks():
     session = Solver("flow")  # the registry's session: FlowSolver inside, checks around it
     first = session.solve(generate("clustered", 200, 12, 3, seed=1))

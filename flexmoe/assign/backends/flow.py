@@ -243,8 +243,8 @@ def _scaled(
     error = 0.0
     excluded = Market.excluded_for(e, int(top))
     parts = _prices.chunks(n, e)
-    size = max((p.stop - p.start for p in parts), default=0)
-    work = np.empty((2, size, e))  # the scaled rows of a chunk and their rounding
+    widest = max((p.stop - p.start for p in parts), default=0)
+    work = np.empty((2, widest, e))  # the scaled rows of a chunk and their rounding
     for rows in parts:
         scaled = work[0, : rows.stop - rows.start]
         _times_power_of_two(_effective_rows(problem, rows), exponent, out=scaled)
