@@ -464,17 +464,22 @@ def test_certificate_names_the_client_that_misses_a_better_pair():
     assert 1 in verdict.clients.tolist()
 
 
+def settled_one_each(utility: list[list[float]], load_max: list[int]):
+    """Prices settled from zero on a problem where each client holds one expert: the
+    problem, its market, the settled prices and each client's margin under them."""
+    p = AssignmentProblem(np.array(utility), max_experts=1, load_max=load_max)
+    market = flow._scaled(p).market
+    start = np.zeros(p.n_experts, dtype=np.int64)
+    settled = _prices.settle(market, _prices.rank(market, start, p.n_experts), start)
+    x = _prices.held_matrix(market, settled.choice)
+    return p, market, settled, _prices.margins(market, settled.cand, settled.choice, x)
+
+
 def test_settled_prices_fall_between_the_clients_at_the_cut():
     # Two clients want expert 1, which takes one; they value it over expert 0 by 2 and by
     # 1: its price settles halfway between (1.5), so neither is tied and none is left open.
-    utility = np.array([[1.0, 3.0], [1.0, 2.0], [5.0, 0.0]])
-    p = AssignmentProblem(utility, max_experts=1, load_max=[2, 1])
-    market = flow._scaled(p).market
-    start = np.zeros(2, dtype=np.int64)
-    settled = _prices.settle(market, _prices.rank(market, start, 2), start)
+    p, market, settled, margin = settled_one_each([[1.0, 3.0], [1.0, 2.0], [5.0, 0.0]], [2, 1])
     assert settled.converged and settled.prices[1] == np.ldexp(1.5, market.exponent)
-    x = _prices.held_matrix(market, settled.choice)
-    margin = _prices.margins(market, settled.cand, settled.choice, x)
     assert margin.min() > 0 and not _prices.contested(market, settled, margin).any()
     r = solve(p, "flow")
     assert r.status is Status.OPTIMAL and r.objective == 9.0
@@ -484,16 +489,10 @@ def test_settled_prices_leave_no_tie_that_breaks_a_band():
     # Expert 0 takes one of the two clients that want it most. A price at the tie (1.0)
     # left client 1 indifferent, and ties go to the lower expert: both stayed on expert 0,
     # over its band, and the flow had to take a neighbourhood wide enough to repair it.
-    utility = np.array([[3.0, 1.0], [2.0, 1.0], [0.0, 5.0]])
-    p = AssignmentProblem(utility, max_experts=1, load_max=[1, 2])
-    market = flow._scaled(p).market
-    start = np.zeros(2, dtype=np.int64)
-    settled = _prices.settle(market, _prices.rank(market, start, 2), start)
+    p, market, settled, margin = settled_one_each([[3.0, 1.0], [2.0, 1.0], [0.0, 5.0]], [1, 2])
     loads = settled.choice.loads
     assert settled.converged and ((loads >= market.lo) & (loads <= market.hi)).all()
-    x = _prices.held_matrix(market, settled.choice)
-    assert _prices.margins(market, settled.cand, settled.choice, x).min() > 0
-    assert solve(p, "flow").objective == 9.0
+    assert margin.min() > 0 and solve(p, "flow").objective == 9.0
 
 
 # -- infeasible, unsupported, options, statuses ----------------------------------------------
