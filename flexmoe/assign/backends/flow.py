@@ -927,7 +927,8 @@ class FlowSolver:
 
     In a federated run the utilities move a little between rounds (an EMA on the pairs
     held); the last round's prices are then close to the new ones, so settling them takes
-    a round or two and the contested clients are few. Prices carry over between problems
+    a few rounds (the experts that must rise and those that must fall moving together)
+    and the contested clients are few. Prices carry over between problems
     with the same number of experts (clients may differ); anything else starts cold.
 
     Between solves the session also keeps the last problem's scaled costs (8 bytes a
