@@ -53,6 +53,12 @@ def chunks(n: int, width: int) -> list[slice]:
     return [slice(i, min(i + step, n)) for i in range(0, n, step)]
 
 
+def widest(parts: list[slice]) -> int:
+    """Rows of the largest of `parts` (a pass's :func:`chunks`): a buffer that many rows
+    tall serves every chunk, so the pass allocates one instead of one a chunk."""
+    return max((p.stop - p.start for p in parts), default=0)
+
+
 def where2(mask: NDArray[np.bool_]) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
     """``np.nonzero`` of a 2-D mask, row-major (a flat search is several times faster)."""
     flat = np.flatnonzero(mask.ravel())
@@ -249,19 +255,12 @@ def rank(market: Market, prices: Int, width: int) -> Candidates:
     value = np.empty((width, n), dtype=np.int64)
     beyond = np.empty(n, dtype=np.int64)
     parts = chunks(n, market.n_experts)
-    work = _work(parts, market.n_experts)
+    work = np.empty((widest(parts), market.n_experts), dtype=np.int64)  # one a pass
     for rows in parts:
         best, best_value, beyond[rows] = _ranked(market, rows, prices, width, work)
         experts[:, rows] = best.T
         value[:, rows] = best_value.T
     return Candidates(experts, value, beyond, prices.copy())
-
-
-def _work(parts: list[slice], width: int) -> Int:
-    """A buffer for the int64 rows of the largest of `parts` (a pass's chunks), so that
-    the pass allocates one instead of one a chunk."""
-    rows = max((p.stop - p.start for p in parts), default=0)
-    return np.empty((rows, width), dtype=np.int64)
 
 
 def _ranked(

@@ -243,8 +243,7 @@ def _scaled(
     error = 0.0
     excluded = Market.excluded_for(e, int(top))
     parts = _prices.chunks(n, e)
-    widest = max((p.stop - p.start for p in parts), default=0)
-    work = np.empty((2, widest, e))  # the scaled rows of a chunk and their rounding
+    work = np.empty((2, _prices.widest(parts), e))  # a chunk's scaled rows, their rounding
     for rows in parts:
         scaled = work[0, : rows.stop - rows.start]
         _times_power_of_two(_effective_rows(problem, rows), exponent, out=scaled)
@@ -1041,7 +1040,8 @@ def _result(search: _Search, found: _Found, engine: str, strategy: str) -> Assig
         return Assignment.no_solution(status, backend, message, **times)
     problem = scaled.problem
     x = found.x
-    loads = _prices.column_counts(x) if found.loads is None else found.loads
+    loads = found.loads  # every OPTIMAL end of a search keeps its holders per expert
+    assert loads is not None
     rounded = int(loads.sum())
     if problem.balance_penalty > 0:
         rounded += int(np.maximum(loads - scaled.market.lo, 0).sum())
